@@ -1,0 +1,196 @@
+using System.Collections.Concurrent;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime.OpenCL;
+
+namespace IlgpuDdpm.Kernels.Device;
+
+/// <summary>Which kind of accelerator runs the kernels.</summary>
+public enum DeviceKind { Cpu, Cuda, OpenCL }
+
+/// <summary>One accelerator ILGPU can see, as listed by <c>ddpm devices</c>.</summary>
+public sealed record DeviceInfo(DeviceKind Kind, string Name, long MemoryBytes, int ComputeUnits, int MaxThreadsPerGroup, int WarpSize);
+
+/// <summary>
+/// The accelerator every kernel runs on: an ILGPU context and accelerator, the one stream all work is
+/// ordered on, the buffer pool, and the kernel families loaded on it. Choose it with
+/// <see cref="Open"/> (<c>auto</c> = CUDA, then OpenCL, then CPU; or <c>cuda</c> / <c>opencl</c> /
+/// <c>cpu</c>; the environment variable <c>DDPM_DEVICE</c> when no name is given).
+/// </summary>
+public sealed class ComputeDevice : IDisposable
+{
+    /// <summary>The environment variable that names the device when no option does.</summary>
+    public const string EnvironmentVariable = "DDPM_DEVICE";
+
+    /// <summary>
+    /// Threads per group the CPU accelerator must offer: the explicitly grouped kernels use up to
+    /// 256 (16×16 tiles). ILGPU's default CPU device allows only 16.
+    /// </summary>
+    public const int CpuThreadsPerGroup = 256;
+
+    private readonly ConcurrentDictionary<Type, object> families = new();
+
+    private ComputeDevice(Context context, Accelerator accelerator, DeviceKind kind, IReadOnlyList<string> report)
+    {
+        Context = context;
+        Accelerator = accelerator;
+        Kind = kind;
+        SelectionReport = report;
+        Stream = accelerator.DefaultStream;
+        Pool = new BufferPool(accelerator, Stream);
+    }
+
+    /// <summary>The ILGPU context (one per device, so its settings are this device's).</summary>
+    public Context Context { get; }
+
+    /// <summary>The ILGPU accelerator.</summary>
+    public Accelerator Accelerator { get; }
+
+    /// <summary>CPU, CUDA or OpenCL.</summary>
+    public DeviceKind Kind { get; }
+
+    /// <summary>True on ILGPU's CPU accelerator, where barrier-free kernel variants are preferred.</summary>
+    public bool IsCpu => Kind == DeviceKind.Cpu;
+
+    /// <summary>The stream every kernel and copy is ordered on.</summary>
+    public AcceleratorStream Stream { get; }
+
+    /// <summary>Every tensor's memory comes from here.</summary>
+    public BufferPool Pool { get; }
+
+    /// <summary>Lines saying which device was chosen and why the others were not.</summary>
+    public IReadOnlyList<string> SelectionReport { get; }
+
+    /// <summary>Short description, e.g. "CUDA: NVIDIA H200 (139.8 GiB, 132 SMs)".</summary>
+    public string Description =>
+        $"{Kind}: {Accelerator.Name} ({Accelerator.MemorySize / (1024.0 * 1024 * 1024):F1} GiB, {Accelerator.NumMultiprocessors} compute units)";
+
+    /// <summary>The kernel family <typeparamref name="T"/>, compiled on first use and cached.</summary>
+    public T Kernels<T>() where T : class, IKernelFamily<T> =>
+        (T)families.GetOrAdd(typeof(T), _ => T.Create(this));
+
+    /// <summary>Waits until all queued work is done.</summary>
+    public void Synchronize() => Stream.Synchronize();
+
+    /// <summary>
+    /// Opens the device named by <paramref name="choice"/> (<c>auto</c>, <c>cuda</c>, <c>opencl</c>,
+    /// <c>cpu</c>); null or empty means <c>DDPM_DEVICE</c>, else <c>auto</c>.
+    /// Throws <see cref="DeviceUnavailableException"/> with a one-line reason when the named kind is absent.
+    /// </summary>
+    public static ComputeDevice Open(string? choice = null)
+    {
+        if (string.IsNullOrWhiteSpace(choice)) choice = Environment.GetEnvironmentVariable(EnvironmentVariable);
+        if (string.IsNullOrWhiteSpace(choice)) choice = "auto";
+        var wanted = choice.Trim().ToLowerInvariant();
+        if (wanted is not ("auto" or "cuda" or "opencl" or "cpu"))
+            throw new DeviceUnavailableException($"unknown device '{choice}': expected auto, cuda, opencl or cpu");
+
+        NativeLibraries.Register();
+        var context = CreateContext();
+        var report = new List<string>();
+        try
+        {
+            var cuda = context.GetCudaDevices();
+            var opencl = context.GetCLDevices();
+            Accelerator? accelerator = null;
+            DeviceKind kind = DeviceKind.Cpu;
+
+            if (wanted is "auto" or "cuda")
+            {
+                if (cuda.Count > 0)
+                {
+                    accelerator = cuda[0].CreateAccelerator(context);
+                    kind = DeviceKind.Cuda;
+                    report.Add($"chose CUDA device 0: {cuda[0].Name}" + (cuda.Count > 1 ? $" (of {cuda.Count})" : ""));
+                }
+                else report.Add("CUDA: no device (libcuda.so.1 not found or no NVIDIA GPU visible)");
+            }
+            if (accelerator is null && wanted is "auto" or "opencl")
+            {
+                if (opencl.Count > 0)
+                {
+                    accelerator = opencl[0].CreateAccelerator(context);
+                    kind = DeviceKind.OpenCL;
+                    report.Add($"chose OpenCL device 0: {opencl[0].Name}");
+                }
+                else report.Add("OpenCL: no device ILGPU supports (it needs libOpenCL.so.1 and an OpenCL 2.0 device with the generic address space)");
+            }
+            if (accelerator is null && wanted is "auto" or "cpu")
+            {
+                accelerator = context.GetCPUDevice(0).CreateAccelerator(context);
+                kind = DeviceKind.Cpu;
+                report.Add($"chose the CPU accelerator ({Environment.ProcessorCount} cores; kernels run as .NET threads, far slower than a GPU)");
+            }
+            if (accelerator is null)
+                throw new DeviceUnavailableException($"device '{wanted}' requested but unavailable: {report[^1]}");
+            return new ComputeDevice(context, accelerator, kind, report);
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The CPU accelerator, as tests use it.</summary>
+    public static ComputeDevice OpenCpu() => Open("cpu");
+
+    /// <summary>Every accelerator ILGPU can see on this machine.</summary>
+    public static IReadOnlyList<DeviceInfo> Enumerate()
+    {
+        NativeLibraries.Register();
+        using var context = CreateContext();
+        var list = new List<DeviceInfo>();
+        foreach (var device in context)
+        {
+            var kind = device.AcceleratorType switch
+            {
+                AcceleratorType.Cuda => DeviceKind.Cuda,
+                AcceleratorType.OpenCL => DeviceKind.OpenCL,
+                _ => DeviceKind.Cpu,
+            };
+            list.Add(new DeviceInfo(kind, device.Name, device.MemorySize, device.NumMultiprocessors, device.MaxNumThreadsPerGroup, device.WarpSize));
+        }
+        return list;
+    }
+
+    /// <summary>
+    /// The ILGPU context: O2 and fast 32-bit math in Release (O1 with assertions in Debug), a CPU device
+    /// sized for the grouped kernels, and the CUDA and OpenCL devices present.
+    /// </summary>
+    internal static Context CreateContext() => Context.Create(builder =>
+    {
+        builder
+#if DEBUG
+            .Optimize(OptimizationLevel.O1)
+#else
+            .Optimize(OptimizationLevel.O2)
+#endif
+            .Math(MathMode.Fast32BitOnly)
+            .CPU(CreateCpuDevice())
+            .Cuda()
+            .OpenCL();
+        builder.EnableAlgorithms();
+    });
+
+    /// <summary>
+    /// A CPU device with <see cref="CpuThreadsPerGroup"/> threads per group (warps of 4) and one
+    /// multiprocessor per core: ILGPU runs one OS thread per simulated GPU thread.
+    /// </summary>
+    internal static CPUDevice CreateCpuDevice() =>
+        new(numThreadsPerWarp: 4, numWarpsPerMultiprocessor: CpuThreadsPerGroup / 4, numMultiprocessors: Math.Max(1, Environment.ProcessorCount));
+
+    /// <summary>Frees the pool, the accelerator and the context.</summary>
+    public void Dispose()
+    {
+        Stream.Synchronize();
+        Pool.Dispose();
+        Accelerator.Dispose();
+        Context.Dispose();
+    }
+}
+
+/// <summary>The requested device does not exist here; the message is one line for the user.</summary>
+public sealed class DeviceUnavailableException(string message) : Exception(message);
