@@ -125,6 +125,19 @@ public sealed class Tape
         Clear();
     }
 
+    /// <summary>
+    /// Backpropagates a vector–Jacobian product: seeds the gradient of <paramref name="output"/> with
+    /// <paramref name="upstream"/> (same length) instead of 1, runs every recorded step, then
+    /// <see cref="Clear"/>s the tape. Gradient checks use it to test an op without a loss on top.
+    /// </summary>
+    public void Backward(Tensor output, ReadOnlySpan<float> upstream)
+    {
+        if (!output.RequiresGrad) throw new InvalidOperationException("the output does not depend on anything that requires a gradient");
+        GradOf(output).CopyFrom(upstream);
+        for (int i = backwardSteps.Count - 1; i >= 0; i--) backwardSteps[i]();
+        Clear();
+    }
+
     /// <summary>Forgets the recorded steps and returns every owned tensor to the pool.</summary>
     public void Clear()
     {
