@@ -32,7 +32,7 @@ internal static class SelfCheckCommand
                     : $"reference: {reference.Description}");
                 var report = SelfCheck.Run(dev, reference, r =>
                 {
-                    if (!context.Interactive) context.Output.WriteLine($"  {r.Family,-12} {(r.Passed ? "PASS" : "FAIL")}  max rel. diff {r.MaxRelativeDifference:E2} (tolerance {r.Tolerance:E0}, {r.Launches} launches)");
+                    if (!context.Interactive) context.Output.WriteLine($"  {r.Family,-12} {(r.Passed ? "PASS" : "FAIL")}  max rel. diff {Format.Num(r.MaxRelativeDifference, "0.00e+00")} (tolerance {Format.Num(r.Tolerance, "0e+00")}, {r.Launches} launches)");
                 });
 
                 var table = new Table().Title("kernel families: device vs CPU accelerator");
@@ -43,12 +43,12 @@ internal static class SelfCheckCommand
                 table.AddColumn("worst launch");
                 table.AddColumn("result");
                 foreach (var r in report.Families)
-                    table.AddRow(r.Family, r.Launches.ToString(), Format.Num(r.MaxRelativeDifference, "E2"), Format.Num(r.Tolerance, "E0"),
+                    table.AddRow(r.Family, r.Launches.ToString(), Format.Num(r.MaxRelativeDifference, "0.00e+00"), Format.Num(r.Tolerance, "0e+00"),
                         Markup.Escape(r.WorstLaunch), r.Passed ? "PASS" : "[red]FAIL[/]");
                 context.Console.Write(table);
                 if (parse.GetValue(verbose))
                     foreach (var l in report.Launches)
-                        context.Output.WriteLine($"  {l.Family,-12} {l.Name,-40} {Format.Num(l.RelativeDifference, "E2")}");
+                        context.Output.WriteLine($"  {l.Family,-12} {Format.Num(l.RelativeDifference, "0.00e+00"),9}  {l.Name}{(l.Error is null ? "" : $": {l.Error}")}");
                 int failed = report.Families.Count(r => !r.Passed);
                 context.Output.WriteLine(failed == 0
                     ? $"selfcheck PASSED: {report.Families.Count} families on {dev.Kind}"
