@@ -42,7 +42,10 @@ internal sealed class CliContext
     /// <summary>True when <see cref="Output"/> is a terminal: live progress bars instead of plain lines.</summary>
     public bool Interactive { get; }
 
-    /// <summary>Cancelled by the first Ctrl-C.</summary>
+    /// <summary>Set by a command that checks <see cref="Interrupt"/> and stops cleanly (training); otherwise Ctrl-C ends the process.</summary>
+    public volatile bool StopsCleanlyOnInterrupt;
+
+    /// <summary>Cancelled by the first Ctrl-C while <see cref="StopsCleanlyOnInterrupt"/> is set.</summary>
     public CancellationToken Interrupt { get; }
 
     private Func<string?, ComputeDevice> OpenDeviceFunc { get; }

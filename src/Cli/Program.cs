@@ -27,21 +27,19 @@ public static class Program
     {
         // First Ctrl-C: ask the running command to stop cleanly (training saves a checkpoint and exits
         // with 130). Second Ctrl-C: the default handler ends the process at once.
+        // Only a command that can stop cleanly (training) takes over Ctrl-C; elsewhere it ends the process.
         using var interrupt = new CancellationTokenSource();
-        ConsoleCancelEventHandler? handler = null;
-        handler = (_, e) =>
+        var context = new CliContext(Console.Out, Console.Error, interactive: !Console.IsOutputRedirected, interrupt.Token);
+        ConsoleCancelEventHandler handler = (_, e) =>
         {
-            if (interrupt.IsCancellationRequested) return; // second press: let the process end
+            if (!context.StopsCleanlyOnInterrupt || interrupt.IsCancellationRequested) return; // let the process end
             e.Cancel = true;
             interrupt.Cancel();
-            Console.Error.WriteLine("ddpm: stopping after the current step (press Ctrl-C again to abort without saving)");
+            Console.Error.WriteLine("ddpm: Ctrl-C: saving a checkpoint after the current step (press Ctrl-C again to abort without saving)");
         };
         Console.CancelKeyPress += handler;
         try
         {
-            var context = new CliContext(Console.Out, Console.Error,
-                interactive: !Console.IsOutputRedirected && !Console.IsErrorRedirected,
-                interrupt.Token);
             return Run(args, context);
         }
         finally
@@ -66,7 +64,7 @@ public static class Program
         string commandName = CommandPath(parse.CommandResult.Command, root);
         if (parse.Errors.Count > 0)
         {
-            context.Error.WriteLine($"{commandName}: {OneLine(parse.Errors[0].Message)}");
+            context.Error.WriteLine($"{commandName}: {ParseErrorLine(parse, root)}");
             context.Error.WriteLine($"run '{commandName} --help'");
             return UsageExitCode;
         }
@@ -102,6 +100,21 @@ public static class Program
         root.Subcommands.Add(DevicesCommand.Create(context));
         root.Subcommands.Add(SelfCheckCommand.Create(context));
         return root;
+    }
+
+    /// <summary>The most useful of the parse errors, as one line.</summary>
+    private static string ParseErrorLine(ParseResult parse, Command root)
+    {
+        string commands = string.Join(", ", root.Subcommands.Select(c => c.Name));
+        if (ReferenceEquals(parse.CommandResult.Command, root))
+        {
+            if (parse.Tokens.Count == 0) return $"no command given; expected one of {commands}";
+            if (parse.UnmatchedTokens.Count > 0 && !parse.UnmatchedTokens[0].StartsWith('-'))
+                return $"unknown command '{parse.UnmatchedTokens[0]}'; expected one of {commands}";
+        }
+        // "Required command was not provided" says least; any other error first.
+        var error = parse.Errors.FirstOrDefault(e => !e.Message.StartsWith("Required command", StringComparison.Ordinal)) ?? parse.Errors[0];
+        return OneLine(error.Message);
     }
 
     /// <summary>Prints one line for <paramref name="e"/> and returns the exit code.</summary>

@@ -15,6 +15,10 @@ internal static class DevicesCommand
         return command;
     }
 
+    // ILGPU's CPU accelerator reports an unbounded size; what it can really use is the host's memory.
+    private static string Memory(DeviceInfo d) =>
+        d.Kind == DeviceKind.Cpu ? $"{Format.Bytes(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes)} (host)" : Format.Bytes(d.MemoryBytes);
+
     private static int Run(CliContext context)
     {
         var devices = ComputeDevice.Enumerate();
@@ -29,7 +33,7 @@ internal static class DevicesCommand
         for (int i = 0; i < devices.Count; i++)
         {
             var d = devices[i];
-            table.AddRow(i.ToString(), d.Kind.ToString(), Markup.Escape(d.Name), Format.Bytes(d.MemoryBytes),
+            table.AddRow(i.ToString(), d.Kind.ToString(), Markup.Escape(d.Name), Memory(d),
                 d.ComputeUnits.ToString(), d.MaxThreadsPerGroup.ToString(), d.WarpSize.ToString());
         }
         context.Console.Write(table);

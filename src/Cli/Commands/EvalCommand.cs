@@ -49,7 +49,7 @@ internal static class EvalCommand
             var kind = parse.GetValue(variance) == "small" ? VarianceKind.Small : VarianceKind.Large;
 
             context.Output.WriteLine($"device: {dev.Description}");
-            context.Output.WriteLine($"model: {cfg} at step {loaded.Step:N0} ({(parse.GetValue(raw) ? "raw" : "EMA")} weights), T = {loaded.Schedule.Timesteps}");
+            context.Output.WriteLine($"model: {cfg} at step {loaded.Step:N0} ({(loaded.UsedEma ? "EMA" : "raw")} weights), T = {loaded.Schedule.Timesteps}");
             context.Output.WriteLine($"data: {test.Source}, {n:N0} of {test.Count:N0} test images");
 
             using var diffusion = new GaussianDiffusion(dev, loaded.Schedule);

@@ -2,7 +2,6 @@ using System.CommandLine;
 using IlgpuDdpm.Autodiff;
 using IlgpuDdpm.Diffusion;
 using IlgpuDdpm.Diffusion.Checkpoints;
-using IlgpuDdpm.Kernels.Random;
 
 namespace IlgpuDdpm.Cli.Commands;
 
@@ -53,7 +52,7 @@ internal static class ForwardCommand
             using (var steps = dev.Pool.Rent<int>(t.Length))
             {
                 steps.CopyFrom(t);
-                var y = loaded.Model.Forward(tape, xt, steps.View, new PhiloxKey(0, 0, 0));
+                var y = loaded.Model.Forward(tape, xt, steps.View, default);
                 eps = y.ToArray();
                 tape.Clear();
             }
@@ -61,10 +60,10 @@ internal static class ForwardCommand
             {
                 ["checkpoint"] = parse.GetValue(checkpoint)!,
                 ["step"] = loaded.Step.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                ["weights"] = parse.GetValue(raw) ? "raw" : "ema",
+                ["weights"] = loaded.UsedEma ? "ema" : "raw",
                 ["config"] = cfg.ToJson(),
             });
-            context.Output.WriteLine($"wrote {outPath}: eps [{string.Join(", ", shape)}] (model at step {loaded.Step:N0}, {(parse.GetValue(raw) ? "raw" : "EMA")} weights, {dev.Kind})");
+            context.Output.WriteLine($"wrote {outPath}: eps [{string.Join(", ", shape)}] (model at step {loaded.Step:N0}, {(loaded.UsedEma ? "EMA" : "raw")} weights, {dev.Kind})");
             return 0;
         });
         return command;

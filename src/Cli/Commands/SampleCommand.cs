@@ -72,13 +72,18 @@ internal static class SampleCommand
             int total = requested != 0 ? requested : kind == SamplerKind.Ddpm ? timesteps : Math.Min(50, timesteps);
 
             context.Output.WriteLine($"device: {dev.Description}");
-            context.Output.WriteLine($"model: {loaded.Config} at step {loaded.Step:N0} ({(parse.GetValue(raw) ? "raw" : "EMA")} weights), T = {timesteps}");
-            context.Output.WriteLine($"sampling {options.Count} images: {kind.ToString().ToLowerInvariant()}, {total} steps, variance {options.Variance.ToString().ToLowerInvariant()}{(options.Clip ? "" : ", no clipping")}, seed {options.Seed}");
+            context.Output.WriteLine($"model: {loaded.Config} at step {loaded.Step:N0} ({(loaded.UsedEma ? "EMA" : "raw")} weights), T = {timesteps}");
+            context.Output.WriteLine($"sampling {options.Count} images: {kind.ToString().ToLowerInvariant()}, {total} steps{(kind == SamplerKind.Ddpm ? $", variance {options.Variance.ToString().ToLowerInvariant()}" : ", η = 0")}{(options.Clip ? "" : ", no clipping")}, seed {options.Seed}");
 
             using var diffusion = new GaussianDiffusion(dev, loaded.Schedule);
             var clock = Stopwatch.StartNew();
+            // The library reports image-steps done (all images advance together); the bar shows sampler steps.
             var result = ProgressDisplay.Run(context, "sampling", total, _ => false, display =>
-                diffusion.Sample(loaded.Model, options, (done, all) => display.Update(done, $"step {done}/{all}")));
+                diffusion.Sample(loaded.Model, options, (done, all) =>
+                {
+                    double step = (double)done * total / Math.Max(all, 1);
+                    display.Update(step, $"sampling: step {(int)step}/{total}");
+                }));
             double seconds = clock.Elapsed.TotalSeconds;
 
             ImageGrid.SavePng(outPath, result.Images, result.Count, result.Channels, result.Height, result.Width);

@@ -87,8 +87,7 @@ internal sealed class TrainingRun
             RandomFlip = config.Flip,
         };
 
-        GaussianDiffusion? ownDiffusion = null;
-        UNet? ownModel = null;
+        // The trainer's model and diffusion are ours to dispose (Trainer.Dispose frees only its own buffers).
         Trainer trainer;
         SamplerState position = default;
         if (resuming)
@@ -96,16 +95,32 @@ internal sealed class TrainingRun
             trainer = Checkpoint.Resume(device, folder, null, out position);
             if (!trainer.Model.Config.Equals(modelConfig))
             {
-                trainer.Dispose();
-                throw new CliException($"{ModelPath}: its model ({trainer.Model.Config}) is not the one config.json describes ({modelConfig})");
+                string found = trainer.Model.Config.ToString();
+                DisposeAll(trainer);
+                throw new CliException($"{ModelPath}: its model ({found}) is not the one config.json describes ({modelConfig})");
+            }
+            if (trainer.Diffusion.Schedule.Spec != schedule.Spec)
+            {
+                string found = trainer.Diffusion.Schedule.Spec.ToString();
+                DisposeAll(trainer);
+                throw new CliException($"{ModelPath}: its schedule ({found}) is not the one config.json describes ({schedule.Spec})");
             }
             output.WriteLine($"resuming {folder} at step {trainer.Step:N0} (data epoch {position.Epoch}, image {position.Index})");
         }
         else
         {
-            ownModel = new UNet(device, modelConfig, config.Seed);
-            ownDiffusion = new GaussianDiffusion(device, schedule);
-            trainer = new Trainer(ownModel, ownDiffusion, options);
+            var model = new UNet(device, modelConfig, config.Seed);
+            var diffusion = new GaussianDiffusion(device, schedule);
+            try
+            {
+                trainer = new Trainer(model, diffusion, options);
+            }
+            catch
+            {
+                diffusion.Dispose();
+                model.Dispose();
+                throw;
+            }
         }
 
         try
@@ -123,10 +138,15 @@ internal sealed class TrainingRun
         }
         finally
         {
-            trainer.Dispose();
-            ownModel?.Dispose();
-            ownDiffusion?.Dispose();
+            DisposeAll(trainer);
         }
+    }
+
+    private static void DisposeAll(Trainer trainer)
+    {
+        trainer.Dispose();
+        trainer.Diffusion.Dispose();
+        trainer.Model.Dispose();
     }
 
     private int Loop(ComputeDevice device, Trainer trainer, BatchSampler sampler, MetricsLog metrics,
@@ -235,7 +255,16 @@ internal sealed class TrainingRun
             return step == startStep + 1 || step % config.PrintEvery == 0 || last;
         }
 
-        int code = ProgressDisplay.Run(context, title, maxValue, PrintLine, Body);
+        context.StopsCleanlyOnInterrupt = true;
+        int code;
+        try
+        {
+            code = ProgressDisplay.Run(context, title, maxValue, PrintLine, Body);
+        }
+        finally
+        {
+            context.StopsCleanlyOnInterrupt = false;
+        }
         if (code != 0) return code;
 
         long final = trainer.Step;
