@@ -172,6 +172,18 @@ internal sealed class TrainingRun
         float lastLoss = float.NaN;
         double smoothedLoss = double.NaN;
 
+        StepResult last = default;
+
+        // One metrics.jsonl line for the steps since the previous one (also for a partial interval at the end).
+        void FlushMetrics()
+        {
+            if (intervalSteps == 0) return;
+            double now = clock.Elapsed.TotalSeconds, span = now - intervalStart;
+            metrics.Append(new MetricsLine(last.Step, intervalLoss / intervalSteps, last.GradNorm, last.LearningRate,
+                span > 0 ? intervalSteps * config.Batch / span : 0, Math.Round(now, 3)));
+            intervalLoss = 0; intervalSteps = 0; intervalStart = now;
+        }
+
         double Progress(long step) => target is { } t ? step : clock.Elapsed.TotalSeconds;
         double maxValue = target is { } tt ? tt : seconds!.Value;
         string title = target is { } t1 ? $"step {startStep}/{t1}" : $"step {startStep}";
@@ -204,13 +216,8 @@ internal sealed class TrainingRun
                     ? TimeSpan.FromSeconds((tgt - step) / Math.Max(rate, 1e-9))
                     : TimeSpan.FromSeconds(Math.Max(0, seconds!.Value - now));
 
-                if (step % config.LogEvery == 0)
-                {
-                    double span = now - intervalStart;
-                    metrics.Append(new MetricsLine(step, intervalLoss / intervalSteps, result.GradNorm, result.LearningRate,
-                        span > 0 ? intervalSteps * config.Batch / span : 0, Math.Round(now, 3)));
-                    intervalLoss = 0; intervalSteps = 0; intervalStart = now;
-                }
+                last = result;
+                if (step % config.LogEvery == 0) FlushMetrics();
 
                 string status = target is { } tg
                     ? $"step {step}/{tg}  loss {smoothedLoss:F4}  {imagesPerSecond:F1} img/s  ETA {Format.Duration(eta!.Value)}"
@@ -238,6 +245,7 @@ internal sealed class TrainingRun
 
                 if (context.Interrupt.IsCancellationRequested)
                 {
+                    FlushMetrics();
                     if (lastSaved != step) Save(trainer, sampler, metrics);
                     display.Note($"interrupted at step {step:N0}: checkpoint saved in {folder}; continue with: ddpm train --resume {folder}");
                     return Program.InterruptedExitCode;
@@ -268,7 +276,9 @@ internal sealed class TrainingRun
         if (code != 0) return code;
 
         long final = trainer.Step;
+        FlushMetrics();
         if (lastSaved != final) Save(trainer, sampler, metrics);
+        else if (metrics.Lines.Count > 0) LossPlot.SavePng(LossPlotPath, metrics.LossPoints());
         if (config.SampleEvery > 0 && lastSampled != final) Preview(trainer, previewDiffusion, previewModel, final);
         double elapsed = clock.Elapsed.TotalSeconds;
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
