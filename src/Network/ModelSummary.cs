@@ -66,7 +66,10 @@ public sealed class ModelSummary
         };
     }
 
-    /// <summary>The table as text (what <c>ddpm summary</c> prints).</summary>
+    /// <summary>
+    /// The table as text (what <c>ddpm summary</c> prints): one row per layer with MFLOP per image
+    /// (so that small layers stay readable), then the totals in GFLOP.
+    /// </summary>
     public override string ToString()
     {
         var inv = CultureInfo.InvariantCulture;
@@ -76,10 +79,11 @@ public sealed class ModelSummary
         int shapeW = Math.Max("output".Length, Rows.Max(r => Shape(r.OutputShape).Length));
         var sb = new StringBuilder();
         sb.Append(inv, $"U-Net {Config}\n");
-        sb.Append(inv, $"{"layer".PadRight(nameW)}  {"what".PadRight(descW)}  {"output".PadRight(shapeW)}  {"params",12}  {"GFLOP/img",10}\n");
+        sb.Append(inv, $"{"layer".PadRight(nameW)}  {"what".PadRight(descW)}  {"output".PadRight(shapeW)}  {"params",12}  {"MFLOP/img",10}\n");
         foreach (var r in Rows)
-            sb.Append(inv, $"{r.Name.PadRight(nameW)}  {r.Description.PadRight(descW)}  {Shape(r.OutputShape).PadRight(shapeW)}  {r.Parameters,12:N0}  {r.GFlop,10:F4}\n");
-        sb.Append(inv, $"{"total".PadRight(nameW)}  {"".PadRight(descW)}  {"".PadRight(shapeW)}  {TotalParameters,12:N0}  {TotalGFlop,10:F4}\n");
+            sb.Append(inv, $"{r.Name.PadRight(nameW)}  {r.Description.PadRight(descW)}  {Shape(r.OutputShape).PadRight(shapeW)}  {r.Parameters,12:N0}  {r.GFlop * 1e3,10:F2}\n");
+        sb.Append(inv, $"{"total".PadRight(nameW)}  {"".PadRight(descW)}  {"".PadRight(shapeW)}  {TotalParameters,12:N0}  {TotalGFlop * 1e3,10:F2}\n");
+        sb.Append(inv, $"{TotalParameters / 1e6:F3}M parameters; forward {TotalGFlop:F4} GFLOP per image, a training step ≈ {TrainingGFlopPerImage:F4} GFLOP per image\n");
         return sb.ToString();
     }
 }

@@ -155,6 +155,6 @@ public sealed class LayoutTests
         TestContext.Out.WriteLine(text);
         Assert.That(text, Does.Contain("total"));
         Assert.That(text, Does.Contain("176,849"));
-        Assert.That(text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length, Is.EqualTo(summary.Rows.Count + 3));
+        Assert.That(text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length, Is.EqualTo(summary.Rows.Count + 4));
     }
 }
