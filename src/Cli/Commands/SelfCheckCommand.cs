@@ -48,7 +48,7 @@ internal static class SelfCheckCommand
                 context.Console.Write(table);
                 if (parse.GetValue(verbose))
                     foreach (var l in report.Launches)
-                        context.Output.WriteLine($"  {l.Family,-12} {Format.Num(l.RelativeDifference, "0.00e+00"),9}  {l.Name}{(l.Error is null ? "" : $": {l.Error}")}");
+                        context.Output.WriteLine($"  {l.Family,-12} {Format.Num(l.RelativeDifference, "0.00e+00"),9}  {Format.Num(l.Seconds, "F2"),6}s {Format.Num(l.ReferenceSeconds, "F2"),6}s  {l.Name}{(l.Error is null ? "" : $": {l.Error}")}");
                 int failed = report.Families.Count(r => !r.Passed);
                 context.Output.WriteLine(failed == 0
                     ? $"selfcheck PASSED: {report.Families.Count} families on {dev.Kind}"

@@ -1,10 +1,14 @@
-using ILGPU;
+using IlgpuDdpm.Kernels.Attention;
+using IlgpuDdpm.Kernels.Conv;
 using IlgpuDdpm.Kernels.Diffusion;
+using IlgpuDdpm.Kernels.Elementwise;
+using IlgpuDdpm.Kernels.Matmul;
 using IlgpuDdpm.Kernels.Norm;
 using IlgpuDdpm.Kernels.Optim;
 using IlgpuDdpm.Kernels.Peak;
 using IlgpuDdpm.Kernels.Random;
 using IlgpuDdpm.Kernels.Reduce;
+using IlgpuDdpm.Kernels.Resample;
 
 namespace IlgpuDdpm.Kernels.Device;
 
@@ -13,7 +17,8 @@ namespace IlgpuDdpm.Kernels.Device;
 /// <param name="Name">What was launched, with its shape.</param>
 /// <param name="RelativeDifference">Largest relative difference over its outputs (+∞ on an error or a non-finite value).</param>
 /// <param name="Error">The exception message when the launch failed on either device.</param>
-public sealed record SelfCheckLaunch(string Family, string Name, double RelativeDifference, string? Error = null);
+/// <param name="Seconds">Wall time of the probe on the device under test and on the reference (compilation included on first use).</param>
+public sealed record SelfCheckLaunch(string Family, string Name, double RelativeDifference, string? Error = null, double Seconds = 0, double ReferenceSeconds = 0);
 
 /// <summary>One kernel family's verdict.</summary>
 /// <param name="Family">Kernel family.</param>
@@ -50,8 +55,13 @@ public static class SelfCheck
     /// <summary>Every family checked, in order, with its tolerance on the relative difference.</summary>
     public static IReadOnlyList<(string Family, double Tolerance)> Families { get; } =
     [
+        ("Conv", 1e-4),        // sums over Cin·K² in another order (GPU tiles vs CPU blocks)
+        ("Matmul", 1e-4),      // sums over K in another order
+        ("Attention", 1e-5),   // softmax rows: exp is approximate on GPUs
         ("Norm", 1e-4),        // two-pass statistics and backward sums: order differs (tree vs loop)
         ("Reduce", 1e-5),      // long sums of positive values in a different order
+        ("Elementwise", 2e-4), // exp in SiLU; sin/cos of t·f up to ~1000 rad in the timestep sinusoid (GPU range reduction)
+        ("Resample", 1e-6),    // copies and 4-term sums
         ("Random", 1e-5),      // Philox bits are exact; Box–Muller's log/sin/cos are approximate on GPUs
         ("Optim", 1e-5),       // Adam's sqrt and divide, a few ulps; norms are positive sums
         ("Diffusion", 1e-4),   // exp/log in the KL and the decoder's CDF differences, summed per sample
@@ -108,9 +118,12 @@ public static class SelfCheck
     private static SelfCheckLaunch Compare(string family, Probe probe, ComputeDevice device, ComputeDevice reference)
     {
         float[][] actual, expected;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        double seconds;
         try
         {
             actual = RunProbe(probe, device);
+            seconds = clock.Elapsed.TotalSeconds;
         }
         catch (Exception e)
         {
@@ -118,6 +131,7 @@ public static class SelfCheck
         }
         try
         {
+            clock.Restart();
             expected = RunProbe(probe, reference);
         }
         catch (Exception e)
@@ -129,7 +143,7 @@ public static class SelfCheck
         double worst = 0;
         for (int k = 0; k < actual.Length; k++)
             worst = Math.Max(worst, RelativeDifference(actual[k], expected[k]));
-        return new SelfCheckLaunch(family, probe.Name, worst);
+        return new SelfCheckLaunch(family, probe.Name, worst, null, seconds, clock.Elapsed.TotalSeconds);
     }
 
     private static float[][] RunProbe(Probe probe, ComputeDevice device)
@@ -152,14 +166,109 @@ public static class SelfCheck
 
     private static IEnumerable<Probe> Probes(string family) => family switch
     {
+        "Conv" => ConvProbes(),
+        "Matmul" => MatmulProbes(),
+        "Attention" => AttentionProbes(),
         "Norm" => NormProbes(),
         "Reduce" => ReduceProbes(),
+        "Elementwise" => ElementwiseProbes(),
+        "Resample" => ResampleProbes(),
         "Random" => RandomProbes(),
         "Optim" => OptimProbes(),
         "Diffusion" => DiffusionProbes(),
         "Peak" => PeakProbes(),
         _ => throw new InvalidOperationException($"no probes for kernel family {family}"),
     };
+
+    private static IEnumerable<Probe> ConvProbes()
+    {
+        // The U-Net's convolutions: 3×3 "same", 3×3 stride 2 (Downsample), 1×1 (skip and attention
+        // projections), at sizes that are and are not multiples of 4 and of the GPU tiles.
+        var shapes = new[]
+        {
+            new ConvShape(2, 16, 8, 8, 16, 3),
+            new ConvShape(2, 3, 9, 7, 5, 3),
+            new ConvShape(2, 32, 14, 14, 32, 3, stride: 2),
+            new ConvShape(1, 48, 7, 7, 32, 1),
+            new ConvShape(2, 64, 16, 16, 64, 3),
+        };
+        foreach (var shape in shapes)
+        {
+            yield return new Probe($"Conv forward+backward {shape}", k =>
+            {
+                var conv = k.Device.Kernels<ConvKernels>();
+                var x = k.Upload(Data(shape.InputLength, 81, -1f, 1f));
+                var w = k.Upload(Data(shape.WeightLength, 82, -0.3f, 0.3f));
+                var b = k.Upload(Data(shape.Cout, 83, -0.5f, 0.5f));
+                var y = k.Zeros(shape.OutputLength);
+                conv.Forward(x.View, w.View, b.View, y.View, shape);
+                var dy = k.Upload(Data(shape.OutputLength, 84, -1f, 1f));
+                var dx = k.Upload(Data(shape.InputLength, 85, -1f, 1f)); // backward kernels add into their outputs
+                var dw = k.Upload(Data(shape.WeightLength, 86, -1f, 1f));
+                var db = k.Upload(Data(shape.Cout, 87, -1f, 1f));
+                conv.BackwardInput(dy.View, w.View, dx.View, shape);
+                conv.BackwardWeight(x.View, dy.View, dw.View, shape);
+                conv.BackwardBias(dy.View, db.View, shape);
+                return [y.ToArray(), dx.ToArray(), dw.ToArray(), db.ToArray()];
+            });
+        }
+    }
+
+    private static IEnumerable<Probe> MatmulProbes()
+    {
+        // Plain and transposed operands (the backward passes), batched (attention), accumulating (gradients).
+        var cases = new[]
+        {
+            (new GemmDims(1, 70, 50, 90), false),
+            (new GemmDims(1, 64, 128, 64, TransposeA: true), false),
+            (new GemmDims(1, 33, 65, 129, TransposeB: true), true),
+            (new GemmDims(3, 49, 49, 32, TransposeA: true, TransposeB: true), true),
+            (new GemmDims(2, 196, 196, 32, TransposeA: true), false),
+        };
+        foreach (var (dims, accumulate) in cases)
+        {
+            yield return new Probe($"Gemm {dims}{(accumulate ? " accumulate" : "")}", k =>
+            {
+                var matmul = k.Device.Kernels<MatmulKernels>();
+                var a = k.Upload(Data(dims.Batch * dims.M * dims.K, 91, -1f, 1f));
+                var b = k.Upload(Data(dims.Batch * dims.K * dims.N, 92, -1f, 1f));
+                var c = k.Upload(Data(dims.Batch * dims.M * dims.N, 93, -1f, 1f));
+                matmul.Gemm(a.View, b.View, c.View, dims, alpha: 0.75f, accumulate: accumulate);
+                return [c.ToArray()];
+            });
+        }
+        yield return new Probe("GemmBias (Linear 37×64 → 256) and BiasBackward", k =>
+        {
+            var matmul = k.Device.Kernels<MatmulKernels>();
+            var dims = new GemmDims(1, 37, 256, 64, TransposeB: true);
+            var x = k.Upload(Data(37 * 64, 94, -1f, 1f));
+            var w = k.Upload(Data(256 * 64, 95, -0.2f, 0.2f));
+            var bias = k.Upload(Data(256, 96, -1f, 1f));
+            var y = k.Zeros(37 * 256);
+            matmul.GemmBias(x.View, w.View, bias.View, y.View, dims);
+            var db = k.Upload(Data(256, 97, -1f, 1f));
+            matmul.BiasBackward(y.View, db.View, 37, 256);
+            return [y.ToArray(), db.ToArray()];
+        });
+    }
+
+    private static IEnumerable<Probe> AttentionProbes()
+    {
+        foreach (var (rows, cols) in new[] { (196, 196), (64, 49), (5, 1000) })
+        {
+            yield return new Probe($"Softmax forward+backward [{rows},{cols}]", k =>
+            {
+                var attention = k.Device.Kernels<AttentionKernels>();
+                var x = k.Upload(Data(rows * cols, 101, -8f, 8f));
+                var y = k.Zeros(rows * cols);
+                attention.SoftmaxForward(x.View, y.View, rows, cols);
+                var dy = k.Upload(Data(rows * cols, 102, -1f, 1f));
+                var dx = k.Upload(Data(rows * cols, 103, -1e-3f, 1e-3f));
+                attention.SoftmaxBackward(y.View, dy.View, dx.View, rows, cols);
+                return [y.ToArray(), dx.ToArray()];
+            });
+        }
+    }
 
     private static IEnumerable<Probe> NormProbes()
     {
@@ -219,6 +328,80 @@ public static class SelfCheck
             reduce.SumOfSquaredDifferencesBackward(a.View, b.View, dloss.View, db.View, 1f / n, withRespectToB: true);
             return [dx.ToArray(), da.ToArray(), db.ToArray()];
         });
+    }
+
+    private static IEnumerable<Probe> ElementwiseProbes()
+    {
+        foreach (var (n, c, s) in new[] { (2, 16, 8 * 8), (3, 5, 7 * 9) })
+        {
+            int len = n * c * s;
+            yield return new Probe($"SiLU, Add, Scale, AddChannelVector, Concat, Dropout (and backward) [{n},{c},{s}]", k =>
+            {
+                var e = k.Device.Kernels<ElementwiseKernels>();
+                var x = k.Upload(Data(len, 61, -6f, 6f));
+                var b = k.Upload(Data(len, 62, -1f, 1f));
+                var dy = k.Upload(Data(len, 63, -1f, 1f));
+                var v = k.Upload(Data(n * c, 64, -1f, 1f));
+                var silu = k.Zeros(len);
+                var dsilu = k.Upload(Data(len, 65, -1f, 1f)); // backward kernels add into their outputs
+                e.Silu(x.View, silu.View);
+                e.SiluBackward(x.View, dy.View, dsilu.View);
+                var sum = k.Zeros(len);
+                e.Add(x.View, b.View, sum.View);
+                e.AddScaledInto(sum.View, dy.View, -0.37f);
+                var scaled = k.Zeros(len);
+                e.Scale(x.View, scaled.View, 1.25f);
+                var biased = k.Zeros(len);
+                var dx = k.Zeros(len);
+                var dv = k.Zeros(n * c);
+                e.AddChannelVector(x.View, v.View, biased.View, n, c, s);
+                e.AddChannelVectorBackward(dy.View, dx.View, dv.View, n, c, s);
+                var cat = k.Zeros(2 * len);
+                var da = k.Zeros(len);
+                var db = k.Zeros(len);
+                e.Concat(x.View, b.View, cat.View, n, c, c, s);
+                e.ConcatBackward(cat.View, da.View, db.View, n, c, c, s);
+                var dropped = k.Zeros(len);
+                var ddrop = k.Zeros(len);
+                var key = new PhiloxKey(77, 3, 11);
+                e.Dropout(x.View, dropped.View, 0.1f, key);
+                e.DropoutBackward(dy.View, ddrop.View, 0.1f, key);
+                return [silu.ToArray(), dsilu.ToArray(), sum.ToArray(), scaled.ToArray(), biased.ToArray(), dx.ToArray(), dv.ToArray(),
+                        cat.ToArray(), da.ToArray(), db.ToArray(), dropped.ToArray(), ddrop.ToArray()];
+            });
+        }
+        foreach (int dim in new[] { 16, 128 })
+        {
+            yield return new Probe($"TimestepSinusoid dim={dim}, t in 0..999", k =>
+            {
+                var e = k.Device.Kernels<ElementwiseKernels>();
+                int[] steps = [0, 1, 2, 17, 250, 499, 500, 998, 999];
+                using var t = k.Device.Pool.Rent<int>(steps.Length);
+                t.CopyFrom(steps);
+                var output = k.Zeros(steps.Length * dim);
+                e.TimestepSinusoid(t.View, output.View, steps.Length, dim);
+                return [output.ToArray()];
+            });
+        }
+    }
+
+    private static IEnumerable<Probe> ResampleProbes()
+    {
+        foreach (var (n, c, h, w) in new[] { (2, 32, 7, 7), (1, 3, 5, 9), (2, 64, 16, 16) })
+        {
+            yield return new Probe($"Upsample2x and backward [{n},{c},{h},{w}]", k =>
+            {
+                var r = k.Device.Kernels<ResampleKernels>();
+                int len = n * c * h * w;
+                var x = k.Upload(Data(len, 71, -1f, 1f));
+                var y = k.Zeros(4 * len);
+                r.Upsample2x(x.View, y.View, n, c, h, w);
+                var dy = k.Upload(Data(4 * len, 72, -1f, 1f));
+                var dx = k.Upload(Data(len, 73, -1f, 1f));
+                r.Upsample2xBackward(dy.View, dx.View, n, c, h, w);
+                return [y.ToArray(), dx.ToArray()];
+            });
+        }
     }
 
     private static IEnumerable<Probe> RandomProbes()
