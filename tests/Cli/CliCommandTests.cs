@@ -5,6 +5,7 @@ using IlgpuDdpm.Cli;
 using IlgpuDdpm.Diffusion;
 using IlgpuDdpm.Diffusion.Checkpoints;
 using IlgpuDdpm.Diffusion.Images;
+using IlgpuDdpm.Kernels.Device;
 using NUnit.Framework;
 using SixLabors.ImageSharp;
 
@@ -127,6 +128,22 @@ public sealed class CliCommandTests
     {
         var r = CliHarness.Run(TrainArgs(run, steps: 2));
         CliHarness.AssertOneLineError(r, Program.UsageExitCode, "--resume");
+    }
+
+    [Test]
+    public void Train_ForMinutesStopsOnTheClock()
+    {
+        string folder = Path.Combine(root, "minutes");
+        var r = CliHarness.Run("train", "--data", data, "--preset", "tiny", "--minutes", "0.001", "--batch", "4", "--timesteps", "20",
+                               "--sample-every", "0", "--device", "cpu", "--out", folder);
+        Assert.That(r.ExitCode, Is.Zero, r.ToString());
+        Assert.That(r.Output, Does.Contain("left").And.Contain("done: step"));
+        using var loaded = Checkpoint.Load(TestDevice.Cpu, folder);
+        Assert.That(loaded.Step, Is.GreaterThanOrEqualTo(1).And.LessThan(50));
+        Assert.That(Directory.GetFiles(Path.Combine(folder, "samples")), Is.Empty);
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "config.json")));
+        Assert.That(doc.RootElement.GetProperty("minutes").GetDouble(), Is.EqualTo(0.001));
+        Assert.That(doc.RootElement.TryGetProperty("steps", out _), Is.False);
     }
 
     // ------------------------------------------------------------------ resume and Ctrl-C
@@ -360,6 +377,17 @@ public sealed class CliCommandTests
     {
         var r = CliHarness.Run("train", "--data", data, "--preset", "ddpm-cifar10", "--size", "12", "--out", Path.Combine(root, "never"));
         CliHarness.AssertOneLineError(r, Program.UsageExitCode, "ddpm-cifar10", "12");
+    }
+
+    [Test]
+    public void UnavailableDeviceIsOneLine()
+    {
+        if (ComputeDevice.Enumerate().Any(d => d.Kind == DeviceKind.Cuda)) Assert.Ignore("this machine has a CUDA device");
+        var output = new StringWriter();
+        var error = new StringWriter();
+        // The real device path (no test factory): ComputeDevice.Open("cuda") on a machine without CUDA.
+        int code = Program.Run(["sample", "--device", "cuda", "--checkpoint", run, "--out", Path.Combine(root, "never.png")], output, error);
+        CliHarness.AssertOneLineError(new CliResult(code, output.ToString(), error.ToString()), Program.FailureExitCode, "cuda");
     }
 
     [TestCase(new[] { "train", "--preset", "huge" }, "--preset")]

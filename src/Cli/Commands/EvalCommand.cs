@@ -38,6 +38,7 @@ internal static class EvalCommand
         };
         command.SetAction(parse =>
         {
+            Checkpoint.ModelPath(parse.GetValue(checkpoint)!); // a missing checkpoint is reported before any device work
             using var lease = context.OpenDevice(parse.GetValue(device));
             var dev = lease.Device;
             using var loaded = Checkpoint.Load(dev, parse.GetValue(checkpoint)!, useEma: !parse.GetValue(raw));

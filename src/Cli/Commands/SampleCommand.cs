@@ -49,6 +49,7 @@ internal static class SampleCommand
             CheckWritable(outPath, "--out");
             if (gifPath is not null) CheckWritable(gifPath, "--gif");
 
+            Checkpoint.ModelPath(parse.GetValue(checkpoint)!); // a missing checkpoint is reported before any device work
             using var lease = context.OpenDevice(parse.GetValue(device));
             var dev = lease.Device;
             using var loaded = Checkpoint.Load(dev, parse.GetValue(checkpoint)!, useEma: !parse.GetValue(raw));

@@ -37,7 +37,7 @@ internal static class TrainCommand
         var lr = new Option<double>("--lr") { Description = "Adam learning rate after warm-up.", DefaultValueFactory = _ => defaults.LearningRate }
             .Range(0, double.PositiveInfinity, minExclusive: true);
         var warmup = new Option<int>("--warmup") { Description = "Steps of linear learning-rate warm-up.", DefaultValueFactory = _ => defaults.Warmup }.NonNegative();
-        var ema = new Option<double>("--ema") { Description = "Decay of the exponential moving average of the weights that sampling uses (0 disables averaging).", DefaultValueFactory = _ => defaults.Ema }
+        var ema = new Option<double>("--ema") { Description = "Decay of the exponential moving average of the weights that sampling uses, warmed up as min(decay, (1 + step)/(10 + step)); 0: no averaging.", DefaultValueFactory = _ => defaults.Ema }
             .Range(0, 1, maxExclusive: true);
         var gradClip = new Option<double>("--grad-clip") { Description = "Clip the global gradient norm to this value.", DefaultValueFactory = _ => defaults.GradClip }
             .Range(0, double.PositiveInfinity, minExclusive: true);
@@ -60,8 +60,8 @@ internal static class TrainCommand
             HelpName = "N",
             DefaultValueFactory = _ => defaults.SampleEvery,
         }.NonNegative();
-        var sampleCount = new Option<int>("--sample-count") { Description = "Images in each sample grid.", DefaultValueFactory = _ => defaults.SampleCount }.Range(1, 1024);
-        var sampleSteps = new Option<int>("--sample-steps") { Description = "DDIM steps of the sample grids (at most T).", DefaultValueFactory = _ => defaults.SampleSteps }.Positive();
+        var sampleCount = new Option<int>("--sample-count") { Description = "Images in each sample grid.", HelpName = "N", DefaultValueFactory = _ => defaults.SampleCount }.Range(1, 1024);
+        var sampleSteps = new Option<int>("--sample-steps") { Description = "DDIM steps of the sample grids (capped at T).", HelpName = "S", DefaultValueFactory = _ => defaults.SampleSteps }.Positive();
         var checkpointEvery = new Option<int>("--checkpoint-every")
         {
             Description = "Save the checkpoint (model.safetensors, state.safetensors) and loss.png every N steps; always at the end and on Ctrl-C. 0: only then.",

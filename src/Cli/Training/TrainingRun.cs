@@ -61,8 +61,6 @@ internal sealed class TrainingRun
         }
         var scheduleSpec = new ScheduleSpec(config.Schedule == "cosine" ? ScheduleKind.Cosine : ScheduleKind.Linear, config.Timesteps);
         var schedule = scheduleSpec.Build();
-        if (config.SampleSteps > config.Timesteps && config.SampleEvery > 0)
-            throw new UsageException($"--sample-steps {config.SampleSteps} exceeds --timesteps {config.Timesteps}");
 
         using var lease = context.OpenDevice(deviceChoice);
         var device = lease.Device;
@@ -219,16 +217,20 @@ internal sealed class TrainingRun
                 last = result;
                 if (step % config.LogEvery == 0) FlushMetrics();
 
+                // The first step also compiles every kernel: no time estimate from it alone.
+                string etaText = done == 1 && target is not null ? "ETA after step 2" : Format.Duration(eta!.Value);
                 string status = target is { } tg
-                    ? $"step {step}/{tg}  loss {smoothedLoss:F4}  {imagesPerSecond:F1} img/s  ETA {Format.Duration(eta!.Value)}"
+                    ? $"step {step}/{tg}  loss {smoothedLoss:F4}  {imagesPerSecond:F1} img/s  ETA {etaText}"
                     : $"step {step}  loss {smoothedLoss:F4}  {imagesPerSecond:F1} img/s  {Format.Duration(eta!.Value)} left";
                 display.Update(Progress(step), status.ToString(CultureInfo.InvariantCulture));
 
-                if (device.IsCpu && !cpuNoted && done == 3 && target is { } tcpu && config.Preset != "tiny")
+                if (device.IsCpu && !cpuNoted && done == 2 && config.Preset != "tiny")
                 {
                     cpuNoted = true;
-                    double perStep = (now - firstStepEnd) / 2;
-                    display.Note($"note: {perStep:F2} s per step on the CPU accelerator: the remaining {tcpu - step:N0} steps take about {Format.Duration(eta!.Value)}");
+                    double perStep = now - firstStepEnd;
+                    display.Note(target is { } tcpu
+                        ? $"note: {perStep:F1} s per step on the CPU accelerator: the remaining {tcpu - step:N0} steps take about {Format.Duration(eta!.Value)}"
+                        : $"note: {perStep:F1} s per step on the CPU accelerator: about {3600 / perStep:F0} steps per hour");
                 }
 
                 bool checkpointDue = config.CheckpointEvery > 0 && step % config.CheckpointEvery == 0;
@@ -318,9 +320,10 @@ internal sealed class TrainingRun
         var tiny = ModelSummary.For(UNetConfig.FromPreset("tiny", modelConfig.ImageSize, modelConfig.InChannels));
         double gflopPerStep = summary.TrainingGFlopPerImage * config.Batch;
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"note: no GPU in use — the CPU accelerator runs every kernel as .NET threads. The {config.Preset} preset needs " +
-            $"{gflopPerStep:F0} GFLOP per step at batch {config.Batch}, which takes seconds per step here: " +
-            $"expect hours for thousands of steps. --preset tiny is {summary.TotalGFlop / tiny.TotalGFlop:F0}x cheaper per image."));
+            $"note: no GPU in use: the CPU accelerator runs every kernel as .NET threads ({Environment.ProcessorCount} cores), " +
+            $"typically a few GFLOP/s. The {config.Preset} preset needs {gflopPerStep:F0} GFLOP per step at batch {config.Batch}, " +
+            $"so expect tens of seconds per step (measured after step 2) and days for thousands of steps. For a quick run use " +
+            $"--preset tiny ({summary.TotalGFlop / tiny.TotalGFlop:F0}x cheaper per image) with a smaller --batch, or a GPU (--device cuda)."));
     }
 
     private void WriteConfig(ComputeDevice device, ImageDataset data, UNetConfig modelConfig, ModelSummary summary)
