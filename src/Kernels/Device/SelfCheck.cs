@@ -55,17 +55,21 @@ public static class SelfCheck
     /// <summary>Every family checked, in order, with its tolerance on the relative difference.</summary>
     public static IReadOnlyList<(string Family, double Tolerance)> Families { get; } =
     [
-        ("Conv", 1e-4),        // sums over Cin·K² in another order (GPU tiles vs CPU blocks)
+        // A wrong index, a race or a missing barrier gives differences of order 1; these tolerances only
+        // have to absorb rounding, so they are set a decade or two above what the arithmetic can explain.
+        ("Conv", 1e-4),        // sums over Cin·K² in another order (GPU tiles vs CPU blocks), FMA contraction
         ("Matmul", 1e-4),      // sums over K in another order
-        ("Attention", 1e-5),   // softmax rows: exp is approximate on GPUs
+        ("Attention", 1e-4),   // softmax rows: exp is approximate on GPUs; backward row sums
         ("Norm", 1e-4),        // two-pass statistics and backward sums: order differs (tree vs loop)
-        ("Reduce", 1e-5),      // long sums of positive values in a different order
-        ("Elementwise", 2e-4), // exp in SiLU; sin/cos of t·f up to ~1000 rad in the timestep sinusoid (GPU range reduction)
-        ("Resample", 1e-6),    // copies and 4-term sums
-        ("Random", 1e-5),      // Philox bits are exact; Box–Muller's log/sin/cos are approximate on GPUs
-        ("Optim", 1e-5),       // Adam's sqrt and divide, a few ulps; norms are positive sums
-        ("Diffusion", 1e-4),   // exp/log in the KL and the decoder's CDF differences, summed per sample
-        ("Peak", 1e-5),        // multiply-add chains: the GPU contracts to FMA (one rounding fewer per step)
+        ("Reduce", 1e-4),      // sums of 10^5 positive values in another order (two-stage tree vs loop)
+        ("Elementwise", 1e-3), // SiLU's exp; sin/cos of t·f up to ~1000 rad in the timestep sinusoid, where GPU
+                               // sine/cosine lose accuracy with the size of the argument
+        ("Resample", 1e-6),    // copies and 4-term sums in the same order
+        ("Random", 1e-3),      // Philox bits are exact, but Box–Muller's √(−2 ln u) for u within a few ulps of 1
+                               // magnifies the GPU log's absolute error (up to ~1e-4 of the largest |z|)
+        ("Optim", 1e-4),       // Adam's sqrt and divide, a few ulps; norms are positive sums in another order
+        ("Diffusion", 1e-3),   // Box–Muller noise as in Random; exp/log in the KL and the decoder's CDF differences
+        ("Peak", 1e-4),        // multiply-add chains of 1024 steps: the GPU contracts to FMA (one rounding fewer each)
     ];
 
     /// <summary>
