@@ -34,7 +34,12 @@ internal static class SampleCommand
         var raw = CliOptions.RawWeights();
         var seed = CliOptions.Seed("Seed of the sampler's noise (same seed, same images on every accelerator).");
         var output = new Option<string>("--out") { Description = "PNG file of the image grid.", HelpName = "FILE", DefaultValueFactory = _ => "grid.png" };
-        var gif = new Option<string?>("--gif") { Description = "Also write an animated GIF of the reverse process x_T → x_0.", HelpName = "FILE" };
+        var gif = new Option<string?>("--gif")
+        {
+            Description = "Also write an animated GIF of the reverse process x_T → x_0 (to reverse.gif when no FILE is given).",
+            HelpName = "FILE",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
         var frames = new Option<int>("--frames") { Description = "Frames in the GIF (evenly spaced over the sampler's steps).", DefaultValueFactory = _ => 50 }.Range(2, 1000);
         var device = CliOptions.Device();
 
@@ -45,7 +50,7 @@ internal static class SampleCommand
         command.SetAction(parse =>
         {
             string outPath = parse.GetValue(output)!;
-            string? gifPath = parse.GetValue(gif);
+            string? gifPath = parse.GetResult(gif) is null ? null : parse.GetValue(gif) ?? "reverse.gif";
             CheckWritable(outPath, "--out");
             if (gifPath is not null) CheckWritable(gifPath, "--gif");
 
