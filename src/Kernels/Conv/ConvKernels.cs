@@ -125,7 +125,7 @@ internal enum ConvVariant
 /// weight gradient splits its long reduction over the grid and sums the partial tiles in a fixed order.</item>
 /// </list>
 /// Backward kernels ADD into their outputs (dx += …, dw += …, db += …). No atomics: every output element is
-/// summed by one thread in a fixed order, so results are bit-for-bit repeatable. See docs/kernels/conv.md.
+/// summed by one thread in a fixed order, so results are bit-for-bit repeatable. See docs/kernels.md (Conv).
 /// </summary>
 public sealed class ConvKernels : IKernelFamily<ConvKernels>
 {
