@@ -1,0 +1,169 @@
+using System.CommandLine;
+using System.Globalization;
+using IlgpuDdpm.Cli.Training;
+using IlgpuDdpm.Network;
+
+namespace IlgpuDdpm.Cli.Commands;
+
+/// <summary>
+/// <c>ddpm train</c>: parses the options into a <see cref="RunConfig"/> (or reads the run's config.json
+/// when resuming) and hands it to <see cref="TrainingRun"/>.
+/// </summary>
+internal static class TrainCommand
+{
+    /// <summary>Training length when neither --steps nor --minutes is given.</summary>
+    public const long DefaultSteps = 10_000;
+
+    public static Command Create(CliContext context)
+    {
+        var defaults = new RunConfig();
+        var data = new Option<string>("--data")
+        {
+            Description = "Training images: fashion-mnist, mnist (IDX files under /usr/share/datasets), a folder of IDX files, one IDX file, or a folder of PNG/JPEG/BMP images.",
+            HelpName = "fashion-mnist|mnist|PATH",
+            DefaultValueFactory = _ => defaults.Data,
+        };
+        var size = new Option<int?>("--size") { Description = "Centre-crop and resize the images to SxS (default: the data's own size).", HelpName = "S" }.Positive();
+        var channels = new Option<int?>("--channels") { Description = "Convert the images to 1 (grey) or 3 (RGB) channels (default: the data's own).", HelpName = "C" }.Positive();
+        var preset = new Option<string>("--preset")
+        {
+            Description = $"Model preset: {string.Join(", ", UNetConfig.PresetNames)} (see 'ddpm summary').",
+            DefaultValueFactory = _ => defaults.Preset,
+        }.OneOf([.. UNetConfig.PresetNames]);
+        var steps = new Option<int?>("--steps") { Description = $"Train until this many optimizer steps are done (default {DefaultSteps:N0} when --minutes is not given).", HelpName = "N" }.Positive();
+        var minutes = new Option<double?>("--minutes") { Description = "Train for this many minutes of wall time instead of a step count.", HelpName = "M" }
+            .Range(0, double.PositiveInfinity, minExclusive: true);
+        var batch = new Option<int>("--batch") { Description = "Images per step.", HelpName = "B", DefaultValueFactory = _ => defaults.Batch }.Positive();
+        var lr = new Option<double>("--lr") { Description = "Adam learning rate after warm-up.", DefaultValueFactory = _ => defaults.LearningRate }
+            .Range(0, double.PositiveInfinity, minExclusive: true);
+        var warmup = new Option<int>("--warmup") { Description = "Steps of linear learning-rate warm-up.", DefaultValueFactory = _ => defaults.Warmup }.NonNegative();
+        var ema = new Option<double>("--ema") { Description = "Decay of the exponential moving average of the weights that sampling uses, warmed up as min(decay, (1 + step)/(10 + step)); 0: no averaging.", DefaultValueFactory = _ => defaults.Ema }
+            .Range(0, 1, maxExclusive: true);
+        var gradClip = new Option<double>("--grad-clip") { Description = "Clip the global gradient norm to this value.", DefaultValueFactory = _ => defaults.GradClip }
+            .Range(0, double.PositiveInfinity, minExclusive: true);
+        var flip = new Option<bool>("--flip") { Description = "Mirror training images left-right at random (the DDPM paper does for CIFAR-10)." };
+        var schedule = new Option<string>("--schedule") { Description = "β schedule: linear (1e-4 to 0.02, the DDPM paper) or cosine (Nichol & Dhariwal 2021).", DefaultValueFactory = _ => defaults.Schedule }
+            .OneOf("linear", "cosine");
+        var timesteps = new Option<int>("--timesteps") { Description = "Diffusion steps T.", HelpName = "T", DefaultValueFactory = _ => defaults.Timesteps }.Range(2, 100_000);
+        var device = CliOptions.Device();
+        var seed = CliOptions.Seed("Seed of the weight initialisation, the data order and every noise draw of training.");
+        var output = new Option<string?>("--out") { Description = "Run folder (default: runs/<yyyyMMdd-HHmmss>). With --resume and no DIR: the run to continue.", HelpName = "DIR" };
+        var resume = new Option<string?>("--resume")
+        {
+            Description = "Continue the run in DIR (or in --out) exactly where its last checkpoint stopped: same data order, optimizer state and noise. --steps is the new total.",
+            HelpName = "DIR",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+        var sampleEvery = new Option<int>("--sample-every")
+        {
+            Description = "Write samples/step-NNNNNN.png every N steps (and at the end): a grid from the EMA weights with a fixed noise seed, drawn with DDIM in 50 steps (or --sample-steps) for speed. 0: never.",
+            HelpName = "N",
+            DefaultValueFactory = _ => defaults.SampleEvery,
+        }.NonNegative();
+        var sampleCount = new Option<int>("--sample-count") { Description = "Images in each sample grid.", HelpName = "N", DefaultValueFactory = _ => defaults.SampleCount }.Range(1, 1024);
+        var sampleSteps = new Option<int>("--sample-steps") { Description = "DDIM steps of the sample grids (capped at T).", HelpName = "S", DefaultValueFactory = _ => defaults.SampleSteps }.Positive();
+        var checkpointEvery = new Option<int>("--checkpoint-every")
+        {
+            Description = "Save the checkpoint (model.safetensors, state.safetensors) and loss.png every N steps; always at the end and on Ctrl-C. 0: only then.",
+            HelpName = "N",
+            DefaultValueFactory = _ => defaults.CheckpointEvery,
+        }.NonNegative();
+        var logEvery = new Option<int>("--log-every") { Description = "Append a line to metrics.jsonl every N steps (its loss is the mean over those N steps).", HelpName = "N", DefaultValueFactory = _ => defaults.LogEvery }.Positive();
+        var printEvery = new Option<int>("--print-every") { Description = "When the output is not a terminal: print a progress line every N steps.", HelpName = "N", DefaultValueFactory = _ => defaults.PrintEvery }.Positive();
+
+        var command = new Command("train",
+            "Train a U-Net to predict the noise (L_simple, Algorithm 1 of the DDPM paper). Without options: the small preset on Fashion-MNIST " +
+            "on the best device. The run folder gets config.json, metrics.jsonl, samples/step-NNNNNN.png, loss.png and the checkpoint " +
+            "(model.safetensors + state.safetensors). Ctrl-C saves a checkpoint and stops (exit code 130); --resume continues.")
+        {
+            data, size, channels, preset, steps, minutes, batch, lr, warmup, ema, gradClip, flip, schedule, timesteps, device, seed,
+            output, resume, sampleEvery, sampleCount, sampleSteps, checkpointEvery, logEvery, printEvery,
+        };
+
+        command.SetAction(parse =>
+        {
+            if (parse.GetValue(steps) is not null && parse.GetValue(minutes) is not null)
+                throw new UsageException("--steps and --minutes both given; choose one (train for N steps or for M minutes)");
+
+            var typed = new RunConfig
+            {
+                Data = parse.GetValue(data)!,
+                Size = parse.GetValue(size),
+                Channels = parse.GetValue(channels),
+                Preset = parse.GetValue(preset)!.Trim().ToLowerInvariant(),
+                Steps = parse.GetValue(steps),
+                Minutes = parse.GetValue(minutes),
+                Batch = parse.GetValue(batch),
+                LearningRate = parse.GetValue(lr),
+                Warmup = parse.GetValue(warmup),
+                Ema = parse.GetValue(ema),
+                GradClip = parse.GetValue(gradClip),
+                Flip = parse.GetValue(flip),
+                Schedule = parse.GetValue(schedule)!.Trim().ToLowerInvariant(),
+                Timesteps = parse.GetValue(timesteps),
+                Seed = parse.GetValue(seed),
+                SampleEvery = parse.GetValue(sampleEvery),
+                SampleCount = parse.GetValue(sampleCount),
+                SampleSteps = parse.GetValue(sampleSteps),
+                CheckpointEvery = parse.GetValue(checkpointEvery),
+                LogEvery = parse.GetValue(logEvery),
+                PrintEvery = parse.GetValue(printEvery),
+            };
+            string? outDir = parse.GetValue(output);
+            string? deviceChoice = parse.GetValue(device);
+
+            if (parse.GetResult(resume) is null)
+            {
+                if (typed.Steps is null && typed.Minutes is null) typed = typed with { Steps = DefaultSteps };
+                outDir ??= Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
+                if (File.Exists(outDir))
+                    throw new UsageException($"--out {outDir} is a file; expected a folder for the run");
+                if (File.Exists(Path.Combine(outDir, "model.safetensors")))
+                    throw new UsageException($"--out {outDir} already holds a checkpoint; pass --resume to continue that run, or choose another folder");
+                return new TrainingRun(context, typed, outDir, deviceChoice, resuming: false).Run();
+            }
+
+            // Resuming: the run's own config decides data, model and optimizer; the command line may only
+            // change how long to train, where to run and how often to write.
+            string? resumeDir = parse.GetValue(resume);
+            if (resumeDir is not null && outDir is not null && Path.GetFullPath(resumeDir) != Path.GetFullPath(outDir))
+                throw new UsageException($"--resume {resumeDir} and --out {outDir} name different folders; give the run folder once");
+            string dir = resumeDir ?? outDir
+                ?? throw new UsageException("--resume needs the run folder: --resume DIR, or --resume with --out DIR");
+            if (!Directory.Exists(dir))
+                throw new CliException($"--resume {dir}: no such folder; expected the run folder of an earlier 'ddpm train'");
+            var saved = RunConfig.Load(Path.Combine(dir, "config.json"));
+
+            void Same<T>(Option option, T mine, T theirs)
+            {
+                if (parse.WasGiven(option) && !EqualityComparer<T>.Default.Equals(mine, theirs))
+                    throw new UsageException($"{option.Name} {mine} differs from the run's {(theirs is null ? "default" : theirs.ToString())}; a resumed run keeps its data, model and optimizer settings");
+            }
+            Same(data, typed.Data, saved.Data);
+            Same(size, typed.Size, saved.Size);
+            Same(channels, typed.Channels, saved.Channels);
+            Same(preset, typed.Preset, saved.Preset);
+            Same(batch, typed.Batch, saved.Batch);
+            Same(lr, typed.LearningRate, saved.LearningRate);
+            Same(warmup, typed.Warmup, saved.Warmup);
+            Same(ema, typed.Ema, saved.Ema);
+            Same(gradClip, typed.GradClip, saved.GradClip);
+            Same(flip, typed.Flip, saved.Flip);
+            Same(schedule, typed.Schedule, saved.Schedule);
+            Same(timesteps, typed.Timesteps, saved.Timesteps);
+            Same(seed, typed.Seed, saved.Seed);
+
+            var config = saved;
+            if (typed.Steps is not null || typed.Minutes is not null) config = config with { Steps = typed.Steps, Minutes = typed.Minutes };
+            if (config.Steps is null && config.Minutes is null) config = config with { Steps = DefaultSteps };
+            if (parse.WasGiven(sampleEvery)) config = config with { SampleEvery = typed.SampleEvery };
+            if (parse.WasGiven(sampleCount)) config = config with { SampleCount = typed.SampleCount };
+            if (parse.WasGiven(sampleSteps)) config = config with { SampleSteps = typed.SampleSteps };
+            if (parse.WasGiven(checkpointEvery)) config = config with { CheckpointEvery = typed.CheckpointEvery };
+            if (parse.WasGiven(logEvery)) config = config with { LogEvery = typed.LogEvery };
+            if (parse.WasGiven(printEvery)) config = config with { PrintEvery = typed.PrintEvery };
+            return new TrainingRun(context, config, dir, deviceChoice, resuming: true).Run();
+        });
+        return command;
+    }
+}

@@ -1,0 +1,79 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+
+namespace IlgpuDdpm.Cli.Training;
+
+/// <summary>
+/// Everything that defines a training run, as written to <c>config.json</c> in the run folder: the
+/// command's options, the data actually read, the model config, the device. <c>ddpm train --resume</c>
+/// reads it back, so a resumed run keeps its data, model and optimizer settings.
+/// </summary>
+internal sealed record RunConfig
+{
+    [JsonPropertyName("data")] public string Data { get; init; } = "fashion-mnist";
+    [JsonPropertyName("size")] public int? Size { get; init; }
+    [JsonPropertyName("channels")] public int? Channels { get; init; }
+    [JsonPropertyName("preset")] public string Preset { get; init; } = "small";
+    [JsonPropertyName("steps")] public long? Steps { get; init; }
+    [JsonPropertyName("minutes")] public double? Minutes { get; init; }
+    [JsonPropertyName("batch")] public int Batch { get; init; } = 64;
+    [JsonPropertyName("lr")] public double LearningRate { get; init; } = 2e-4;
+    [JsonPropertyName("warmup")] public int Warmup { get; init; } = 1000;
+    [JsonPropertyName("ema")] public double Ema { get; init; } = 0.9999;
+    [JsonPropertyName("grad_clip")] public double GradClip { get; init; } = 1.0;
+    [JsonPropertyName("flip")] public bool Flip { get; init; }
+    [JsonPropertyName("schedule")] public string Schedule { get; init; } = "linear";
+    [JsonPropertyName("timesteps")] public int Timesteps { get; init; } = 1000;
+    [JsonPropertyName("seed")] public ulong Seed { get; init; }
+    [JsonPropertyName("sample_every")] public int SampleEvery { get; init; } = 1000;
+    [JsonPropertyName("sample_count")] public int SampleCount { get; init; } = 16;
+    [JsonPropertyName("sample_steps")] public int SampleSteps { get; init; } = 50;
+    [JsonPropertyName("checkpoint_every")] public int CheckpointEvery { get; init; } = 1000;
+    [JsonPropertyName("log_every")] public int LogEvery { get; init; } = 10;
+    [JsonPropertyName("print_every")] public int PrintEvery { get; init; } = 100;
+
+    // Filled in by the run (informational; not read back as options).
+    [JsonPropertyName("device_choice")] public string? DeviceChoice { get; init; }
+    [JsonPropertyName("device")] public string? Device { get; init; }
+    [JsonPropertyName("data_source")] public string? DataSource { get; init; }
+    [JsonPropertyName("images")] public int? Images { get; init; }
+    [JsonPropertyName("image_shape")] public int[]? ImageShape { get; init; }
+    [JsonPropertyName("parameters")] public long? Parameters { get; init; }
+    [JsonPropertyName("model")] public JsonNode? Model { get; init; }
+    [JsonPropertyName("created")] public string? Created { get; init; }
+    [JsonPropertyName("resumed")] public List<string>? Resumed { get; init; }
+
+    private static readonly JsonSerializerOptions Options = new()
+    {
+        WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, Options);
+
+    /// <summary>Writes the file (temp file + rename, so a crash never leaves half a config).</summary>
+    public void Save(string path)
+    {
+        var temp = path + ".tmp";
+        File.WriteAllText(temp, ToJson() + "\n");
+        File.Move(temp, path, overwrite: true);
+    }
+
+    /// <summary>Reads a run's config.json; a <see cref="CliException"/> naming the file when it is missing or unreadable.</summary>
+    public static RunConfig Load(string path)
+    {
+        if (!File.Exists(path))
+            throw new CliException($"{path}: not found; expected the config.json of a training run (is this a run folder made by 'ddpm train'?)");
+        try
+        {
+            return JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), Options)
+                   ?? throw new CliException($"{path}: empty; expected a training run's config");
+        }
+        catch (JsonException e)
+        {
+            throw new CliException($"{path}: not a valid run config ({Program.OneLine(e.Message)})");
+        }
+    }
+}

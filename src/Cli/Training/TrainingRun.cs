@@ -1,0 +1,349 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using IlgpuDdpm.Diffusion;
+using IlgpuDdpm.Diffusion.Checkpoints;
+using IlgpuDdpm.Diffusion.Data;
+using IlgpuDdpm.Diffusion.Images;
+using IlgpuDdpm.Diffusion.Schedules;
+using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Network;
+
+namespace IlgpuDdpm.Cli.Training;
+
+/// <summary>
+/// One invocation of <c>ddpm train</c>: opens the device, loads the data, builds (or resumes) the
+/// trainer, and runs the loop — progress, metrics.jsonl, sample grids, checkpoints, loss.png, Ctrl-C.
+/// </summary>
+internal sealed class TrainingRun
+{
+    /// <summary>Seed of the noise behind every sample grid of a run, so grids at different steps are comparable.</summary>
+    public const ulong PreviewSeed = 0x5A3D1E5EEDUL;
+
+    private readonly CliContext context;
+    private readonly RunConfig config;
+    private readonly string folder;
+    private readonly string? deviceChoice;
+    private readonly bool resuming;
+    private readonly TextWriter output;
+
+    public TrainingRun(CliContext context, RunConfig config, string folder, string? deviceChoice, bool resuming)
+    {
+        this.context = context;
+        this.config = config;
+        this.folder = folder;
+        this.deviceChoice = deviceChoice;
+        this.resuming = resuming;
+        output = context.Output;
+    }
+
+    private string ModelPath => Path.Combine(folder, "model.safetensors");
+    private string LossPlotPath => Path.Combine(folder, "loss.png");
+    private string SamplesFolder => Path.Combine(folder, "samples");
+
+    public int Run()
+    {
+        if (resuming && !File.Exists(ModelPath))
+            throw new CliException($"{folder}: holds no checkpoint (model.safetensors) to resume from");
+
+        // Data first: a missing data set is reported before any device work.
+        var data = ImageDataset.Load(config.Data, config.Size, config.Channels, DatasetSplit.Train);
+        if (data.Height != data.Width)
+            throw new CliException($"{data.Source}: images are {data.Height}x{data.Width}; the U-Net needs square images (pass --size S to centre-crop and resize)");
+        UNetConfig modelConfig;
+        try
+        {
+            modelConfig = UNetConfig.FromPreset(config.Preset, data.Height, data.Channels);
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException($"--preset {config.Preset} does not fit {data.Channels}x{data.Height}x{data.Width} images from {data.Source}: {Program.OneLine(e.Message)} (pass --size S to resize)");
+        }
+        var scheduleSpec = new ScheduleSpec(config.Schedule == "cosine" ? ScheduleKind.Cosine : ScheduleKind.Linear, config.Timesteps);
+        var schedule = scheduleSpec.Build();
+
+        using var lease = context.OpenDevice(deviceChoice);
+        var device = lease.Device;
+        output.WriteLine($"device: {device.Description}");
+        output.WriteLine($"data: {data.Source}, {data.Count:N0} images of {data.Channels}x{data.Height}x{data.Width}");
+        var summary = ModelSummary.For(modelConfig);
+        output.WriteLine($"model: {config.Preset} ({modelConfig}), {Format.Count(summary.TotalParameters)} parameters; " +
+                         $"schedule: {config.Schedule}, T = {config.Timesteps}; batch {config.Batch}");
+        if (device.IsCpu && config.Preset != "tiny") WarnCpu(summary, modelConfig);
+
+        Directory.CreateDirectory(folder);
+        Directory.CreateDirectory(SamplesFolder);
+
+        var options = new TrainingOptions
+        {
+            BatchSize = config.Batch,
+            LearningRate = config.LearningRate,
+            WarmupSteps = config.Warmup,
+            GradClip = (float)config.GradClip,
+            EmaDecay = config.Ema,
+            Seed = config.Seed,
+            RandomFlip = config.Flip,
+        };
+
+        // The trainer's model and diffusion are ours to dispose (Trainer.Dispose frees only its own buffers).
+        Trainer trainer;
+        SamplerState position = default;
+        if (resuming)
+        {
+            trainer = Checkpoint.Resume(device, folder, null, out position);
+            if (!trainer.Model.Config.Equals(modelConfig))
+            {
+                string found = trainer.Model.Config.ToString();
+                DisposeAll(trainer);
+                throw new CliException($"{ModelPath}: its model ({found}) is not the one config.json describes ({modelConfig})");
+            }
+            if (trainer.Diffusion.Schedule.Spec != schedule.Spec)
+            {
+                string found = trainer.Diffusion.Schedule.Spec.ToString();
+                DisposeAll(trainer);
+                throw new CliException($"{ModelPath}: its schedule ({found}) is not the one config.json describes ({schedule.Spec})");
+            }
+            output.WriteLine($"resuming {folder} at step {trainer.Step:N0} (data epoch {position.Epoch}, image {position.Index})");
+        }
+        else
+        {
+            var model = new UNet(device, modelConfig, config.Seed);
+            var diffusion = new GaussianDiffusion(device, schedule);
+            try
+            {
+                trainer = new Trainer(model, diffusion, options);
+            }
+            catch
+            {
+                diffusion.Dispose();
+                model.Dispose();
+                throw;
+            }
+        }
+
+        try
+        {
+            using var previewDiffusion = new GaussianDiffusion(device, schedule);
+            using var previewModel = new UNet(device, modelConfig, config.Seed);
+            var sampler = new BatchSampler(data, config.Batch, config.Seed, config.Flip, position);
+
+            WriteConfig(device, data, modelConfig, summary);
+            using var metrics = resuming
+                ? MetricsLog.Resume(Path.Combine(folder, "metrics.jsonl"), trainer.Step)
+                : MetricsLog.Create(Path.Combine(folder, "metrics.jsonl"));
+
+            return Loop(device, trainer, sampler, metrics, previewDiffusion, previewModel);
+        }
+        finally
+        {
+            DisposeAll(trainer);
+        }
+    }
+
+    private static void DisposeAll(Trainer trainer)
+    {
+        trainer.Dispose();
+        trainer.Diffusion.Dispose();
+        trainer.Model.Dispose();
+    }
+
+    private int Loop(ComputeDevice device, Trainer trainer, BatchSampler sampler, MetricsLog metrics,
+                     GaussianDiffusion previewDiffusion, UNet previewModel)
+    {
+        long startStep = trainer.Step;
+        long? target = config.Steps;
+        double? seconds = config.Minutes * 60;
+        if (target is { } t0 && startStep >= t0)
+        {
+            output.WriteLine($"the run is already at step {startStep:N0} of {t0:N0}; pass a larger --steps to train further");
+            return 0;
+        }
+
+        var batch = new float[sampler.BatchLength];
+        var clock = Stopwatch.StartNew();
+        long lastSaved = resuming ? startStep : -1, lastSampled = -1;
+        double intervalLoss = 0;
+        int intervalSteps = 0;
+        double intervalStart = 0;
+        double firstStepEnd = 0;
+        bool cpuNoted = false;
+        float lastLoss = float.NaN;
+        double smoothedLoss = double.NaN;
+
+        StepResult last = default;
+
+        // One metrics.jsonl line for the steps since the previous one (also for a partial interval at the end).
+        void FlushMetrics()
+        {
+            if (intervalSteps == 0) return;
+            double now = clock.Elapsed.TotalSeconds, span = now - intervalStart;
+            metrics.Append(new MetricsLine(last.Step, intervalLoss / intervalSteps, last.GradNorm, last.LearningRate,
+                span > 0 ? intervalSteps * config.Batch / span : 0, Math.Round(now, 3)));
+            intervalLoss = 0; intervalSteps = 0; intervalStart = now;
+        }
+
+        double Progress(long step) => target is { } t ? step : clock.Elapsed.TotalSeconds;
+        double maxValue = target is { } tt ? tt : seconds!.Value;
+        string title = target is { } t1 ? $"step {startStep}/{t1}" : $"step {startStep}";
+
+        int Body(IProgressDisplay display)
+        {
+            if (target is { } tv) display.Update(startStep, title);
+            while (true)
+            {
+                if (target is { } limit && trainer.Step >= limit) break;
+                if (seconds is { } s && clock.Elapsed.TotalSeconds >= s) break;
+
+                sampler.Next(batch);
+                var result = trainer.TrainStep(batch);
+                long step = result.Step;
+                double now = clock.Elapsed.TotalSeconds;
+                if (!float.IsFinite(result.Loss))
+                    throw new CliException($"the loss is {result.Loss} at step {step}: training diverged (try a lower --lr or a longer --warmup); the last checkpoint in {folder} is kept");
+                lastLoss = result.Loss;
+                smoothedLoss = double.IsNaN(smoothedLoss) ? result.Loss : 0.95 * smoothedLoss + 0.05 * result.Loss;
+                intervalLoss += result.Loss;
+                intervalSteps++;
+                long done = step - startStep;
+                if (done == 1) firstStepEnd = now; // the first step also compiles every kernel
+
+                // Throughput and time left, from the steps after the first.
+                double rate = done > 1 && now > firstStepEnd ? (done - 1) / (now - firstStepEnd) : done / Math.Max(now, 1e-9);
+                double imagesPerSecond = rate * config.Batch;
+                TimeSpan? eta = target is { } tgt
+                    ? TimeSpan.FromSeconds((tgt - step) / Math.Max(rate, 1e-9))
+                    : TimeSpan.FromSeconds(Math.Max(0, seconds!.Value - now));
+
+                last = result;
+                if (step % config.LogEvery == 0) FlushMetrics();
+
+                // The first step also compiles every kernel: no time estimate from it alone.
+                string etaText = done == 1 && target is not null ? "ETA after step 2" : Format.Duration(eta!.Value);
+                string status = target is { } tg
+                    ? $"step {step}/{tg}  loss {smoothedLoss:F4}  {imagesPerSecond:F1} img/s  ETA {etaText}"
+                    : $"step {step}  loss {smoothedLoss:F4}  {imagesPerSecond:F1} img/s  {Format.Duration(eta!.Value)} left";
+                display.Update(Progress(step), status.ToString(CultureInfo.InvariantCulture));
+
+                if (device.IsCpu && !cpuNoted && done == 2 && config.Preset != "tiny")
+                {
+                    cpuNoted = true;
+                    double perStep = now - firstStepEnd;
+                    display.Note(target is { } tcpu
+                        ? $"note: {perStep:F1} s per step on the CPU accelerator: the remaining {tcpu - step:N0} steps take about {Format.Duration(eta!.Value)}"
+                        : $"note: {perStep:F1} s per step on the CPU accelerator: about {3600 / perStep:F0} steps per hour");
+                }
+
+                bool checkpointDue = config.CheckpointEvery > 0 && step % config.CheckpointEvery == 0;
+                if (checkpointDue)
+                {
+                    Save(trainer, sampler, metrics);
+                    lastSaved = step;
+                }
+                if (config.SampleEvery > 0 && step % config.SampleEvery == 0)
+                {
+                    Preview(trainer, previewDiffusion, previewModel, step);
+                    lastSampled = step;
+                }
+
+                if (context.Interrupt.IsCancellationRequested)
+                {
+                    FlushMetrics();
+                    if (lastSaved != step) Save(trainer, sampler, metrics);
+                    display.Note($"interrupted at step {step:N0}: checkpoint saved in {folder}; continue with: ddpm train --resume {folder}");
+                    return Program.InterruptedExitCode;
+                }
+            }
+            return 0;
+        }
+
+        // A plain line at the first step, every --print-every steps, and at the last.
+        bool PrintLine(double value)
+        {
+            long step = trainer.Step;
+            if (step == startStep) return false;
+            bool last = target is { } t ? step >= t : seconds is { } s && clock.Elapsed.TotalSeconds >= s;
+            return step == startStep + 1 || step % config.PrintEvery == 0 || last;
+        }
+
+        context.StopsCleanlyOnInterrupt = true;
+        int code;
+        try
+        {
+            code = ProgressDisplay.Run(context, title, maxValue, PrintLine, Body);
+        }
+        finally
+        {
+            context.StopsCleanlyOnInterrupt = false;
+        }
+        if (code != 0) return code;
+
+        long final = trainer.Step;
+        FlushMetrics();
+        if (lastSaved != final) Save(trainer, sampler, metrics);
+        else if (metrics.Lines.Count > 0) LossPlot.SavePng(LossPlotPath, metrics.LossPoints());
+        if (config.SampleEvery > 0 && lastSampled != final) Preview(trainer, previewDiffusion, previewModel, final);
+        double elapsed = clock.Elapsed.TotalSeconds;
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"done: step {final:N0} ({final - startStep:N0} steps in {Format.Duration(TimeSpan.FromSeconds(elapsed))}, " +
+            $"{(final - startStep) * config.Batch / Math.Max(elapsed, 1e-9):F1} img/s), last loss {lastLoss:F4}; run folder {folder}"));
+        return 0;
+    }
+
+    /// <summary>Checkpoint (model.safetensors + state.safetensors, each written to a temp file and renamed) and loss.png.</summary>
+    private void Save(Trainer trainer, BatchSampler sampler, MetricsLog metrics)
+    {
+        Checkpoint.Save(folder, trainer, sampler.State, new Dictionary<string, string>
+        {
+            ["preset"] = config.Preset,
+            ["data"] = config.Data,
+        });
+        var points = metrics.LossPoints();
+        if (points.Count > 0) LossPlot.SavePng(LossPlotPath, points);
+    }
+
+    /// <summary>samples/step-NNNNNN.png: the EMA weights, DDIM, a fixed noise seed.</summary>
+    private void Preview(Trainer trainer, GaussianDiffusion diffusion, UNet model, long step)
+    {
+        trainer.CopyEmaInto(model);
+        var result = diffusion.Sample(model, new SampleOptions
+        {
+            Count = config.SampleCount,
+            Sampler = SamplerKind.Ddim,
+            Steps = Math.Min(config.SampleSteps, config.Timesteps),
+            Seed = PreviewSeed,
+        });
+        ImageGrid.SavePng(Path.Combine(SamplesFolder, $"step-{step:D6}.png"), result.Images, result.Count, result.Channels, result.Height, result.Width);
+    }
+
+    private void WarnCpu(ModelSummary summary, UNetConfig modelConfig)
+    {
+        var tiny = ModelSummary.For(UNetConfig.FromPreset("tiny", modelConfig.ImageSize, modelConfig.InChannels));
+        double gflopPerStep = summary.TrainingGFlopPerImage * config.Batch;
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"note: no GPU in use: the CPU accelerator runs every kernel as .NET threads ({Environment.ProcessorCount} cores), " +
+            $"typically a few GFLOP/s. The {config.Preset} preset needs {gflopPerStep:F0} GFLOP per step at batch {config.Batch}, " +
+            $"so expect tens of seconds per step (measured after step 2) and days for thousands of steps. For a quick run use " +
+            $"--preset tiny ({summary.TotalGFlop / tiny.TotalGFlop:F0}x cheaper per image) with a smaller --batch, or a GPU (--device cuda)."));
+    }
+
+    private void WriteConfig(ComputeDevice device, ImageDataset data, UNetConfig modelConfig, ModelSummary summary)
+    {
+        string now = DateTime.Now.ToString("yyyy-MM-ddTHH:mm:ssK", CultureInfo.InvariantCulture);
+        string path = Path.Combine(folder, "config.json");
+        var resumed = config.Resumed ?? [];
+        if (resuming) resumed = [.. resumed, now];
+        var written = config with
+        {
+            DeviceChoice = deviceChoice ?? Environment.GetEnvironmentVariable(ComputeDevice.EnvironmentVariable) ?? "auto",
+            Device = device.Description,
+            DataSource = data.Source,
+            Images = data.Count,
+            ImageShape = [data.Channels, data.Height, data.Width],
+            Parameters = summary.TotalParameters,
+            Model = JsonNode.Parse(modelConfig.ToJson()),
+            Created = config.Created ?? now,
+            Resumed = resuming ? resumed : null,
+        };
+        written.Save(path);
+    }
+}
