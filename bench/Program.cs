@@ -24,6 +24,8 @@ public static class Program
     private static readonly Type[] Benchmarks =
     [
         typeof(PeakBenchmarks),
+        typeof(NormBenchmarks),
+        typeof(ElementwiseBenchmarks),
         typeof(OptimBenchmarks),
         typeof(DiffusionBenchmarks),
     ];
@@ -164,7 +166,7 @@ public static class Program
         int[] widths = Enumerable.Range(0, 5).Select(c => rows.Max(row => row[c].Length)).ToArray();
         var text = new StringBuilder();
         text.AppendLine(CultureInfo.InvariantCulture,
-            $"Throughput against the peak measured in this run: {Throughput.Scaled(peaks.FlopsPerSecond, "FLOP/s")} (Peak.MultiplyAdd), {Throughput.Scaled(peaks.BytesPerSecond, "B/s")} (Peak.Copy)");
+            $"Throughput against the peak measured in this run: {Throughput.Scaled(peaks.FlopsPerSecond, "FLOP/s")} (Peak.MultiplyAdd), {Throughput.Scaled(peaks.BytesPerSecond, "B/s")} (best of Peak.Copy, Peak.GridStrideCopy)");
         for (int i = 0; i < rows.Count; i++)
         {
             text.AppendLine("| " + string.Join(" | ", rows[i].Select((cell, c) => c >= 2 ? cell.PadLeft(widths[c]) : cell.PadRight(widths[c]))) + " |");

@@ -5,7 +5,7 @@ using BenchmarkDotNet.Running;
 
 namespace IlgpuDdpm.Bench;
 
-/// <summary>The device's measured peaks in this run: the multiply-add and copy calibration kernels.</summary>
+/// <summary>The device's measured peaks in this run: the multiply-add kernel, the better of the two copy kernels.</summary>
 public readonly record struct Peaks(double FlopsPerSecond, double BytesPerSecond);
 
 /// <summary>
@@ -140,7 +140,7 @@ public sealed class PeakFractionColumn : IColumn
     /// <inheritdoc/>
     public UnitType UnitType => UnitType.Dimensionless;
     /// <inheritdoc/>
-    public string Legend => "throughput / measured peak (Peak.MultiplyAdd GFLOP/s for FLOPs, Peak.Copy GB/s for bytes) in this run";
+    public string Legend => "throughput / peak measured in this run (Peak.MultiplyAdd GFLOP/s for FLOPs, the better of Peak.Copy and Peak.GridStrideCopy GB/s for bytes)";
 
     /// <inheritdoc/>
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase)
