@@ -1,0 +1,85 @@
+using IlgpuDdpm.Autodiff;
+using IlgpuDdpm.Kernels.Device;
+
+namespace IlgpuDdpm.Network;
+
+/// <summary>How a parameter starts (DESIGN.md §4).</summary>
+public enum InitKind
+{
+    /// <summary>All zeros (biases, GroupNorm shift β).</summary>
+    Zeros,
+    /// <summary>All ones (GroupNorm scale γ).</summary>
+    Ones,
+    /// <summary>Uniform in ±gain·√(6 / (fan_in + fan_out)) (Glorot &amp; Bengio 2010; TF's variance_scaling fan_avg uniform).</summary>
+    XavierUniform,
+}
+
+/// <summary>
+/// The initialisation rule of one parameter. For convolutions fan_in = Cin·K·K and fan_out = Cout·K·K,
+/// for linears fan_in = in and fan_out = out. <see cref="NearZero"/> marks the layers that start near
+/// zero (gain <see cref="UNet.NearZeroGain"/> = 1e-5 in the DDPM reference code): the last conv of
+/// every ResBlock, the attention output projection and the tail conv; every other Xavier layer has gain 1.
+/// </summary>
+public readonly record struct ParameterInit(InitKind Kind, int FanIn = 0, int FanOut = 0, bool NearZero = false)
+{
+    /// <summary>Zeros.</summary>
+    public static ParameterInit Zeros => new(InitKind.Zeros);
+
+    /// <summary>Ones.</summary>
+    public static ParameterInit Ones => new(InitKind.Ones);
+
+    /// <summary>Uniform Xavier with the given fans.</summary>
+    public static ParameterInit Xavier(int fanIn, int fanOut, bool nearZero = false) => new(InitKind.XavierUniform, fanIn, fanOut, nearZero);
+
+    /// <summary>The half-width of the uniform distribution for a layer of gain <paramref name="gain"/>.</summary>
+    public double Bound(double gain) => gain * Math.Sqrt(6.0 / (FanIn + FanOut));
+}
+
+/// <summary>A parameter before it exists on a device: its dotted name, shape and initialisation rule.</summary>
+public sealed record ParameterSpec(string Name, int[] Shape, ParameterInit Init)
+{
+    /// <summary>Number of elements.</summary>
+    public long Length => Shape.Aggregate(1L, (a, d) => a * d);
+
+    /// <summary>Same name, shape and rule (shapes compared by value).</summary>
+    public bool Equals(ParameterSpec? other) =>
+        other is not null && Name == other.Name && Shape.AsSpan().SequenceEqual(other.Shape) && Init == other.Init;
+
+    /// <inheritdoc/>
+    public override int GetHashCode() => HashCode.Combine(Name, Shape.Length, Init);
+
+    /// <summary>"down.0.block.0.conv1.weight [32, 16, 3, 3]".</summary>
+    public override string ToString() => $"{Name} {Tensor.ShapeText(Shape)}";
+}
+
+/// <summary>
+/// Hands layers their parameters while a <see cref="UNet"/> is being built: each layer asks for the
+/// specs it needs, in its own order; the source creates them on the device and remembers the specs,
+/// so the UNet can check the result against <see cref="UNetLayout"/> (one architecture, two walks).
+/// </summary>
+public sealed class ParameterSource
+{
+    private readonly ComputeDevice device;
+    private readonly List<Parameter> parameters = new();
+    private readonly List<ParameterSpec> specs = new();
+    private readonly HashSet<string> names = new();
+
+    /// <summary>A source creating parameters on <paramref name="device"/>.</summary>
+    public ParameterSource(ComputeDevice device) => this.device = device;
+
+    /// <summary>Every parameter created so far, in creation order.</summary>
+    public IReadOnlyList<Parameter> Parameters => parameters;
+
+    /// <summary>The specs of <see cref="Parameters"/>, same order.</summary>
+    public IReadOnlyList<ParameterSpec> Specs => specs;
+
+    /// <summary>Creates the (zero-filled) parameter of <paramref name="spec"/>; names must be unique.</summary>
+    public Parameter Take(ParameterSpec spec)
+    {
+        if (!names.Add(spec.Name)) throw new InvalidOperationException($"parameter name {spec.Name} is used twice");
+        var p = Parameter.Create(device, spec.Name, spec.Shape);
+        parameters.Add(p);
+        specs.Add(spec);
+        return p;
+    }
+}
