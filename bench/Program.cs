@@ -24,6 +24,9 @@ public static class Program
     private static readonly Type[] Benchmarks =
     [
         typeof(PeakBenchmarks),
+        typeof(ConvBenchmarks),
+        typeof(MatmulBenchmarks),
+        typeof(AttentionBenchmarks),
         typeof(NormBenchmarks),
         typeof(ElementwiseBenchmarks),
         typeof(OptimBenchmarks),
@@ -165,8 +168,10 @@ public static class Program
         }
         int[] widths = Enumerable.Range(0, 5).Select(c => rows.Max(row => row[c].Length)).ToArray();
         var text = new StringBuilder();
+        string flopsPeak = double.IsNaN(peaks.FlopsPerSecond) ? "not measured" : Throughput.Scaled(peaks.FlopsPerSecond, "FLOP/s");
+        string bytesPeak = double.IsNaN(peaks.BytesPerSecond) ? "not measured" : Throughput.Scaled(peaks.BytesPerSecond, "B/s");
         text.AppendLine(CultureInfo.InvariantCulture,
-            $"Throughput against the peak measured in this run: {Throughput.Scaled(peaks.FlopsPerSecond, "FLOP/s")} (Peak.MultiplyAdd), {Throughput.Scaled(peaks.BytesPerSecond, "B/s")} (best of Peak.Copy, Peak.GridStrideCopy)");
+            $"Throughput against the peak measured in this run: {flopsPeak} (Peak.MultiplyAdd), {bytesPeak} (best of Peak.Copy, Peak.GridStrideCopy)");
         for (int i = 0; i < rows.Count; i++)
         {
             text.AppendLine("| " + string.Join(" | ", rows[i].Select((cell, c) => c >= 2 ? cell.PadLeft(widths[c]) : cell.PadRight(widths[c]))) + " |");

@@ -28,8 +28,19 @@ public enum WorkKind { Compute, Memory, Images }
 /// A benchmark case (the value of a class's <c>Case</c> parameter): its name is the Case column, and it says
 /// how much work each of the class's benchmark methods does per invocation.
 /// </summary>
-public abstract class BenchCase(string name)
+public abstract class BenchCase(string name) : IComparable<BenchCase>, IComparable
 {
+    private static int created;
+
+    /// <summary>Creation order: BenchmarkDotNet sorts parameter values, and cases sort in the order they were declared.</summary>
+    public int Order { get; } = Interlocked.Increment(ref created);
+
+    /// <inheritdoc/>
+    public int CompareTo(BenchCase? other) => other is null ? 1 : Order.CompareTo(other.Order);
+
+    /// <inheritdoc/>
+    public int CompareTo(object? obj) => CompareTo(obj as BenchCase);
+
     /// <summary>Short name shown in the Case column.</summary>
     public string Name { get; } = name;
 
