@@ -1,18 +1,27 @@
+using IlgpuDdpm.Network;
+
 namespace IlgpuDdpm.Bench;
 
 /// <summary>
-/// The layer geometry of a U-Net preset (DESIGN.md §4) that the kernel benchmarks take their shapes from:
-/// image side and channels, base channels, per-level multipliers, the resolutions with attention, the
-/// group-norm group count, the parameter count (UNetLayout's count, as tests/Network checks it).
+/// A U-Net preset (DESIGN.md §4) at the image size it is benchmarked at — small at 28×28×1, ddpm-cifar10 at
+/// 32×32×3 — and what the kernel benchmarks take their shapes from: the <see cref="UNetConfig"/> and its
+/// <see cref="ModelSummary"/> (parameter count, forward FLOPs per image).
 /// </summary>
-public sealed record PresetShape(string Name, int ImageSize, int InChannels, int Channels, int[] Multipliers, int[] AttentionResolutions, int Groups,
-                                 int ParameterCount)
+public sealed class PresetShape
 {
+    private PresetShape(string name, int imageSize, int inChannels, string tag)
+    {
+        Name = name;
+        Tag = tag;
+        Config = UNetConfig.FromPreset(name, imageSize, inChannels);
+        Summary = ModelSummary.For(Config);
+    }
+
     /// <summary>small at 28×28×1: ch 32, mult 1,2,2, attention at 7 (the lowest resolution), 8 groups.</summary>
-    public static PresetShape Small { get; } = new("small", 28, 1, 32, [1, 2, 2], [7], 8, 1_623_169);
+    public static PresetShape Small { get; } = new("small", 28, 1, "small");
 
     /// <summary>ddpm-cifar10 at 32×32×3: ch 128, mult 1,2,2,2, attention at 16, 32 groups.</summary>
-    public static PresetShape DdpmCifar10 { get; } = new("ddpm-cifar10", 32, 3, 128, [1, 2, 2, 2], [16], 32, 35_746_307);
+    public static PresetShape DdpmCifar10 { get; } = new("ddpm-cifar10", 32, 3, "cifar");
 
     /// <summary>The preset named <paramref name="name"/>.</summary>
     public static PresetShape Get(string name) => name switch
@@ -25,10 +34,34 @@ public sealed record PresetShape(string Name, int ImageSize, int InChannels, int
     /// <summary>The presets of this run (<see cref="Settings.Presets"/>).</summary>
     public static IEnumerable<PresetShape> Active => Settings.Presets.Select(Get);
 
+    /// <summary>Preset name.</summary>
+    public string Name { get; }
+
+    /// <summary>Short tag for case names: "small" or "cifar".</summary>
+    public string Tag { get; }
+
+    /// <summary>The network configuration.</summary>
+    public UNetConfig Config { get; }
+
+    /// <summary>Its per-layer summary.</summary>
+    public ModelSummary Summary { get; }
+
+    /// <summary>Image side.</summary>
+    public int ImageSize => Config.ImageSize;
+
+    /// <summary>Image channels.</summary>
+    public int InChannels => Config.InChannels;
+
+    /// <summary>Base channels (level 0).</summary>
+    public int Channels => Config.Channels;
+
+    /// <summary>Group-norm groups.</summary>
+    public int Groups => Config.Groups;
+
+    /// <summary>Trainable parameters.</summary>
+    public int ParameterCount => checked((int)Summary.TotalParameters);
+
     /// <summary>(resolution, channels) of each level: the side halves per level, channels = ch·mult.</summary>
     public IEnumerable<(int Resolution, int Channels)> Levels =>
-        Multipliers.Select((m, level) => (ImageSize >> level, Channels * m));
-
-    /// <summary>Short tag for case names: "s" for small, "c10" for ddpm-cifar10.</summary>
-    public string Tag => Name == "small" ? "small" : "cifar";
+        Enumerable.Range(0, Config.Levels).Select(level => (Config.Resolution(level), Config.LevelChannels(level)));
 }
