@@ -11,6 +11,7 @@ namespace IlgpuDdpm.Bench;
 /// softmax's ≈ 5·B·L² is not counted). Cases: small C 64 at L 49 (7×7, its attention resolution) and L 196
 /// (14×14); ddpm-cifar10 C 256 at L 256 (16×16) in a full run.
 /// </summary>
+[KernelJob]
 public class AttentionBenchmarks
 {
     private ComputeDevice device = null!;

@@ -10,6 +10,7 @@ namespace IlgpuDdpm.Bench;
 /// batch <see cref="Settings.Batch"/>. Forward (with bias), backward-input and backward-weight each do
 /// 2·N·Cout·Ho·Wo·Cin·K² FLOPs (<see cref="ConvShape.Flops"/>; the bias add is not counted).
 /// </summary>
+[KernelJob]
 public class ConvBenchmarks
 {
     private ComputeDevice device = null!;

@@ -12,6 +12,7 @@ namespace IlgpuDdpm.Bench;
 /// an element) and the DDPM posterior step (Algorithm 2, with noise and x̂0 clipping; reads xt and eps, writes
 /// x_{t−1}: 12 bytes an element). The per-sample t and the [T] tables are not counted (B + 2T floats).
 /// </summary>
+[KernelJob]
 public class DiffusionBenchmarks
 {
     private ComputeDevice device = null!;

@@ -8,6 +8,7 @@ namespace IlgpuDdpm.Bench;
 /// SiLU, the U-Net's activation, on each preset's largest activation [B, ch, H, W] (level 0). Compulsory traffic,
 /// n elements: forward reads x and writes y (8n bytes); backward reads x and dy and adds into dx (read + write: 16n).
 /// </summary>
+[KernelJob]
 public class ElementwiseBenchmarks
 {
     private ComputeDevice device = null!;

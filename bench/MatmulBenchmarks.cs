@@ -10,6 +10,7 @@ namespace IlgpuDdpm.Bench;
 /// at L 49 = 7×7, its attention resolution, and L 196 = 14×14; ddpm-cifar10: C 256 at L 256 = 16×16), and one
 /// square 256³ (1024³ as well in a full run). 2·Batch·M·N·K FLOPs (<see cref="GemmDims.Flops"/>).
 /// </summary>
+[KernelJob]
 public class MatmulBenchmarks
 {
     private ComputeDevice device = null!;

@@ -10,6 +10,7 @@ namespace IlgpuDdpm.Bench;
 /// not counted); backward reads x and dy and adds into dx (read + write: 16n bytes). γ, β, their gradients and the
 /// [B·G] statistics are negligible and not counted.
 /// </summary>
+[KernelJob]
 public class NormBenchmarks
 {
     private ComputeDevice device = null!;

@@ -8,6 +8,7 @@ namespace IlgpuDdpm.Bench;
 /// The fused Adam(W) update of one parameter tensor. Compulsory
 /// traffic: read p, g, m, v and write p, m, v — 7 × 4 bytes per parameter.
 /// </summary>
+[KernelJob]
 public class OptimBenchmarks
 {
     private ComputeDevice device = null!;

@@ -14,6 +14,7 @@ namespace IlgpuDdpm.Bench;
 /// microseconds of scheduling and the first copy measures that, not memory). Every other benchmark's "% of peak"
 /// divides by these figures from the same run.
 /// </summary>
+[KernelJob]
 public class PeakBenchmarks
 {
     private ComputeDevice device = null!;

@@ -3,7 +3,6 @@ using System.Text;
 using BenchmarkDotNet.Columns;
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Exporters;
-using Perfolizer.Horology;
 using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Loggers;
 using BenchmarkDotNet.Order;
@@ -78,6 +77,9 @@ public static class Program
         foreach (var line in device.SelectionReport) Console.WriteLine($"  {line}");
         Console.WriteLine($"device: {device.Description}");
         Console.WriteLine($"presets: {string.Join(", ", Settings.Presets)}; batch {Settings.Batch}; {Settings.Launches} launch(es) per measured invocation");
+        foreach (var preset in PresetShape.Active)
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"model {preset.Name} {preset.ImageSize}x{preset.ImageSize}x{preset.InChannels}: {preset.ParameterCount:N0} parameters, forward {preset.Summary.TotalGFlop:F4} GFLOP per image"));
         Console.WriteLine($"host: {Environment.ProcessorCount} logical CPUs, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}");
         Console.WriteLine();
 
@@ -119,23 +121,23 @@ public static class Program
     }
 
     /// <summary>
-    /// One job with the in-process (Reflection.Emit) toolchain: no project generation, no SDK. Unroll factor 1 and
-    /// no overhead evaluation (each invocation ends in a device synchronisation, so there is nothing to unroll).
+    /// The in-process (Reflection.Emit) toolchain — no project generation, no SDK — with a 10-minute limit per
+    /// benchmark, one launch, unroll factor 1 and no overhead evaluation (each invocation ends in a device
+    /// synchronisation, so there is nothing to unroll or subtract).
+    /// </summary>
+    internal static Job BaseJob() => Job.Default
+        .WithToolchain(new InProcessEmitToolchain(TimeSpan.FromMinutes(10), logOutput: true))
+        .WithLaunchCount(1)
+        .WithUnrollFactor(1)
+        .WithEvaluateOverhead(false);
+
+    /// <summary>
+    /// Loggers, columns, exporter, validators, order and artifacts. The jobs come from each class's
+    /// <see cref="KernelJobAttribute"/> or <see cref="NetworkJobAttribute"/>.
     /// </summary>
     private static IConfig CreateConfig()
     {
-        bool quick = Settings.Quick;
-        var job = Job.Default
-            .WithToolchain(new InProcessEmitToolchain(TimeSpan.FromMinutes(10), logOutput: true))
-            .WithLaunchCount(1)
-            .WithWarmupCount(quick ? 1 : 3)
-            .WithIterationCount(quick ? 3 : 10)
-            .WithIterationTime(TimeInterval.FromMilliseconds(quick ? 100 : 250))
-            .WithUnrollFactor(1)
-            .WithEvaluateOverhead(false)
-            .WithId(quick ? "quick" : "full");
         return ManualConfig.CreateEmpty()
-            .AddJob(job.AsDefault())
             .AddLogger(ConsoleLogger.Default)
             .AddColumnProvider(DefaultColumnProviders.Instance)
             .AddColumn(new LaunchesColumn(), new ThroughputColumn(), new PeakFractionColumn())
