@@ -117,6 +117,7 @@ public sealed class AttentionTests
         var upstream = TestData.Uniform(rows * cols, 9);
         using var tx = Tensor.FromArray(Device, x, shape);
         tx.RequireGrad();
+        var g0 = TapeGradient.Seed(tx, 10);
         var tape = new Tape(Device);
         var y = tape.Softmax(tx);
         Assert.That(y.Shape, Is.EqualTo(shape));
@@ -126,7 +127,7 @@ public sealed class AttentionTests
 
         var up = TestData.ToDouble(upstream);
         var fd = FiniteDifference.Gradient(v => FiniteDifference.Dot(up, AttentionReference.Softmax(v, rows, cols)), TestData.ToDouble(x));
-        Check.Close(tx.Grad!.ToArray(), fd, 1e-4, 1e-5, "softmax op dx");
+        Check.Close(tx.Grad!.ToArray(), TapeGradient.Plus(fd, g0), 1e-4, 1e-5, "softmax op dx (added to the seeded gradient)");
 
         using var vector = Tensor.FromArray(Device, [1f, 2f, 3f], 3);
         Check.Close(tape.Softmax(vector).ToArray(), AttentionReference.Softmax([1, 2, 3], 1, 3), 1e-6, 1e-7, "rank 1");
@@ -191,6 +192,7 @@ public sealed class AttentionTests
         using var tk = Tensor.FromArray(Device, k, n, c, l);
         using var tv = Tensor.FromArray(Device, v, n, c, l);
         tq.RequireGrad(); tk.RequireGrad(); tv.RequireGrad();
+        var (gq, gk, gv) = (TapeGradient.Seed(tq, 24), TapeGradient.Seed(tk, 25), TapeGradient.Seed(tv, 26));
         var tape = new Tape(Device);
         var o = tape.Attention(tq, tk, tv);
         Assert.That(tape.RecordedSteps, Is.EqualTo(3));
@@ -198,9 +200,10 @@ public sealed class AttentionTests
 
         var (qd, kd, vd, up) = (TestData.ToDouble(q), TestData.ToDouble(k), TestData.ToDouble(v), TestData.ToDouble(upstream));
         double L(double[] qs, double[] ks, double[] vs) => FiniteDifference.Dot(up, AttentionReference.Attention(qs, ks, vs, n, c, l));
-        Check.Close(tq.Grad!.ToArray(), FiniteDifference.Gradient(x => L(x, kd, vd), qd), 1e-3, 1e-5, "dq");
-        Check.Close(tk.Grad!.ToArray(), FiniteDifference.Gradient(x => L(qd, x, vd), kd), 1e-3, 1e-5, "dk");
-        Check.Close(tv.Grad!.ToArray(), FiniteDifference.Gradient(x => L(qd, kd, x), vd), 1e-3, 1e-5, "dv");
+        // Gradients ADD to the seeded values.
+        Check.Close(tq.Grad!.ToArray(), TapeGradient.Plus(FiniteDifference.Gradient(x => L(x, kd, vd), qd), gq), 1e-3, 1e-5, "dq");
+        Check.Close(tk.Grad!.ToArray(), TapeGradient.Plus(FiniteDifference.Gradient(x => L(qd, x, vd), kd), gk), 1e-3, 1e-5, "dk");
+        Check.Close(tv.Grad!.ToArray(), TapeGradient.Plus(FiniteDifference.Gradient(x => L(qd, kd, x), vd), gv), 1e-3, 1e-5, "dv");
     }
 
     [Test]

@@ -123,6 +123,21 @@ public sealed class MatmulTests
     }
 
     [Test]
+    public void BothVariantsGiveTheSameBitsOnTheCpu()
+    {
+        // Same summation order (k ascending, one accumulator); the tiled kernel only adds zero padding.
+        const int batch = 2, m = 19, n = 23, k = 37;
+        using var da = Upload(TestData.Uniform(batch * k * m, 16));
+        using var db = Upload(TestData.Uniform(batch * n * k, 17));
+        using var c1 = Device.Pool.Rent<float>(batch * m * n);
+        using var c2 = Device.Pool.Rent<float>(batch * m * n);
+        var dims = new GemmDims(batch, m, n, k, true, true);
+        Kernels.Gemm(da.View, db.View, c1.View, dims, 0.3f, variant: GemmVariant.RegisterBlocked);
+        Kernels.Gemm(da.View, db.View, c2.View, dims, 0.3f, variant: GemmVariant.Tiled);
+        Check.BitIdentical(c1.ToArray(), c2.ToArray(), "register-blocked vs tiled");
+    }
+
+    [Test]
     public void WrongLengthsAreRejectedWithOneLine()
     {
         using var a = Device.Pool.Rent<float>(6);
@@ -197,14 +212,16 @@ public sealed class MatmulTests
         using var tw = Tensor.FromArray(Device, w, outF, inF);
         using var tb = Tensor.FromArray(Device, b, outF);
         tx.RequireGrad(); tw.RequireGrad(); tb.RequireGrad();
+        var (gx, gw, gb) = (TapeGradient.Seed(tx, 34), TapeGradient.Seed(tw, 35), TapeGradient.Seed(tb, 36));
         var tape = new Tape(Device);
         TapeGradient.Backward(tape, tape.Linear(tx, tw, tb), dy);
 
         var (xd, wd, bd, dyd) = (TestData.ToDouble(x), TestData.ToDouble(w), TestData.ToDouble(b), TestData.ToDouble(dy));
         double L(double[] xs, double[] ws, double[] bs) => FiniteDifference.Dot(dyd, MatmulReference.Linear(xs, ws, bs, rows, inF, outF));
-        Check.Close(tx.Grad!.ToArray(), FiniteDifference.Gradient(v => L(v, wd, bd), xd), 1e-3, 1e-4, "dx");
-        Check.Close(tw.Grad!.ToArray(), FiniteDifference.Gradient(v => L(xd, v, bd), wd), 1e-3, 1e-4, "dW");
-        Check.Close(tb.Grad!.ToArray(), FiniteDifference.Gradient(v => L(xd, wd, v), bd), 1e-3, 1e-4, "db");
+        // Gradients ADD to what the leaves held (seeded with gx, gw, gb).
+        Check.Close(tx.Grad!.ToArray(), TapeGradient.Plus(FiniteDifference.Gradient(v => L(v, wd, bd), xd), gx), 1e-3, 1e-4, "dx");
+        Check.Close(tw.Grad!.ToArray(), TapeGradient.Plus(FiniteDifference.Gradient(v => L(xd, v, bd), wd), gw), 1e-3, 1e-4, "dW");
+        Check.Close(tb.Grad!.ToArray(), TapeGradient.Plus(FiniteDifference.Gradient(v => L(xd, wd, v), bd), gb), 1e-3, 1e-4, "db");
     }
 
     [Test]
@@ -234,6 +251,7 @@ public sealed class MatmulTests
         using var tA = Tensor.FromArray(Device, a, ta ? [batch, k, m] : [batch, m, k]);
         using var tB = Tensor.FromArray(Device, b, tb ? [batch, n, k] : [batch, k, n]);
         tA.RequireGrad(); tB.RequireGrad();
+        var (ga, gb) = (TapeGradient.Seed(tA, 53), TapeGradient.Seed(tB, 54));
         var tape = new Tape(Device);
         var c = tape.BatchedMatmul(tA, tB, ta, tb, (float)alpha);
         Assert.That(tape.RecordedSteps, Is.EqualTo(1));
@@ -241,8 +259,8 @@ public sealed class MatmulTests
 
         var (ad, bd, dyd) = (TestData.ToDouble(a), TestData.ToDouble(b), TestData.ToDouble(dy));
         double L(double[] x, double[] y) => FiniteDifference.Dot(dyd, MatmulReference.Gemm(x, y, batch, m, n, k, ta, tb, alpha));
-        Check.Close(tA.Grad!.ToArray(), FiniteDifference.Gradient(v => L(v, bd), ad), 1e-3, 1e-4, "da");
-        Check.Close(tB.Grad!.ToArray(), FiniteDifference.Gradient(v => L(ad, v), bd), 1e-3, 1e-4, "db");
+        Check.Close(tA.Grad!.ToArray(), TapeGradient.Plus(FiniteDifference.Gradient(v => L(v, bd), ad), ga), 1e-3, 1e-4, "da");
+        Check.Close(tB.Grad!.ToArray(), TapeGradient.Plus(FiniteDifference.Gradient(v => L(ad, v), bd), gb), 1e-3, 1e-4, "db");
     }
 
     [Test]
@@ -274,4 +292,15 @@ internal static class TapeGradient
         var loss = tape.BatchedMatmul(tape.Reshape(y, 1, 1, y.Length), u);
         tape.Backward(loss);
     }
+
+    /// <summary>Fills a leaf's gradient with random values (to prove backward adds) and returns them.</summary>
+    public static float[] Seed(Tensor leaf, int seed)
+    {
+        var g = TestData.Uniform(leaf.Length, seed);
+        leaf.Grad!.CopyFrom(g);
+        return g;
+    }
+
+    /// <summary>expected[i] + seed[i].</summary>
+    public static double[] Plus(double[] expected, float[] seed) => expected.Select((e, i) => e + seed[i]).ToArray();
 }

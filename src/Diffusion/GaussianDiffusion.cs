@@ -1,0 +1,290 @@
+using IlgpuDdpm.Autodiff;
+using IlgpuDdpm.Diffusion.Schedules;
+using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Diffusion;
+using IlgpuDdpm.Kernels.Random;
+using IlgpuDdpm.Network;
+
+namespace IlgpuDdpm.Diffusion;
+
+/// <summary>
+/// The DDPM of Ho et al. (2020) around a noise-prediction network ε_θ(x_t, t): the training loss
+/// (Algorithm 1), the samplers (Algorithm 2 and DDIM) and the variational bound in bits per dimension
+/// (DESIGN.md §3, formulas from the seed). The schedule's tables are computed in float64 on the host
+/// (<see cref="NoiseSchedule"/>); the two the noising kernel indexes per sample are uploaded once as float32.
+/// </summary>
+public sealed class GaussianDiffusion : IDisposable
+{
+    private readonly ComputeDevice device;
+    private readonly DiffusionKernels kernels;
+    private readonly RandomKernels random;
+    private readonly DeviceBuffer<float> sqrtAlphasBar;
+    private readonly DeviceBuffer<float> sqrtOneMinusAlphasBar;
+
+    /// <summary>A diffusion process on <paramref name="device"/> with <paramref name="schedule"/>.</summary>
+    public GaussianDiffusion(ComputeDevice device, NoiseSchedule schedule)
+    {
+        this.device = device;
+        Schedule = schedule;
+        kernels = device.Kernels<DiffusionKernels>();
+        random = device.Kernels<RandomKernels>();
+        sqrtAlphasBar = device.Pool.Rent<float>(schedule.Timesteps);
+        sqrtAlphasBar.CopyFrom(NoiseSchedule.ToFloat(schedule.SqrtAlphasBar));
+        sqrtOneMinusAlphasBar = device.Pool.Rent<float>(schedule.Timesteps);
+        sqrtOneMinusAlphasBar.CopyFrom(NoiseSchedule.ToFloat(schedule.SqrtOneMinusAlphasBar));
+    }
+
+    /// <summary>The β schedule and its derived tables.</summary>
+    public NoiseSchedule Schedule { get; }
+
+    /// <summary>T.</summary>
+    public int Timesteps => Schedule.Timesteps;
+
+    /// <summary>
+    /// L_simple for a batch (Algorithm 1): t ~ U{1..T} per image, ε ~ N(0, I),
+    /// x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (one fused kernel), loss = mean ‖ε − ε_θ(x_t, t)‖².
+    /// Every random number is keyed by (<paramref name="seed"/>, stream, <paramref name="step"/>), so the
+    /// same step of a resumed run draws the same t, ε and dropout masks.
+    /// </summary>
+    /// <param name="x0">Clean images [N, C, H, W] in [−1, 1].</param>
+    public Tensor TrainingLoss(Tape tape, UNet model, Tensor x0, ulong seed, long step)
+    {
+        int n = x0.Dim(0), d = x0.Length / n;
+        using var t = device.Pool.Rent<int>(n);
+        random.Integers(t.View, new PhiloxKey(seed, RandomStreams.Timesteps, (ulong)(step * n)), Timesteps);
+        var eps = tape.NewTensor(x0.Shape);
+        var xt = tape.NewTensor(x0.Shape);
+        kernels.Noise(x0.View, t.View, sqrtAlphasBar.View, sqrtOneMinusAlphasBar.View,
+                      new PhiloxKey(seed, RandomStreams.TrainingNoise, (ulong)step * (ulong)(n * d)), eps.View, xt.View, n, d);
+        var predicted = model.Forward(tape, xt, t.View, new PhiloxKey(seed, RandomStreams.Dropout, (ulong)step * (ulong)model.DropoutDraws(n)));
+        return tape.MseLoss(predicted, eps);
+    }
+
+    /// <summary>
+    /// Mean L_simple over <paramref name="count"/> images (no gradient, dropout off), in batches of
+    /// <paramref name="batchSize"/>; t and ε are drawn from the evaluation streams of <paramref name="seed"/>.
+    /// </summary>
+    public double SimpleLoss(UNet model, ReadOnlySpan<float> images, int count, ulong seed, int batchSize = 64)
+    {
+        var (c, h, w) = ImageShape(model, images, count);
+        int d = c * h * w;
+        var tape = new Tape(device);
+        double total = 0;
+        using var noGrad = tape.NoGrad();
+        for (int start = 0; start < count; start += batchSize)
+        {
+            int n = Math.Min(batchSize, count - start);
+            using var x0 = Tensor.FromArray(device, images.Slice(start * d, n * d), n, c, h, w);
+            using var t = device.Pool.Rent<int>(n);
+            random.Integers(t.View, new PhiloxKey(seed, RandomStreams.EvaluationTimesteps, (ulong)start), Timesteps);
+            var eps = tape.NewTensor(x0.Shape);
+            var xt = tape.NewTensor(x0.Shape);
+            kernels.Noise(x0.View, t.View, sqrtAlphasBar.View, sqrtOneMinusAlphasBar.View,
+                          new PhiloxKey(seed, RandomStreams.Evaluation, (ulong)start * (ulong)d), eps.View, xt.View, n, d);
+            var loss = tape.MseLoss(model.Forward(tape, xt, t.View, default), eps);
+            total += loss.ToScalar() * n;
+            tape.Clear();
+        }
+        return total / count;
+    }
+
+    /// <summary>
+    /// Generates images. DDPM (Algorithm 2): x_T ~ N(0, I); for t = T..1, x_{t−1} = μ_θ(x_t, t) + σ_t z with
+    /// no noise at the last step, one fused kernel per step. DDIM: the deterministic (η = 0) or stochastic
+    /// update on an evenly strided subsequence of <see cref="SampleOptions.Steps"/> timesteps.
+    /// The result is bit-identical for the same options on the same accelerator.
+    /// </summary>
+    public SampleResult Sample(UNet model, SampleOptions options, Action<int, int>? progress = null)
+    {
+        var config = model.Config;
+        int count = options.Count, c = config.InChannels, h = config.ImageSize, w = config.ImageSize, d = c * h * w;
+        if (count <= 0) throw new ArgumentException($"the number of images must be positive, got {count}");
+        var timesteps = SamplingTimesteps(options);
+        int batch = options.BatchSize > 0 ? Math.Min(options.BatchSize, count) : count;
+        var images = new float[count * d];
+        var frames = new List<float[]>();
+        var frameSteps = FrameSteps(timesteps.Length, options.FrameCount);
+        for (int f = 0; f < frameSteps.Count; f++) frames.Add(new float[count * d]);
+
+        var tape = new Tape(device);
+        using var noGrad = tape.NoGrad();
+        for (int start = 0; start < count; start += batch)
+        {
+            int n = Math.Min(batch, count - start);
+            var x = Tensor.Create(device, n, c, h, w);
+            var next = Tensor.Create(device, n, c, h, w);
+            using var tBuffer = device.Pool.Rent<int>(n);
+            var tHost = new int[n];
+            try
+            {
+                // x_T ~ N(0, I): image i of the whole run always gets the same numbers, whatever the batch size.
+                random.Normal(x.View, new PhiloxKey(options.Seed, RandomStreams.SampleStart, (ulong)start * (ulong)d));
+                CaptureFrame(frameSteps, 0, x, frames, start, d);
+                for (int s = 0; s < timesteps.Length; s++)
+                {
+                    int t = timesteps[s];
+                    Array.Fill(tHost, t);
+                    tBuffer.CopyFrom(tHost);
+                    var eps = model.Forward(tape, x, tBuffer.View, default);
+                    var key = new PhiloxKey(options.Seed, RandomStreams.SampleSteps, ((ulong)s * (ulong)count + (ulong)start) * (ulong)d);
+                    if (options.Sampler == SamplerKind.Ddpm)
+                        kernels.PosteriorStep(x.View, eps.View, PosteriorCoefficients(t, options.Variance, options.Clip, sampling: true), key, next.View);
+                    else
+                    {
+                        int tPrev = s + 1 < timesteps.Length ? timesteps[s + 1] : -1;
+                        double alphaBarPrev = tPrev >= 0 ? Schedule.AlphasBar[tPrev] : 1.0;
+                        kernels.DdimStep(x.View, eps.View, DdimStepCoefficients.Create(Schedule.AlphasBar[t], alphaBarPrev, options.Eta, options.Clip), key, next.View);
+                    }
+                    tape.Clear();
+                    (x, next) = (next, x);
+                    CaptureFrame(frameSteps, s + 1, x, frames, start, d);
+                    progress?.Invoke(start * timesteps.Length + (s + 1) * n, count * timesteps.Length);
+                }
+                var result = x.ToArray();
+                // The final x_0 is clipped to [−1, 1], as the seed's sampler returns torch.clip(x_0, −1, 1).
+                for (int i = 0; i < result.Length; i++) result[i] = Math.Clamp(result[i], -1f, 1f);
+                result.CopyTo(images, start * d);
+            }
+            finally
+            {
+                x.Dispose();
+                next.Dispose();
+            }
+        }
+        return new SampleResult(images, frames, count, c, h, w);
+    }
+
+    /// <summary>
+    /// The variational bound L_VLB = L_T + Σ_{t=2..T} L_{t−1} + L_0 of each image in bits per dimension
+    /// (DESIGN.md §3; DDPM paper eq. 5 and 13), averaged over <paramref name="count"/> images:
+    /// L_T = KL(q(x_T|x_0) ‖ N(0, I)); L_{t−1} = KL(q(x_{t−1}|x_t, x_0) ‖ p_θ(x_{t−1}|x_t)) with x_t drawn from
+    /// q(x_t|x_0); L_0 = −log p_θ(x_0|x_1) under the discretized Gaussian decoder. Every one of the T terms is
+    /// evaluated for the whole batch: T network evaluations per batch.
+    /// </summary>
+    public BpdResult Bpd(UNet model, ReadOnlySpan<float> images, int count, ulong seed,
+                         VarianceKind variance = VarianceKind.Large, Action<int, int>? progress = null, int batchSize = 64)
+    {
+        var (c, h, w) = ImageShape(model, images, count);
+        int d = c * h * w;
+        float toBits = (float)(1.0 / (d * Math.Log(2)));
+        double prior = 0, terms = 0, decoder = 0;
+        var tape = new Tape(device);
+        using var noGrad = tape.NoGrad();
+        int batches = (count + batchSize - 1) / batchSize, done = 0;
+        for (int start = 0; start < count; start += batchSize)
+        {
+            int n = Math.Min(batchSize, count - start);
+            using var x0 = Tensor.FromArray(device, images.Slice(start * d, n * d), n, c, h, w);
+            using var priorBits = device.Pool.Rent<float>(n);
+            using var termBits = device.Pool.Rent<float>(n);
+            using var decoderBits = device.Pool.Rent<float>(n);
+            using var t = device.Pool.Rent<int>(n);
+            var tHost = new int[n];
+            termBits.Clear();
+            kernels.PriorKL(x0.View, Schedule.AlphasBar[^1], priorBits.View, n, d, toBits);
+            for (int step = Timesteps - 1; step >= 0; step--)
+            {
+                Array.Fill(tHost, step);
+                t.CopyFrom(tHost);
+                var eps = tape.NewTensor(x0.Shape);
+                var xt = tape.NewTensor(x0.Shape);
+                var key = new PhiloxKey(seed, RandomStreams.Evaluation, ((ulong)step * (ulong)count + (ulong)start) * (ulong)d);
+                kernels.Noise(x0.View, t.View, sqrtAlphasBar.View, sqrtOneMinusAlphasBar.View, key, eps.View, xt.View, n, d);
+                var predicted = model.Forward(tape, xt, t.View, default);
+                var coefficients = PosteriorCoefficients(step, variance, clip: false, sampling: false);
+                var modelMean = tape.NewTensor(x0.Shape);
+                kernels.PosteriorMean(xt.View, predicted.View, coefficients, modelMean.View);
+                if (step == 0)
+                    kernels.DiscretizedGaussianNll(x0.View, modelMean.View, coefficients.ModelLogVariance, decoderBits.View, n, d, toBits);
+                else
+                {
+                    var trueMean = tape.NewTensor(x0.Shape);
+                    kernels.PosteriorMeanFromX0(x0.View, xt.View, coefficients, trueMean.View);
+                    kernels.GaussianKL(trueMean.View, coefficients.PosteriorLogVariance, modelMean.View, coefficients.ModelLogVariance,
+                                       termBits.View, n, d, toBits, accumulate: true);
+                }
+                tape.Clear();
+                progress?.Invoke(done * Timesteps + (Timesteps - step), batches * Timesteps);
+            }
+            prior += priorBits.ToArray().Sum(v => (double)v);
+            terms += termBits.ToArray().Sum(v => (double)v);
+            decoder += decoderBits.ToArray().Sum(v => (double)v);
+            done++;
+        }
+        return new BpdResult((prior + terms + decoder) / count, prior / count, terms / count, decoder / count, count);
+    }
+
+    /// <summary>
+    /// The float coefficients of reverse step <paramref name="t"/> from the float64 tables: sampling uses
+    /// σ_t² = β_t (large, β̃_2 at the first step) or β̃_t (small) and no noise at t = 0; the bound uses the
+    /// log-variances of p_θ (large: log β_t, log β̃_2 at t = 0; small: log β̃_t clipped) and of q (log β̃_t clipped).
+    /// </summary>
+    public PosteriorStepCoefficients PosteriorCoefficients(int t, VarianceKind variance, bool clip, bool sampling)
+    {
+        var s = Schedule;
+        double modelVariance = variance == VarianceKind.Large ? s.LargeVariances[t] : s.PosteriorVariances[t];
+        double modelLogVariance = variance == VarianceKind.Large ? Math.Log(s.LargeVariances[t]) : s.PosteriorLogVariancesClipped[t];
+        double noiseVariance = sampling && t > 0 ? modelVariance : 0;
+        return PosteriorStepCoefficients.Create(s.Betas[t], s.AlphasBar[t], s.AlphasBarPrev[t], noiseVariance, clip,
+                                                modelLogVariance, s.PosteriorLogVariancesClipped[t]);
+    }
+
+    /// <summary>The timesteps a sampler visits, from the noisiest down: all T for DDPM, an even stride for DDIM.</summary>
+    public int[] SamplingTimesteps(SampleOptions options)
+    {
+        if (options.Sampler == SamplerKind.Ddpm)
+        {
+            if (options.Steps != 0 && options.Steps != Timesteps)
+                throw new ArgumentException($"the DDPM sampler runs all {Timesteps} steps; use --sampler ddim for {options.Steps} steps");
+            return Enumerable.Range(0, Timesteps).Reverse().ToArray();
+        }
+        int steps = options.Steps == 0 ? Math.Min(50, Timesteps) : options.Steps;
+        if (steps < 1 || steps > Timesteps)
+            throw new ArgumentException($"DDIM steps must be between 1 and {Timesteps}, got {steps}");
+        if (options.Eta < 0) throw new ArgumentException($"DDIM eta must be ≥ 0, got {options.Eta}");
+        // Evenly spaced, always ending at t = 0 (index 0): t_k = round(k·(T−1)/(S−1)) for k = S−1..0.
+        var result = new int[steps];
+        for (int k = 0; k < steps; k++)
+            result[steps - 1 - k] = steps == 1 ? Timesteps - 1 : (int)Math.Round(k * (Timesteps - 1.0) / (steps - 1));
+        return result.Distinct().ToArray();
+    }
+
+    private static List<int> FrameSteps(int stepCount, int frameCount)
+    {
+        var list = new List<int>();
+        if (frameCount <= 0) return list;
+        if (frameCount == 1) { list.Add(stepCount); return list; }
+        for (int f = 0; f < frameCount; f++)
+        {
+            int s = (int)Math.Round(f * (double)stepCount / (frameCount - 1));
+            if (list.Count == 0 || list[^1] != s) list.Add(s);
+        }
+        return list;
+    }
+
+    private static void CaptureFrame(List<int> frameSteps, int done, Tensor x, List<float[]> frames, int start, int d)
+    {
+        int index = frameSteps.IndexOf(done);
+        if (index < 0) return;
+        var values = x.ToArray();
+        for (int i = 0; i < values.Length; i++) values[i] = Math.Clamp(values[i], -1f, 1f);
+        values.CopyTo(frames[index], start * d);
+    }
+
+    private static (int C, int H, int W) ImageShape(UNet model, ReadOnlySpan<float> images, int count)
+    {
+        var config = model.Config;
+        int c = config.InChannels, h = config.ImageSize, w = config.ImageSize;
+        if (count <= 0) throw new ArgumentException($"the number of images must be positive, got {count}");
+        if (images.Length < count * c * h * w)
+            throw new ArgumentException($"expected {count} images of {c}×{h}×{w}, got {images.Length} values");
+        return (c, h, w);
+    }
+
+    /// <summary>Returns the uploaded tables to the pool.</summary>
+    public void Dispose()
+    {
+        sqrtAlphasBar.Dispose();
+        sqrtOneMinusAlphasBar.Dispose();
+    }
+}

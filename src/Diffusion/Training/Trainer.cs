@@ -1,0 +1,187 @@
+using ILGPU;
+using IlgpuDdpm.Autodiff;
+using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Elementwise;
+using IlgpuDdpm.Kernels.Optim;
+using IlgpuDdpm.Network;
+
+namespace IlgpuDdpm.Diffusion;
+
+/// <summary>Hyper-parameters of a training run (DDPM paper defaults where it gives them).</summary>
+public sealed record TrainingOptions
+{
+    /// <summary>Images per step.</summary>
+    public int BatchSize { get; init; } = 64;
+    /// <summary>Adam's learning rate after warm-up (DDPM: 2e-4).</summary>
+    public double LearningRate { get; init; } = 2e-4;
+    /// <summary>Steps of linear learning-rate warm-up from 0 (DDPM: 5000; shorter suits short runs).</summary>
+    public int WarmupSteps { get; init; } = 1000;
+    /// <summary>Global gradient-norm clip (DDPM: 1.0).</summary>
+    public float GradClip { get; init; } = 1f;
+    /// <summary>EMA decay of the weights (DDPM: 0.9999).</summary>
+    public double EmaDecay { get; init; } = 0.9999;
+    /// <summary>Decoupled (AdamW) weight decay; 0 = plain Adam as in DDPM.</summary>
+    public double WeightDecay { get; init; }
+    /// <summary>Seed of every random number of the run (DESIGN.md §2).</summary>
+    public ulong Seed { get; init; }
+    /// <summary>Random horizontal flips of the training images.</summary>
+    public bool RandomFlip { get; init; }
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first bad option.</summary>
+    public TrainingOptions Validate()
+    {
+        if (BatchSize <= 0) throw new ArgumentException($"batch size must be positive, got {BatchSize}");
+        if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentException($"learning rate must be positive, got {LearningRate}");
+        if (WarmupSteps < 0) throw new ArgumentException($"warm-up steps must be ≥ 0, got {WarmupSteps}");
+        if (!(GradClip > 0)) throw new ArgumentException($"gradient clip must be positive, got {GradClip}");
+        if (!(EmaDecay >= 0 && EmaDecay < 1)) throw new ArgumentException($"EMA decay must be in [0, 1), got {EmaDecay}");
+        if (!(WeightDecay >= 0)) throw new ArgumentException($"weight decay must be ≥ 0, got {WeightDecay}");
+        return this;
+    }
+}
+
+/// <summary>What one training step did.</summary>
+public readonly record struct StepResult(long Step, float Loss, float GradNorm, double LearningRate);
+
+/// <summary>
+/// The training loop's step (DESIGN.md §3, Algorithm 1 plus the DDPM paper's optimisation): L_simple on a
+/// batch, backward through the tape, global-norm clipping fused into Adam, an EMA of the weights.
+/// Everything stays on the device; the step reads back two floats (loss and gradient norm) at its end.
+/// Buffers (Adam moments, EMA weights, scratch) are allocated once; a steady-state step allocates nothing.
+/// </summary>
+public sealed class Trainer : IDisposable
+{
+    private readonly ComputeDevice device;
+    private readonly Tape tape;
+    private readonly OptimKernels optim;
+    private readonly ElementwiseKernels elementwise;
+    private readonly AdamSettings adam;
+    private readonly DeviceBuffer<float>[] firstMoments;
+    private readonly DeviceBuffer<float>[] secondMoments;
+    private readonly DeviceBuffer<float>[] emaWeights;
+    private readonly DeviceBuffer<float> normPartials;
+    private readonly DeviceBuffer<float> normAndScale;
+    private readonly DeviceBuffer<float> lossValue;
+    private readonly ArrayView<float>[] gradientViews;
+    private Tensor? batchTensor;
+
+    /// <summary>A fresh run: zero moments, EMA weights equal to the model's.</summary>
+    public Trainer(UNet model, GaussianDiffusion diffusion, TrainingOptions options)
+    {
+        Options = options.Validate();
+        Model = model;
+        Diffusion = diffusion;
+        device = model.Device;
+        tape = new Tape(device) { Training = true };
+        optim = device.Kernels<OptimKernels>();
+        elementwise = device.Kernels<ElementwiseKernels>();
+        adam = new AdamSettings { WeightDecay = (float)options.WeightDecay };
+        var parameters = model.Parameters;
+        firstMoments = new DeviceBuffer<float>[parameters.Count];
+        secondMoments = new DeviceBuffer<float>[parameters.Count];
+        emaWeights = new DeviceBuffer<float>[parameters.Count];
+        gradientViews = new ArrayView<float>[parameters.Count];
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            firstMoments[i] = device.Pool.RentZeroed<float>(parameters[i].Length);
+            secondMoments[i] = device.Pool.RentZeroed<float>(parameters[i].Length);
+            emaWeights[i] = device.Pool.Rent<float>(parameters[i].Length);
+            elementwise.Copy(parameters[i].View, emaWeights[i].View);
+            gradientViews[i] = parameters[i].Gradient.View;
+        }
+        normPartials = device.Pool.Rent<float>(parameters.Count);
+        normAndScale = device.Pool.Rent<float>(2);
+        lossValue = device.Pool.Rent<float>(1);
+    }
+
+    /// <summary>The network being trained.</summary>
+    public UNet Model { get; }
+
+    /// <summary>The diffusion process (schedule, loss).</summary>
+    public GaussianDiffusion Diffusion { get; }
+
+    /// <summary>The run's hyper-parameters.</summary>
+    public TrainingOptions Options { get; }
+
+    /// <summary>Number of completed steps.</summary>
+    public long Step { get; private set; }
+
+    /// <summary>Learning rate of step number <paramref name="step"/> (0-based): linear warm-up, then constant.</summary>
+    public double LearningRateAt(long step) =>
+        Options.WarmupSteps > 0 ? Options.LearningRate * Math.Min(1.0, (step + 1) / (double)Options.WarmupSteps) : Options.LearningRate;
+
+    /// <summary>
+    /// EMA decay used after step number <paramref name="step"/>: min(decay, (1 + step)/(10 + step)). The warm-up
+    /// of the decay lets the average follow the weights early on, so short runs sample sensibly from EMA
+    /// weights too; after a few thousand steps it is the configured decay.
+    /// </summary>
+    public double EmaDecayAt(long step) => Math.Min(Options.EmaDecay, (1.0 + step) / (10.0 + step));
+
+    /// <summary>
+    /// One optimisation step on <paramref name="batch"/> ([B, C, H, W] in [−1, 1], B = the batch size).
+    /// </summary>
+    public StepResult TrainStep(ReadOnlySpan<float> batch)
+    {
+        var config = Model.Config;
+        int b = Options.BatchSize, c = config.InChannels, s = config.ImageSize;
+        if (batch.Length != b * c * s * s)
+            throw new ArgumentException($"a batch must hold {b} images of {c}×{s}×{s} ({b * c * s * s} values), got {batch.Length}");
+        batchTensor ??= Tensor.Create(device, b, c, s, s);
+        batchTensor.CopyFrom(batch);
+
+        Model.ZeroGrad();
+        var loss = Diffusion.TrainingLoss(tape, Model, batchTensor, Options.Seed, Step);
+        elementwise.Copy(loss.View, lossValue.View);
+        tape.Backward(loss);
+
+        // Clip the global gradient norm to GradClip (scale computed on the device, fused into Adam).
+        optim.ClipGlobalNorm(gradientViews, Options.GradClip, normPartials.View, normAndScale.View, applyScale: false);
+        double lr = LearningRateAt(Step);
+        var adamStep = adam.ForStep(Step + 1, lr);
+        float emaDecay = (float)EmaDecayAt(Step);
+        var parameters = Model.Parameters;
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            optim.Adam(parameters[i].View, gradientViews[i], firstMoments[i].View, secondMoments[i].View, adamStep, normAndScale.View, 1);
+            optim.Ema(emaWeights[i].View, parameters[i].View, emaDecay);
+        }
+        Step++;
+        float lossHost = lossValue.ToArray()[0];
+        float norm = normAndScale.ToArray()[0];
+        return new StepResult(Step, lossHost, norm, lr);
+    }
+
+    /// <summary>Copies the EMA weights into <paramref name="target"/> (a model of the same config), for sampling.</summary>
+    public void CopyEmaInto(UNet target)
+    {
+        CheckSameConfig(target);
+        for (int i = 0; i < emaWeights.Length; i++) elementwise.Copy(emaWeights[i].View, target.Parameters[i].View);
+    }
+
+    /// <summary>Adam's first moments, EMA weights etc., by role, for checkpoints (same order as the parameters).</summary>
+    internal IReadOnlyList<DeviceBuffer<float>> FirstMoments => firstMoments;
+    internal IReadOnlyList<DeviceBuffer<float>> SecondMoments => secondMoments;
+    internal IReadOnlyList<DeviceBuffer<float>> EmaWeights => emaWeights;
+
+    /// <summary>Restores the step counter (checkpoint resume).</summary>
+    internal void RestoreStep(long step) => Step = step;
+
+    private void CheckSameConfig(UNet target)
+    {
+        if (!target.Config.Equals(Model.Config))
+            throw new ArgumentException($"EMA weights belong to a model with config {Model.Config}, not {target.Config}");
+    }
+
+    /// <summary>Returns every buffer to the pool.</summary>
+    public void Dispose()
+    {
+        tape.Clear();
+        foreach (var buffer in firstMoments) buffer.Dispose();
+        foreach (var buffer in secondMoments) buffer.Dispose();
+        foreach (var buffer in emaWeights) buffer.Dispose();
+        normPartials.Dispose();
+        normAndScale.Dispose();
+        lossValue.Dispose();
+        batchTensor?.Dispose();
+    }
+}
