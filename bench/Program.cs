@@ -30,6 +30,7 @@ public static class Program
         typeof(ElementwiseBenchmarks),
         typeof(OptimBenchmarks),
         typeof(DiffusionBenchmarks),
+        typeof(NetworkBenchmarks),
     ];
 
     /// <summary>Parses our options, opens the device, runs BenchmarkDotNet, prints the throughput table.</summary>
