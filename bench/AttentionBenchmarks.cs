@@ -39,7 +39,7 @@ public class AttentionBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        device = Settings.Device;
+        device = Settings.BindDevice();
         var shape = (AttentionCase)Case;
         int c = shape.Channels, l = shape.Positions, n = Settings.Batch;
         tape = new Tape(device);

@@ -33,7 +33,7 @@ public class ConvBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        device = Settings.Device;
+        device = Settings.BindDevice();
         kernels = device.Kernels<ConvKernels>();
         shape = ((ConvCase)Case).Shape;
         float fanIn = shape.Cin * shape.K * shape.K;

@@ -38,7 +38,7 @@ public class DiffusionBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        device = Settings.Device;
+        device = Settings.BindDevice();
         kernels = device.Kernels<DiffusionKernels>();
         batch = Settings.Batch;
         perImage = ((SizeCase)Case).Size;

@@ -31,7 +31,7 @@ public class ElementwiseBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        device = Settings.Device;
+        device = Settings.BindDevice();
         kernels = device.Kernels<ElementwiseKernels>();
         int n = ((SizeCase)Case).Size;
         x = Fill.Normal(device, n, 1);

@@ -44,7 +44,7 @@ public class MatmulBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        device = Settings.Device;
+        device = Settings.BindDevice();
         kernels = device.Kernels<MatmulKernels>();
         dims = ((GemmCase)Case).Dims;
         a = Fill.Normal(device, dims.Batch * dims.M * dims.K, 1);

@@ -44,7 +44,7 @@ public class NetworkBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        device = Settings.Device;
+        device = Settings.BindDevice();
         var preset = ((NetworkCase)Case).Preset;
         int b = Settings.Batch;
         model = new UNet(device, preset.Config, seed: 1);

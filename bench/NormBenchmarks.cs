@@ -35,7 +35,7 @@ public class NormBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        device = Settings.Device;
+        device = Settings.BindDevice();
         kernels = device.Kernels<NormKernels>();
         dims = ((NormCase)Case).Dims;
         x = Fill.Normal(device, dims.Length, 1);

@@ -37,7 +37,7 @@ public class OptimBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        device = Settings.Device;
+        device = Settings.BindDevice();
         kernels = device.Kernels<OptimKernels>();
         int n = ((SizeCase)Case).Size;
         p = Fill.Normal(device, n, 1, 0.05f);

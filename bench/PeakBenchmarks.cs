@@ -56,7 +56,7 @@ public class PeakBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        device = Settings.Device;
+        device = Settings.BindDevice();
         kernels = device.Kernels<PeakKernels>();
         output = device.Pool.Rent<float>(MultiplyAddThreads);
         source = Fill.Normal(device, CopyElements, 1);

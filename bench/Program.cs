@@ -93,7 +93,7 @@ public static class Program
         {
             // E.g. the in-process timeout: the benchmark's thread may still be launching kernels, so the device is
             // left open (disposing it under a running kernel crashes the process) and the process ends here.
-            Console.Error.WriteLine($"error: the benchmark run failed: {e.Message}");
+            Console.Error.WriteLine($"error: the benchmark run failed: {e}");
             Console.Out.Flush();
             Environment.Exit(1);
             return 1;

@@ -20,6 +20,17 @@ public static class Settings
     /// <summary>The shared device (DDPM_DEVICE, default auto).</summary>
     public static ComputeDevice Device => device ??= ComputeDevice.Open(null);
 
+    /// <summary>
+    /// The shared device, made current on the calling thread: BenchmarkDotNet's in-process toolchain runs each
+    /// benchmark on its own thread, and a CUDA context is per thread (ILGPU binds on launches and allocations too;
+    /// this makes it explicit for everything a setup does).
+    /// </summary>
+    public static ComputeDevice BindDevice()
+    {
+        Device.Accelerator.Bind();
+        return Device;
+    }
+
     /// <summary>True once <see cref="Device"/> has been opened.</summary>
     public static bool DeviceOpened => device is not null;
 
