@@ -12,18 +12,8 @@ public sealed class ConvTests
     private static ComputeDevice Device => TestDevice.Cpu;
     private static ConvKernels Kernels => Device.Kernels<ConvKernels>();
 
-    // The tiled kernels run on their own CPU accelerator: once a device has launched a 256-thread group,
-    // ILGPU wakes all 256 threads of every multiprocessor for every later launch on it, which would slow
-    // down every test that runs after these on the shared device.
-    private static ComputeDevice? tiledDevice;
-    private static ComputeDevice TiledDevice => tiledDevice ??= ComputeDevice.OpenCpu();
-
-    [OneTimeTearDown]
-    public void DisposeTiledDevice()
-    {
-        tiledDevice?.Dispose();
-        tiledDevice = null;
-    }
+    // The tiled kernels run on the suite's second CPU accelerator (see TestDevice.Grouped).
+    private static ComputeDevice TiledDevice => TestDevice.Grouped;
 
     private const double Rtol = 1e-4, Atol = 1e-4;
 

@@ -11,7 +11,8 @@ namespace IlgpuDdpm.Tests.Kernels;
 public sealed class NormTests
 {
     private const float Eps = 1e-5f;
-    private static ComputeDevice Device => TestDevice.Cpu;
+    // Barrier variants are tested here: keep them off the suite-wide device (see TestDevice.Grouped).
+    private static ComputeDevice Device => TestDevice.Grouped;
     private static NormKernels Kernels => Device.Kernels<NormKernels>();
 
     // The tree variant's group width in most tests: barriers of 256 OS threads are very slow on the CPU

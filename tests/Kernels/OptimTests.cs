@@ -8,7 +8,8 @@ namespace IlgpuDdpm.Tests.Kernels;
 [TestFixture]
 public sealed class OptimTests
 {
-    private static ComputeDevice Device => TestDevice.Cpu;
+    // Barrier variants are tested here: keep them off the suite-wide device (see TestDevice.Grouped).
+    private static ComputeDevice Device => TestDevice.Grouped;
     private static OptimKernels K => Device.Kernels<OptimKernels>();
 
     private static DeviceBuffer<float> Upload(float[] data)

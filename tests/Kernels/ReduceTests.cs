@@ -8,7 +8,8 @@ namespace IlgpuDdpm.Tests.Kernels;
 [TestFixture]
 public sealed class ReduceTests
 {
-    private static ComputeDevice Device => TestDevice.Cpu;
+    // Barrier variants are tested here: keep them off the suite-wide device (see TestDevice.Grouped).
+    private static ComputeDevice Device => TestDevice.Grouped;
     private static ReduceKernels Kernels => Device.Kernels<ReduceKernels>();
 
     // The tree variant's group width in these tests: barriers of 256 OS threads are very slow on the CPU

@@ -218,7 +218,7 @@ internal sealed class TrainingRun
                 if (step % config.LogEvery == 0) FlushMetrics();
 
                 // The first step also compiles every kernel: no time estimate from it alone.
-                string etaText = done == 1 && target is not null ? "ETA after step 2" : Format.Duration(eta!.Value);
+                string etaText = done == 1 && target is not null ? "after step 2" : Format.Duration(eta!.Value);
                 string status = target is { } tg
                     ? $"step {step}/{tg}  loss {smoothedLoss:F4}  {imagesPerSecond:F1} img/s  ETA {etaText}"
                     : $"step {step}  loss {smoothedLoss:F4}  {imagesPerSecond:F1} img/s  {Format.Duration(eta!.Value)} left";

@@ -18,9 +18,8 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>
     private AttentionKernels(ComputeDevice device)
     {
         this.device = device;
-        var acc = device.Accelerator;
-        softmaxForward = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(SoftmaxForwardKernel);
-        softmaxBackward = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(SoftmaxBackwardKernel);
+        softmaxForward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int>(SoftmaxForwardKernel);
+        softmaxBackward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(SoftmaxBackwardKernel);
     }
 
     /// <inheritdoc/>

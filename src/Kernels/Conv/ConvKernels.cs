@@ -125,7 +125,7 @@ internal enum ConvVariant
 /// weight gradient splits its long reduction over the grid and sums the partial tiles in a fixed order.</item>
 /// </list>
 /// Backward kernels ADD into their outputs (dx += …, dw += …, db += …). No atomics: every output element is
-/// summed by one thread in a fixed order, so results are bit-for-bit repeatable. See docs/kernels/conv.md.
+/// summed by one thread in a fixed order, so results are bit-for-bit repeatable. See docs/kernels.md (Conv).
 /// </summary>
 public sealed class ConvKernels : IKernelFamily<ConvKernels>
 {
@@ -196,48 +196,27 @@ public sealed class ConvKernels : IKernelFamily<ConvKernels>
     {
         this.device = device;
         var acc = device.Accelerator;
-        // Barrier-free kernels go through Streaming (one thread per group on the CPU accelerator, see there).
-        packInput = Streaming<ArrayView<float>, ArrayView<Float4>, Packing>(PackInputKernel);
-        packWeights = Streaming<ArrayView<float>, ArrayView<Float4>, int, int, int, int, int>(PackWeightsKernel);
-        forward3x3S1 = Streaming<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(Forward3x3S1BlockedKernel);
-        forward3x3S1Wide = Streaming<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(Forward3x3S1Blocked8Kernel);
-        forward3x3S2 = Streaming<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(Forward3x3S2BlockedKernel);
-        forward1x1 = Streaming<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(Forward1x1BlockedKernel);
-        forwardGeneric = Streaming<ArrayView<float>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(ForwardGenericBlockedKernel);
-        weightGrad3x3S1 = Streaming<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked>(WeightGrad3x3S1BlockedKernel);
-        weightGrad3x3S2 = Streaming<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked>(WeightGrad3x3S2BlockedKernel);
-        weightGrad1x1 = Streaming<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked>(WeightGrad1x1BlockedKernel);
-        weightGradGeneric = Streaming<ArrayView<float>, ArrayView<Float4>, ArrayView<float>, Blocked>(WeightGradGenericBlockedKernel);
-        biasGrad = Streaming<ArrayView<float>, ArrayView<float>, int, int, int>(BiasGradKernel);
+        // Barrier-free kernels: one thread per group on the CPU accelerator (see StreamingKernelLoader).
+        packInput = device.LoadStreamingKernel<ArrayView<float>, ArrayView<Float4>, Packing>(PackInputKernel);
+        packWeights = device.LoadStreamingKernel<ArrayView<float>, ArrayView<Float4>, int, int, int, int, int>(PackWeightsKernel);
+        forward3x3S1 = device.LoadStreamingKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(Forward3x3S1BlockedKernel);
+        forward3x3S1Wide = device.LoadStreamingKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(Forward3x3S1Blocked8Kernel);
+        forward3x3S2 = device.LoadStreamingKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(Forward3x3S2BlockedKernel);
+        forward1x1 = device.LoadStreamingKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(Forward1x1BlockedKernel);
+        forwardGeneric = device.LoadStreamingKernel<ArrayView<float>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(ForwardGenericBlockedKernel);
+        weightGrad3x3S1 = device.LoadStreamingKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked>(WeightGrad3x3S1BlockedKernel);
+        weightGrad3x3S2 = device.LoadStreamingKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked>(WeightGrad3x3S2BlockedKernel);
+        weightGrad1x1 = device.LoadStreamingKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked>(WeightGrad1x1BlockedKernel);
+        weightGradGeneric = device.LoadStreamingKernel<ArrayView<float>, ArrayView<Float4>, ArrayView<float>, Blocked>(WeightGradGenericBlockedKernel);
+        biasGrad = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, int>(BiasGradKernel);
         forwardTiled = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvShape, int>(ForwardTiledKernel);
         inputGradTiled = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvShape>(InputGradTiledKernel);
         weightGradTiled = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvShape, int>(WeightGradTiledKernel);
-        sumPartials = Streaming<ArrayView<float>, ArrayView<float>, int, int>(SumPartialsKernel);
+        sumPartials = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int>(SumPartialsKernel);
     }
 
     /// <inheritdoc/>
     public static ConvKernels Create(ComputeDevice device) => new(device);
-
-    // Implicitly grouped kernels: auto-grouped on GPUs; on the CPU accelerator with ONE thread per group. There
-    // every thread of a group is an OS thread that takes part in ILGPU's per-group and per-launch
-    // synchronisation: measured on the 2-core development machine, the blocked forward ran 3-4x slower
-    // auto-grouped than with one thread per group, and an empty launch ~20x slower. With one thread per group
-    // each core simply runs its share of the index range straight through.
-    private Action<AcceleratorStream, Index1D, T1, T2, T3> Streaming<T1, T2, T3>(Action<Index1D, T1, T2, T3> kernel)
-        where T1 : struct where T2 : struct where T3 : struct =>
-        device.IsCpu ? device.Accelerator.LoadImplicitlyGroupedKernel(kernel, 1) : device.Accelerator.LoadAutoGroupedKernel(kernel);
-
-    private Action<AcceleratorStream, Index1D, T1, T2, T3, T4> Streaming<T1, T2, T3, T4>(Action<Index1D, T1, T2, T3, T4> kernel)
-        where T1 : struct where T2 : struct where T3 : struct where T4 : struct =>
-        device.IsCpu ? device.Accelerator.LoadImplicitlyGroupedKernel(kernel, 1) : device.Accelerator.LoadAutoGroupedKernel(kernel);
-
-    private Action<AcceleratorStream, Index1D, T1, T2, T3, T4, T5> Streaming<T1, T2, T3, T4, T5>(Action<Index1D, T1, T2, T3, T4, T5> kernel)
-        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct =>
-        device.IsCpu ? device.Accelerator.LoadImplicitlyGroupedKernel(kernel, 1) : device.Accelerator.LoadAutoGroupedKernel(kernel);
-
-    private Action<AcceleratorStream, Index1D, T1, T2, T3, T4, T5, T6, T7> Streaming<T1, T2, T3, T4, T5, T6, T7>(Action<Index1D, T1, T2, T3, T4, T5, T6, T7> kernel)
-        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct =>
-        device.IsCpu ? device.Accelerator.LoadImplicitlyGroupedKernel(kernel, 1) : device.Accelerator.LoadAutoGroupedKernel(kernel);
 
     // =====================================================================================================
     // Public launch methods

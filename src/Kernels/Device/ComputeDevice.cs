@@ -63,9 +63,10 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>Lines saying which device was chosen and why the others were not.</summary>
     public IReadOnlyList<string> SelectionReport { get; }
 
-    /// <summary>Short description, e.g. "CUDA: NVIDIA H200 (139.8 GiB, 132 SMs)".</summary>
-    public string Description =>
-        $"{Kind}: {Accelerator.Name} ({Accelerator.MemorySize / (1024.0 * 1024 * 1024):F1} GiB, {Accelerator.NumMultiprocessors} compute units)";
+    /// <summary>Short description, e.g. "Cuda: NVIDIA H200 (139.8 GiB, 132 compute units)"; the CPU accelerator reports cores (its memory is the host's).</summary>
+    public string Description => IsCpu
+        ? $"{Kind}: {Accelerator.Name} ({Accelerator.NumMultiprocessors} cores, host memory)"
+        : $"{Kind}: {Accelerator.Name} ({Accelerator.MemorySize / (1024.0 * 1024 * 1024):F1} GiB, {Accelerator.NumMultiprocessors} compute units)";
 
     /// <summary>The kernel family <typeparamref name="T"/>, compiled on first use and cached.</summary>
     public T Kernels<T>() where T : class, IKernelFamily<T> =>

@@ -212,14 +212,13 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
     private DiffusionKernels(ComputeDevice device)
     {
         this.device = device;
-        var acc = device.Accelerator;
-        noise = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ulong, uint, ulong, int, int>(NoiseKernel);
-        posteriorStep = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, PosteriorStepCoefficients, int, ulong, uint, ulong, int>(PosteriorStepKernel);
-        posteriorMeanFromX0 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, PosteriorStepCoefficients, int>(PosteriorMeanFromX0Kernel);
-        ddimStep = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, DdimStepCoefficients, ulong, uint, ulong, int>(DdimStepKernel);
-        squaredDifferencePartials = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, float, ArrayView<float>, float, ArrayView<float>, int, int>(SquaredDifferencePartialsKernel);
-        discretizedNllPartials = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, float, ArrayView<float>, int, int>(DiscretizedNllPartialsKernel);
-        finishPerSample = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, int, ArrayView<float>, float, float, int>(FinishPerSampleKernel);
+        noise = device.LoadStreamingKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ulong, uint, ulong, int, int>(NoiseKernel);
+        posteriorStep = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, PosteriorStepCoefficients, int, ulong, uint, ulong, int>(PosteriorStepKernel);
+        posteriorMeanFromX0 = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, PosteriorStepCoefficients, int>(PosteriorMeanFromX0Kernel);
+        ddimStep = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, DdimStepCoefficients, ulong, uint, ulong, int>(DdimStepKernel);
+        squaredDifferencePartials = device.LoadStreamingKernel<ArrayView<float>, float, ArrayView<float>, float, ArrayView<float>, int, int>(SquaredDifferencePartialsKernel);
+        discretizedNllPartials = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, float, ArrayView<float>, int, int>(DiscretizedNllPartialsKernel);
+        finishPerSample = device.LoadStreamingKernel<ArrayView<float>, int, ArrayView<float>, float, float, int>(FinishPerSampleKernel);
     }
 
     /// <inheritdoc/>

@@ -45,22 +45,21 @@ public sealed class ElementwiseKernels : IKernelFamily<ElementwiseKernels>
     {
         this.device = device;
         Launch = launch;
-        var acc = device.Accelerator;
-        silu = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(SiluKernel);
-        siluBackward = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(SiluBackwardKernel);
-        add = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(AddKernel);
-        addInto = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(AddIntoKernel);
-        scale = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, float, int, int>(ScaleKernel);
-        addScaledInto = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, float, int, int>(AddScaledIntoKernel);
-        addChannelVector = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(AddChannelVectorKernel);
-        channelSum = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>(ChannelSumIntoKernel);
-        concat = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(ConcatKernel);
-        addChannelSlice = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(AddChannelSliceKernel);
-        dropout = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, ulong, uint, ulong, float, float>(DropoutKernel);
-        dropoutBackward = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, ulong, uint, ulong, float, float>(DropoutBackwardKernel);
-        sinusoid = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, ArrayView<float>, int, int, int>(TimestepSinusoidKernel);
-        copy = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(CopyKernel);
-        fill = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, float, int, int>(FillKernel);
+        silu = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int>(SiluKernel);
+        siluBackward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(SiluBackwardKernel);
+        add = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(AddKernel);
+        addInto = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int>(AddIntoKernel);
+        scale = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, float, int, int>(ScaleKernel);
+        addScaledInto = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, float, int, int>(AddScaledIntoKernel);
+        addChannelVector = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(AddChannelVectorKernel);
+        channelSum = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, int>(ChannelSumIntoKernel);
+        concat = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(ConcatKernel);
+        addChannelSlice = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, int, int, int>(AddChannelSliceKernel);
+        dropout = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, ulong, uint, ulong, float, float>(DropoutKernel);
+        dropoutBackward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, ulong, uint, ulong, float, float>(DropoutBackwardKernel);
+        sinusoid = device.LoadStreamingKernel<ArrayView<int>, ArrayView<float>, int, int, int>(TimestepSinusoidKernel);
+        copy = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int>(CopyKernel);
+        fill = device.LoadStreamingKernel<ArrayView<float>, float, int, int>(FillKernel);
     }
 
     /// <inheritdoc/>

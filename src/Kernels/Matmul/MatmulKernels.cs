@@ -95,9 +95,9 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>
     {
         this.device = device;
         var acc = device.Accelerator;
-        blocked = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(GemmBlockedKernel);
+        blocked = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(GemmBlockedKernel);
         tiled = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(GemmTiledKernel);
-        biasBackward = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(BiasBackwardKernel);
+        biasBackward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int>(BiasBackwardKernel);
     }
 
     /// <inheritdoc/>

@@ -79,14 +79,14 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         this.device = device;
         var acc = device.Accelerator;
         treeWidth = ReduceKernels.TreeWidthFor(acc, ReduceKernels.MaxTreeWidth);
-        statsLoop = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RowStatsLoopKernel);
+        statsLoop = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RowStatsLoopKernel);
         statsTree = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RowStatsTreeKernel);
-        normalize = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int>(GroupNormForwardKernel);
-        partialsLoop = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims>(ChannelPartialsLoopKernel);
+        normalize = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int>(GroupNormForwardKernel);
+        partialsLoop = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims>(ChannelPartialsLoopKernel);
         partialsTree = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims>(ChannelPartialsTreeKernel);
-        channelGrads = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int, int>(GammaBetaBackwardKernel);
-        groupSums = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims>(GroupSumsKernel);
-        inputGrad = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int>(GroupNormInputBackwardKernel);
+        channelGrads = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int, int>(GammaBetaBackwardKernel);
+        groupSums = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims>(GroupSumsKernel);
+        inputGrad = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int>(GroupNormInputBackwardKernel);
     }
 
     /// <inheritdoc/>

@@ -134,15 +134,15 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
         this.device = device;
         var acc = device.Accelerator;
         scratch = device.Pool.Rent<float>(MaxPartials);
-        adam = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamStep, int, int>(AdamKernel);
-        adamScaled = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamStep, ArrayView<float>, int, int, int>(AdamScaledKernel);
-        sumSquaresPartials = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(SumOfSquaresPartialsKernel);
-        sumPartials = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, int, ArrayView<float>, int>(SumPartialsKernel);
+        adam = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamStep, int, int>(AdamKernel);
+        adamScaled = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamStep, ArrayView<float>, int, int, int>(AdamScaledKernel);
+        sumSquaresPartials = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int>(SumOfSquaresPartialsKernel);
+        sumPartials = device.LoadStreamingKernel<ArrayView<float>, int, ArrayView<float>, int>(SumPartialsKernel);
         sumSquaresGrouped = acc.LoadKernel<ArrayView<float>, ArrayView<float>, int>(SumOfSquaresGroupedKernel);
         sumPartialsGrouped = acc.LoadKernel<ArrayView<float>, int, ArrayView<float>, int>(SumPartialsGroupedKernel);
-        clipScale = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, int, float, ArrayView<float>>(ClipScaleKernel);
-        scaleByDeviceScalar = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>(ScaleByDeviceScalarKernel);
-        ema = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, float, float, int, int>(EmaKernel);
+        clipScale = device.LoadStreamingKernel<ArrayView<float>, int, float, ArrayView<float>>(ClipScaleKernel);
+        scaleByDeviceScalar = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, int>(ScaleByDeviceScalarKernel);
+        ema = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, float, float, int, int>(EmaKernel);
     }
 
     /// <inheritdoc/>

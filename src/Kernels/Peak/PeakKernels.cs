@@ -22,8 +22,8 @@ public sealed class PeakKernels : IKernelFamily<PeakKernels>
     private PeakKernels(ComputeDevice device)
     {
         this.device = device;
-        multiplyAdd = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, float, float>(MultiplyAddKernel);
-        copy = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>>(CopyKernel);
+        multiplyAdd = device.LoadStreamingKernel<ArrayView<float>, float, float>(MultiplyAddKernel);
+        copy = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>>(CopyKernel);
     }
 
     /// <inheritdoc/>

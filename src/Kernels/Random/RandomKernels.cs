@@ -19,10 +19,9 @@ public sealed class RandomKernels : IKernelFamily<RandomKernels>
     private RandomKernels(ComputeDevice device)
     {
         this.device = device;
-        var acc = device.Accelerator;
-        uniform = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ulong, uint, ulong>(UniformKernel);
-        normal = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ulong, uint, ulong>(NormalKernel);
-        below = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, ulong, uint, ulong, int>(BelowKernel);
+        uniform = device.LoadStreamingKernel<ArrayView<float>, ulong, uint, ulong>(UniformKernel);
+        normal = device.LoadStreamingKernel<ArrayView<float>, ulong, uint, ulong>(NormalKernel);
+        below = device.LoadStreamingKernel<ArrayView<int>, ulong, uint, ulong, int>(BelowKernel);
     }
 
     /// <inheritdoc/>

@@ -49,12 +49,12 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
         this.device = device;
         var acc = device.Accelerator;
         treeWidth = TreeWidthFor(acc, MaxTreeWidth);
-        partialsLoop = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(PartialSumsLoopKernel);
+        partialsLoop = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(PartialSumsLoopKernel);
         partialsTree = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(PartialSumsTreeKernel);
-        finalLoop = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, float>(FinalSumLoopKernel);
+        finalLoop = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, float>(FinalSumLoopKernel);
         finalTree = acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, float>(FinalSumTreeKernel);
-        broadcastAdd = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, float, int, int>(BroadcastAddKernel);
-        squaredDifferenceBackward = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, int, int>(SquaredDifferenceBackwardKernel);
+        broadcastAdd = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, float, int, int>(BroadcastAddKernel);
+        squaredDifferenceBackward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, int, int>(SquaredDifferenceBackwardKernel);
     }
 
     /// <inheritdoc/>

@@ -24,9 +24,8 @@ public sealed class ResampleKernels : IKernelFamily<ResampleKernels>
     {
         this.device = device;
         Launch = launch;
-        var acc = device.Accelerator;
-        upsample = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>(Upsample2xKernel);
-        upsampleBackward = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>(Upsample2xBackwardKernel);
+        upsample = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, int>(Upsample2xKernel);
+        upsampleBackward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, int>(Upsample2xBackwardKernel);
     }
 
     /// <inheritdoc/>
