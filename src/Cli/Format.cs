@@ -1,4 +1,5 @@
 using System.Globalization;
+using IlgpuDdpm.Kernels.Device;
 
 namespace IlgpuDdpm.Cli;
 
@@ -29,6 +30,14 @@ internal static class Format
         if (t.TotalMinutes >= 1) return $"{t.Minutes}m {t.Seconds:D2}s";
         return t.TotalSeconds.ToString("F1", Inv) + "s";
     }
+
+    /// <summary>
+    /// The device in one line: <see cref="ComputeDevice.Description"/> for GPUs; for the CPU accelerator (whose
+    /// reported memory size is unbounded) its cores and the host memory it can use.
+    /// </summary>
+    public static string Device(ComputeDevice device) => device.IsCpu
+        ? $"Cpu: ILGPU CPU accelerator ({device.Accelerator.NumMultiprocessors} cores, {Bytes(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes)} host memory)"
+        : device.Description;
 
     /// <summary>Invariant-culture number.</summary>
     public static string Num(double v, string format) => v.ToString(format, Inv);

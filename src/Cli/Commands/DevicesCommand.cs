@@ -40,7 +40,7 @@ internal static class DevicesCommand
 
         using (var lease = context.OpenDevice("auto"))
         {
-            context.Output.WriteLine($"auto picks: {lease.Device.Description}");
+            context.Output.WriteLine($"auto picks: {Format.Device(lease.Device)}");
             foreach (var line in lease.Device.SelectionReport) context.Output.WriteLine($"  {line}");
         }
         var env = Environment.GetEnvironmentVariable(ComputeDevice.EnvironmentVariable);

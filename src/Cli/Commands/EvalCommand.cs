@@ -49,7 +49,7 @@ internal static class EvalCommand
             ulong noiseSeed = parse.GetValue(seed);
             var kind = parse.GetValue(variance) == "small" ? VarianceKind.Small : VarianceKind.Large;
 
-            context.Output.WriteLine($"device: {dev.Description}");
+            context.Output.WriteLine($"device: {Format.Device(dev)}");
             context.Output.WriteLine($"model: {cfg} at step {loaded.Step:N0} ({(loaded.UsedEma ? "EMA" : "raw")} weights), T = {loaded.Schedule.Timesteps}");
             context.Output.WriteLine($"data: {test.Source}, {n:N0} of {test.Count:N0} test images");
 

@@ -77,7 +77,7 @@ internal static class SampleCommand
             };
             int total = requested != 0 ? requested : kind == SamplerKind.Ddpm ? timesteps : Math.Min(50, timesteps);
 
-            context.Output.WriteLine($"device: {dev.Description}");
+            context.Output.WriteLine($"device: {Format.Device(dev)}");
             context.Output.WriteLine($"model: {loaded.Config} at step {loaded.Step:N0} ({(loaded.UsedEma ? "EMA" : "raw")} weights), T = {timesteps}");
             context.Output.WriteLine($"sampling {options.Count} images: {kind.ToString().ToLowerInvariant()}, {total} steps{(kind == SamplerKind.Ddpm ? $", variance {options.Variance.ToString().ToLowerInvariant()}" : ", η = 0")}{(options.Clip ? "" : ", no clipping")}, seed {options.Seed}");
 

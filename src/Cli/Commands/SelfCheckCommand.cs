@@ -26,10 +26,10 @@ internal static class SelfCheckCommand
             try
             {
                 var reference = referenceLease?.Device ?? dev;
-                context.Output.WriteLine($"device:    {dev.Description}");
+                context.Output.WriteLine($"device:    {Format.Device(dev)}");
                 context.Output.WriteLine(dev.IsCpu
                     ? "reference: the same CPU accelerator (no other device chosen: every difference must be 0)"
-                    : $"reference: {reference.Description}");
+                    : $"reference: {Format.Device(reference)}");
                 var report = SelfCheck.Run(dev, reference, r =>
                 {
                     if (!context.Interactive) context.Output.WriteLine($"  {r.Family,-12} {(r.Passed ? "PASS" : "FAIL")}  max rel. diff {Format.Num(r.MaxRelativeDifference, "0.00e+00")} (tolerance {Format.Num(r.Tolerance, "0e+00")}, {r.Launches} launches)");

@@ -64,7 +64,7 @@ internal sealed class TrainingRun
 
         using var lease = context.OpenDevice(deviceChoice);
         var device = lease.Device;
-        output.WriteLine($"device: {device.Description}");
+        output.WriteLine($"device: {Format.Device(device)}");
         output.WriteLine($"data: {data.Source}, {data.Count:N0} images of {data.Channels}x{data.Height}x{data.Width}");
         var summary = ModelSummary.For(modelConfig);
         output.WriteLine($"model: {config.Preset} ({modelConfig}), {Format.Count(summary.TotalParameters)} parameters; " +
@@ -335,7 +335,7 @@ internal sealed class TrainingRun
         var written = config with
         {
             DeviceChoice = deviceChoice ?? Environment.GetEnvironmentVariable(ComputeDevice.EnvironmentVariable) ?? "auto",
-            Device = device.Description,
+            Device = Format.Device(device),
             DataSource = data.Source,
             Images = data.Count,
             ImageShape = [data.Channels, data.Height, data.Width],
