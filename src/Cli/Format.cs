@@ -31,13 +31,8 @@ internal static class Format
         return t.TotalSeconds.ToString("F1", Inv) + "s";
     }
 
-    /// <summary>
-    /// The device in one line: <see cref="ComputeDevice.Description"/> for GPUs; for the CPU accelerator (whose
-    /// reported memory size is unbounded) its cores and the host memory it can use.
-    /// </summary>
-    public static string Device(ComputeDevice device) => device.IsCpu
-        ? $"Cpu: ILGPU CPU accelerator ({device.Accelerator.NumMultiprocessors} cores, {Bytes(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes)} host memory)"
-        : device.Description;
+    /// <summary>The device in one line (<see cref="ComputeDevice.Description"/>).</summary>
+    public static string Device(ComputeDevice device) => device.Description;
 
     /// <summary>Invariant-culture number.</summary>
     public static string Num(double v, string format) => v.ToString(format, Inv);

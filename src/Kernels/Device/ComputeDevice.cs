@@ -65,7 +65,7 @@ public sealed class ComputeDevice : IDisposable
 
     /// <summary>Short description, e.g. "Cuda: NVIDIA H200 (139.8 GiB, 132 compute units)"; the CPU accelerator reports cores (its memory is the host's).</summary>
     public string Description => IsCpu
-        ? $"{Kind}: {Accelerator.Name} ({Accelerator.NumMultiprocessors} cores, host memory)"
+        ? $"{Kind}: ILGPU CPU accelerator ({Accelerator.NumMultiprocessors} cores, {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1024.0 * 1024 * 1024):F1} GiB host memory)"
         : $"{Kind}: {Accelerator.Name} ({Accelerator.MemorySize / (1024.0 * 1024 * 1024):F1} GiB, {Accelerator.NumMultiprocessors} compute units)";
 
     /// <summary>The kernel family <typeparamref name="T"/>, compiled on first use and cached.</summary>
