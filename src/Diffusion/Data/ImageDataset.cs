@@ -182,6 +182,9 @@ public sealed partial class ImageDataset
 
         var idx = FindIdxImages(spec, split);
         if (idx is not null) { isIdx = true; return idx; }
+        // A folder with one IDX image file and no train-images file (e.g. the GPU recipe's --small-data copy,
+        // which carries only t10k-images) trains on that file; the caller reports which file it read.
+        if (split == DatasetSplit.Train && ListIdxCandidates(spec) is [var only]) { isIdx = true; return only; }
         if (ListIdxCandidates(spec).Count > 0)
             throw new DataException($"{spec}: has IDX image files ({string.Join(", ", ListIdxCandidates(spec).Select(Path.GetFileName))}) but none for the {SplitName(split)} split (expected {(split == DatasetSplit.Train ? "train-images-idx3-ubyte[.gz]" : "t10k-images-idx3-ubyte[.gz]")})");
 
