@@ -151,7 +151,7 @@ public static class Program
             .WithOptions(ConfigOptions.JoinSummary | ConfigOptions.DisableLogFile);
     }
 
-    /// <summary>Every case: time per launch, throughput and fraction of the peak measured in this run.</summary>
+    /// <summary>Every case: median time per launch, throughput and fraction of the peak measured in this run.</summary>
     private static string ThroughputTable(IReadOnlyList<BenchmarkReport> reports)
     {
         var peaks = Throughput.FindPeaks(reports);
@@ -161,7 +161,7 @@ public static class Program
             string name = $"{r.BenchmarkCase.Descriptor.Type.Name.Replace("Benchmarks", "")}.{r.BenchmarkCase.Descriptor.WorkloadMethod.Name}";
             var work = Throughput.WorkOf(r.BenchmarkCase);
             string caseName = r.BenchmarkCase.Parameters.Items.FirstOrDefault(p => p.Name == "Case")?.Value?.ToString() ?? "";
-            if (work is not { } w || Throughput.MeanSeconds(r) is not { } s)
+            if (work is not { } w || Throughput.Seconds(r) is not { } s)
             {
                 rows.Add([name, caseName, "failed", "-", "-"]);
                 continue;
