@@ -81,7 +81,12 @@ public static class Program
         foreach (var preset in PresetShape.Active)
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"model {preset.Name} {preset.ImageSize}x{preset.ImageSize}x{preset.InChannels}: {preset.ParameterCount:N0} parameters, forward {preset.Summary.TotalGFlop:F4} GFLOP per image"));
-        Console.WriteLine($"host: {Environment.ProcessorCount} logical CPUs, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}");
+        // bench/runtimeconfig.template.json turns tiered compilation off: on the CPU accelerator the kernels are .NET
+        // code, and a kernel first measured at tier 0 (or half-way through tiering) would understate the peak.
+        string? tieringSetting = Environment.GetEnvironmentVariable("DOTNET_TieredCompilation")
+                                 ?? AppContext.GetData("System.Runtime.TieredCompilation")?.ToString();
+        string tiering = tieringSetting is "0" || string.Equals(tieringSetting, "false", StringComparison.OrdinalIgnoreCase) ? "off" : "on";
+        Console.WriteLine($"host: {Environment.ProcessorCount} logical CPUs, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}, tiered compilation {tiering}");
         Console.WriteLine();
 
         List<Summary> summaries;
