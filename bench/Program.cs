@@ -157,11 +157,14 @@ public static class Program
             .WithOptions(ConfigOptions.JoinSummary | ConfigOptions.DisableLogFile);
     }
 
-    /// <summary>Every case: median time per launch, throughput and fraction of the peak measured in this run.</summary>
+    /// <summary>
+    /// Every case: median time per launch, the spread of the iterations (standard deviation over mean), throughput and
+    /// fraction of the peak measured in this run.
+    /// </summary>
     private static string ThroughputTable(IReadOnlyList<BenchmarkReport> reports)
     {
         var peaks = Throughput.FindPeaks(reports);
-        var rows = new List<string[]> { new[] { "Benchmark", "Case", "Time/launch", "Throughput", "% of peak" } };
+        var rows = new List<string[]> { new[] { "Benchmark", "Case", "Time/launch", "± sd", "Throughput", "% of peak" } };
         foreach (var r in reports)
         {
             string name = $"{r.BenchmarkCase.Descriptor.Type.Name.Replace("Benchmarks", "")}.{r.BenchmarkCase.Descriptor.WorkloadMethod.Name}";
@@ -169,13 +172,15 @@ public static class Program
             string caseName = r.BenchmarkCase.Parameters.Items.FirstOrDefault(p => p.Name == "Case")?.Value?.ToString() ?? "";
             if (work is not { } w || Throughput.Seconds(r) is not { } s)
             {
-                rows.Add([name, caseName, "failed", "-", "-"]);
+                rows.Add([name, caseName, "failed", "-", "-", "-"]);
                 continue;
             }
-            rows.Add([name, caseName, Throughput.FormatSeconds(s / w.Launches), Throughput.FormatRate(w, s),
+            var stats = r.ResultStatistics!;
+            string spread = stats.N > 1 && stats.Mean > 0 ? string.Format(CultureInfo.InvariantCulture, "{0:F0} %", 100 * stats.StandardDeviation / stats.Mean) : "-";
+            rows.Add([name, caseName, Throughput.FormatSeconds(s / w.Launches), spread, Throughput.FormatRate(w, s),
                       Throughput.FormatFraction(Throughput.FractionOfPeak(w, s, peaks))]);
         }
-        int[] widths = Enumerable.Range(0, 5).Select(c => rows.Max(row => row[c].Length)).ToArray();
+        int[] widths = Enumerable.Range(0, 6).Select(c => rows.Max(row => row[c].Length)).ToArray();
         var text = new StringBuilder();
         string flopsPeak = double.IsNaN(peaks.FlopsPerSecond) ? "not measured" : Throughput.Scaled(peaks.FlopsPerSecond, "FLOP/s");
         string bytesPeak = double.IsNaN(peaks.BytesPerSecond) ? "not measured" : Throughput.Scaled(peaks.BytesPerSecond, "B/s");
