@@ -7,8 +7,9 @@ namespace IlgpuDdpm.Bench;
 
 /// <summary>
 /// The job for whole-model benchmarks (seconds per invocation on the CPU accelerator): BenchmarkDotNet's
-/// Monitoring strategy (no pilot stage, no overhead evaluation, one invocation per iteration) with 1 warm-up and 2
-/// measured iterations in --quick, 2 and 5 in a full run.
+/// Monitoring strategy (no pilot stage, no overhead evaluation, one invocation per iteration). --quick: 1 warm-up and
+/// 2 measured iterations on the CPU accelerator, 2 and 5 on a GPU (where a step takes milliseconds); full run: 2 and 5
+/// on the CPU accelerator, 2 and 10 on a GPU.
 /// </summary>
 [AttributeUsage(AttributeTargets.Class)]
 public sealed class NetworkJobAttribute : Attribute, IConfigSource
@@ -16,8 +17,8 @@ public sealed class NetworkJobAttribute : Attribute, IConfigSource
     /// <inheritdoc/>
     public IConfig Config => ManualConfig.CreateEmpty().AddJob(Program.BaseJob()
         .WithStrategy(RunStrategy.Monitoring)
-        .WithWarmupCount(Settings.Quick ? 1 : 2)
-        .WithIterationCount(Settings.Quick ? 2 : 5)
+        .WithWarmupCount(Settings.Quick && Settings.Device.IsCpu ? 1 : 2)
+        .WithIterationCount(Settings.Device.IsCpu ? (Settings.Quick ? 2 : 5) : (Settings.Quick ? 5 : 10))
         .WithId(Settings.Quick ? "quick-network" : "full-network"));
 }
 

@@ -18,14 +18,12 @@ public class OptimBenchmarks
 
     /// <summary>
     /// The small preset's largest parameter tensor (an up-path 3×3 conv, 128→64 channels: 73,728 values; the trainer
-    /// updates tensor by tensor) and, except in --quick on the CPU accelerator, each preset's whole parameter set as
-    /// one flat buffer.
+    /// updates tensor by tensor) and each preset's whole parameter set as one flat buffer.
     /// </summary>
     public static IEnumerable<BenchCase> Cases()
     {
         var cases = new List<(string Name, int Size)> { ("small 128x64x3x3 tensor", 128 * 64 * 3 * 3) };
-        if (!(Settings.Quick && Settings.Device.IsCpu))
-            cases.AddRange(PresetShape.Active.Select(p => ($"{p.Tag} all {p.ParameterCount / 1e6:F2}M params", p.ParameterCount)));
+        cases.AddRange(PresetShape.Active.Select(p => ($"{p.Tag} all {p.ParameterCount / 1e6:F2}M params", p.ParameterCount)));
         return cases.Select(c => (BenchCase)new SizeCase(c.Name, c.Size, _ => Work.Memory(7.0 * sizeof(float) * c.Size, Settings.Launches)));
     }
 

@@ -81,7 +81,12 @@ public static class Program
         foreach (var preset in PresetShape.Active)
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"model {preset.Name} {preset.ImageSize}x{preset.ImageSize}x{preset.InChannels}: {preset.ParameterCount:N0} parameters, forward {preset.Summary.TotalGFlop:F4} GFLOP per image"));
-        Console.WriteLine($"host: {Environment.ProcessorCount} logical CPUs, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}");
+        // bench/runtimeconfig.template.json turns tiered compilation off: on the CPU accelerator the kernels are .NET
+        // code, and a kernel first measured at tier 0 (or half-way through tiering) would understate the peak.
+        string? tieringSetting = Environment.GetEnvironmentVariable("DOTNET_TieredCompilation")
+                                 ?? AppContext.GetData("System.Runtime.TieredCompilation")?.ToString();
+        string tiering = tieringSetting is "0" || string.Equals(tieringSetting, "false", StringComparison.OrdinalIgnoreCase) ? "off" : "on";
+        Console.WriteLine($"host: {Environment.ProcessorCount} logical CPUs, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}, tiered compilation {tiering}");
         Console.WriteLine();
 
         List<Summary> summaries;
@@ -144,32 +149,38 @@ public static class Program
             .AddColumn(new LaunchesColumn(), new ThroughputColumn(), new PeakFractionColumn())
             .AddExporter(MarkdownExporter.GitHub)
             .AddValidator(DefaultConfig.Instance.GetValidators().ToArray())
-            .AddAnalyser(DefaultConfig.Instance.GetAnalysers().ToArray())
+            // The 100 ms iterations of --quick are a deliberate trade: no "MinIterationTime" warning for them.
+            .AddAnalyser(DefaultConfig.Instance.GetAnalysers().Where(a => !(Settings.Quick && a.Id == "MinIterationTime")).ToArray())
             .WithOrderer(new DefaultOrderer(SummaryOrderPolicy.Declared, MethodOrderPolicy.Declared))
             .WithSummaryStyle(SummaryStyle.Default.WithMaxParameterColumnWidth(40))
             .WithArtifactsPath(Path.Combine(Path.GetTempPath(), "IlgpuDdpm.Bench.Artifacts"))
             .WithOptions(ConfigOptions.JoinSummary | ConfigOptions.DisableLogFile);
     }
 
-    /// <summary>Every case: time per launch, throughput and fraction of the peak measured in this run.</summary>
+    /// <summary>
+    /// Every case: median time per launch, the spread of the iterations (standard deviation over mean), throughput and
+    /// fraction of the peak measured in this run.
+    /// </summary>
     private static string ThroughputTable(IReadOnlyList<BenchmarkReport> reports)
     {
         var peaks = Throughput.FindPeaks(reports);
-        var rows = new List<string[]> { new[] { "Benchmark", "Case", "Time/launch", "Throughput", "% of peak" } };
+        var rows = new List<string[]> { new[] { "Benchmark", "Case", "Time/launch", "± sd", "Throughput", "% of peak" } };
         foreach (var r in reports)
         {
             string name = $"{r.BenchmarkCase.Descriptor.Type.Name.Replace("Benchmarks", "")}.{r.BenchmarkCase.Descriptor.WorkloadMethod.Name}";
             var work = Throughput.WorkOf(r.BenchmarkCase);
             string caseName = r.BenchmarkCase.Parameters.Items.FirstOrDefault(p => p.Name == "Case")?.Value?.ToString() ?? "";
-            if (work is not { } w || Throughput.MeanSeconds(r) is not { } s)
+            if (work is not { } w || Throughput.Seconds(r) is not { } s)
             {
-                rows.Add([name, caseName, "failed", "-", "-"]);
+                rows.Add([name, caseName, "failed", "-", "-", "-"]);
                 continue;
             }
-            rows.Add([name, caseName, Throughput.FormatSeconds(s / w.Launches), Throughput.FormatRate(w, s),
+            var stats = r.ResultStatistics!;
+            string spread = stats.N > 1 && stats.Mean > 0 ? string.Format(CultureInfo.InvariantCulture, "{0:F0} %", 100 * stats.StandardDeviation / stats.Mean) : "-";
+            rows.Add([name, caseName, Throughput.FormatSeconds(s / w.Launches), spread, Throughput.FormatRate(w, s),
                       Throughput.FormatFraction(Throughput.FractionOfPeak(w, s, peaks))]);
         }
-        int[] widths = Enumerable.Range(0, 5).Select(c => rows.Max(row => row[c].Length)).ToArray();
+        int[] widths = Enumerable.Range(0, 6).Select(c => rows.Max(row => row[c].Length)).ToArray();
         var text = new StringBuilder();
         string flopsPeak = double.IsNaN(peaks.FlopsPerSecond) ? "not measured" : Throughput.Scaled(peaks.FlopsPerSecond, "FLOP/s");
         string bytesPeak = double.IsNaN(peaks.BytesPerSecond) ? "not measured" : Throughput.Scaled(peaks.BytesPerSecond, "B/s");

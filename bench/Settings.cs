@@ -43,7 +43,7 @@ public static class Settings
     /// <summary>
     /// Kernel launches per measured invocation for the single-kernel benchmarks: 1 on the CPU accelerator,
     /// 10 on a GPU so the one synchronisation per invocation (tens of µs) does not swamp microsecond kernels.
-    /// The throughput columns account for it; the Mean column is per invocation.
+    /// The throughput columns account for it; the Mean and Median columns are per invocation.
     /// </summary>
     public static int Launches => Device.IsCpu ? 1 : 10;
 

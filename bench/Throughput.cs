@@ -23,9 +23,12 @@ public static class Throughput
         return c?.WorkOf(benchmark.Descriptor.WorkloadMethod.Name);
     }
 
-    /// <summary>Mean seconds per invocation, or null when the benchmark failed.</summary>
-    public static double? MeanSeconds(BenchmarkReport? report) =>
-        report?.ResultStatistics is { } s && s.N > 0 ? s.Mean / 1e9 : null;
+    /// <summary>
+    /// Median seconds per invocation over the measured iterations (robust to the odd iteration slowed by other
+    /// processes), or null when the benchmark failed.
+    /// </summary>
+    public static double? Seconds(BenchmarkReport? report) =>
+        report?.ResultStatistics is { } s && s.N > 0 ? s.Median / 1e9 : null;
 
     /// <summary>Per-second rate of the work's own kind: FLOP/s, bytes/s or images/s.</summary>
     public static double? Rate(Work work, double seconds) => work.Kind switch
@@ -42,7 +45,7 @@ public static class Throughput
         foreach (var r in reports)
         {
             if (r.BenchmarkCase.Descriptor.Type != typeof(PeakBenchmarks)) continue;
-            if (WorkOf(r.BenchmarkCase) is not { } w || MeanSeconds(r) is not { } s) continue;
+            if (WorkOf(r.BenchmarkCase) is not { } w || Seconds(r) is not { } s) continue;
             if (w.Kind == WorkKind.Compute) flops = double.IsNaN(flops) ? w.Flops / s : Math.Max(flops, w.Flops / s);
             if (w.Kind == WorkKind.Memory) bytes = double.IsNaN(bytes) ? w.Bytes / s : Math.Max(bytes, w.Bytes / s);
         }
@@ -108,11 +111,11 @@ public sealed class ThroughputColumn : IColumn
     /// <inheritdoc/>
     public UnitType UnitType => UnitType.Dimensionless;
     /// <inheritdoc/>
-    public string Legend => "GFLOP/s (compute), GB/s of compulsory traffic (memory) or images/s (network), from the mean time and the case's work";
+    public string Legend => "GFLOP/s (compute), GB/s of compulsory traffic (memory) or images/s (network), from the median time and the case's work";
 
     /// <inheritdoc/>
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase) =>
-        Throughput.WorkOf(benchmarkCase) is { } w && Throughput.MeanSeconds(summary[benchmarkCase]) is { } s ? Throughput.FormatRate(w, s) : "-";
+        Throughput.WorkOf(benchmarkCase) is { } w && Throughput.Seconds(summary[benchmarkCase]) is { } s ? Throughput.FormatRate(w, s) : "-";
 
     /// <inheritdoc/>
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style) => GetValue(summary, benchmarkCase);
@@ -145,7 +148,7 @@ public sealed class PeakFractionColumn : IColumn
     /// <inheritdoc/>
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase)
     {
-        if (Throughput.WorkOf(benchmarkCase) is not { } w || Throughput.MeanSeconds(summary[benchmarkCase]) is not { } s) return "-";
+        if (Throughput.WorkOf(benchmarkCase) is not { } w || Throughput.Seconds(summary[benchmarkCase]) is not { } s) return "-";
         return Throughput.FormatFraction(Throughput.FractionOfPeak(w, s, Throughput.FindPeaks(summary.Reports)));
     }
 
@@ -175,7 +178,7 @@ public sealed class LaunchesColumn : IColumn
     /// <inheritdoc/>
     public UnitType UnitType => UnitType.Dimensionless;
     /// <inheritdoc/>
-    public string Legend => "kernel launches (or whole operations) per measured invocation; Mean is per invocation";
+    public string Legend => "kernel launches (or whole operations) per measured invocation; Mean and Median are per invocation";
 
     /// <inheritdoc/>
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase) =>
