@@ -1,3 +1,4 @@
+using ILGPU;
 using IlgpuDdpm.Autodiff;
 using IlgpuDdpm.Diffusion.Schedules;
 using IlgpuDdpm.Kernels.Device;
@@ -52,10 +53,7 @@ public sealed class GaussianDiffusion : IDisposable
         int n = x0.Dim(0), d = x0.Length / n;
         using var t = device.Pool.Rent<int>(n);
         random.Integers(t.View, new PhiloxKey(seed, RandomStreams.Timesteps, (ulong)(step * n)), Timesteps);
-        var eps = tape.NewTensor(x0.Shape);
-        var xt = tape.NewTensor(x0.Shape);
-        kernels.Noise(x0.View, t.View, sqrtAlphasBar.View, sqrtOneMinusAlphasBar.View,
-                      new PhiloxKey(seed, RandomStreams.TrainingNoise, (ulong)step * (ulong)(n * d)), eps.View, xt.View, n, d);
+        var (xt, eps) = Noised(tape, x0, t.View, new PhiloxKey(seed, RandomStreams.TrainingNoise, (ulong)step * (ulong)(n * d)));
         var predicted = model.Forward(tape, xt, t.View, new PhiloxKey(seed, RandomStreams.Dropout, (ulong)step * (ulong)model.DropoutDraws(n)));
         return tape.MseLoss(predicted, eps);
     }
@@ -77,10 +75,7 @@ public sealed class GaussianDiffusion : IDisposable
             using var x0 = Tensor.FromArray(device, images.Slice(start * d, n * d), n, c, h, w);
             using var t = device.Pool.Rent<int>(n);
             random.Integers(t.View, new PhiloxKey(seed, RandomStreams.EvaluationTimesteps, (ulong)start), Timesteps);
-            var eps = tape.NewTensor(x0.Shape);
-            var xt = tape.NewTensor(x0.Shape);
-            kernels.Noise(x0.View, t.View, sqrtAlphasBar.View, sqrtOneMinusAlphasBar.View,
-                          new PhiloxKey(seed, RandomStreams.Evaluation, (ulong)start * (ulong)d), eps.View, xt.View, n, d);
+            var (xt, eps) = Noised(tape, x0, t.View, new PhiloxKey(seed, RandomStreams.Evaluation, (ulong)start * (ulong)d));
             var loss = tape.MseLoss(model.Forward(tape, xt, t.View, default), eps);
             total += loss.ToScalar() * n;
             tape.Clear();
@@ -123,8 +118,7 @@ public sealed class GaussianDiffusion : IDisposable
                 for (int s = 0; s < timesteps.Length; s++)
                 {
                     int t = timesteps[s];
-                    Array.Fill(tHost, t);
-                    tBuffer.CopyFrom(tHost);
+                    SetTimestep(tBuffer, tHost, t);
                     var eps = model.Forward(tape, x, tBuffer.View, default);
                     var key = new PhiloxKey(options.Seed, RandomStreams.SampleSteps, ((ulong)s * (ulong)count + (ulong)start) * (ulong)d);
                     if (options.Sampler == SamplerKind.Ddpm)
@@ -184,12 +178,8 @@ public sealed class GaussianDiffusion : IDisposable
             kernels.PriorKL(x0.View, Schedule.AlphasBar[^1], priorBits.View, n, d, toBits);
             for (int step = Timesteps - 1; step >= 0; step--)
             {
-                Array.Fill(tHost, step);
-                t.CopyFrom(tHost);
-                var eps = tape.NewTensor(x0.Shape);
-                var xt = tape.NewTensor(x0.Shape);
-                var key = new PhiloxKey(seed, RandomStreams.Evaluation, ((ulong)step * (ulong)count + (ulong)start) * (ulong)d);
-                kernels.Noise(x0.View, t.View, sqrtAlphasBar.View, sqrtOneMinusAlphasBar.View, key, eps.View, xt.View, n, d);
+                SetTimestep(t, tHost, step);
+                var (xt, _) = Noised(tape, x0, t.View, new PhiloxKey(seed, RandomStreams.Evaluation, ((ulong)step * (ulong)count + (ulong)start) * (ulong)d));
                 var predicted = model.Forward(tape, xt, t.View, default);
                 var coefficients = PosteriorCoefficients(step, variance, clip: false, sampling: false);
                 var modelMean = tape.NewTensor(x0.Shape);
@@ -247,6 +237,25 @@ public sealed class GaussianDiffusion : IDisposable
         for (int k = 0; k < steps; k++)
             result[steps - 1 - k] = steps == 1 ? Timesteps - 1 : (int)Math.Round(k * (Timesteps - 1.0) / (steps - 1));
         return result.Distinct().ToArray();
+    }
+
+    /// <summary>
+    /// x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε with ε from <paramref name="key"/> (one fused kernel), both tape-owned.
+    /// </summary>
+    private (Tensor Xt, Tensor Eps) Noised(Tape tape, Tensor x0, ArrayView<int> t, PhiloxKey key)
+    {
+        int n = x0.Dim(0);
+        var eps = tape.NewTensor(x0.Shape);
+        var xt = tape.NewTensor(x0.Shape);
+        kernels.Noise(x0.View, t, sqrtAlphasBar.View, sqrtOneMinusAlphasBar.View, key, eps.View, xt.View, n, x0.Length / n);
+        return (xt, eps);
+    }
+
+    /// <summary>Sets every entry of <paramref name="t"/> to <paramref name="step"/> (through the reused host array).</summary>
+    private static void SetTimestep(DeviceBuffer<int> t, int[] host, int step)
+    {
+        Array.Fill(host, step);
+        t.CopyFrom(host);
     }
 
     private static List<int> FrameSteps(int stepCount, int frameCount)
