@@ -1,59 +1,37 @@
-using IlgpuDdpm.Autodiff;
-
 namespace IlgpuDdpm.Network;
 
 /// <summary>
 /// 2-D convolution, PyTorch layout: <c>{name}.weight</c> [Cout, Cin, K, K], <c>{name}.bias</c> [Cout];
 /// padding K/2. x [N,Cin,H,W] → y [N,Cout,Ho,Wo], Ho = (H + 2·(K/2) − K)/stride + 1.
+/// Weight: Xavier over fan_in = Cin·K·K, fan_out = Cout·K·K; bias zero.
 /// </summary>
-public sealed class Conv2d
+public sealed class Conv2d(string name, int inChannels, int outChannels, int kernel, int stride = 1, bool nearZero = false)
 {
-    /// <summary>Creates the layer's parameters from <paramref name="source"/>.</summary>
-    public Conv2d(ParameterSource source, string name, int inChannels, int outChannels, int kernel, int stride = 1, bool nearZero = false)
-    {
-        var specs = Specs(name, inChannels, outChannels, kernel, nearZero);
-        Weight = source.Take(specs[0]);
-        Bias = source.Take(specs[1]);
-        Name = name;
-        InChannels = inChannels;
-        OutChannels = outChannels;
-        Kernel = kernel;
-        Stride = stride;
-    }
-
-    /// <summary>The weight and bias specs: Xavier over fan_in = Cin·K·K, fan_out = Cout·K·K; bias zero.</summary>
-    public static ParameterSpec[] Specs(string name, int inChannels, int outChannels, int kernel, bool nearZero = false) =>
-    [
-        new($"{name}.weight", [outChannels, inChannels, kernel, kernel],
-            ParameterInit.Xavier(inChannels * kernel * kernel, outChannels * kernel * kernel, nearZero)),
-        new($"{name}.bias", [outChannels], ParameterInit.Zeros),
-    ];
-
-    /// <summary>Multiply-adds ×2 for one image whose output is <paramref name="outH"/>×<paramref name="outW"/>.</summary>
-    public static double Flops(int inChannels, int outChannels, int kernel, int outH, int outW) =>
-        2.0 * outChannels * inChannels * kernel * kernel * outH * outW;
-
     /// <summary>The dotted prefix of the parameters.</summary>
-    public string Name { get; }
+    public string Name { get; } = name;
 
     /// <summary>[Cout, Cin, K, K].</summary>
-    public Parameter Weight { get; }
+    public ParameterSpec Weight { get; } = new($"{name}.weight", [outChannels, inChannels, kernel, kernel],
+        ParameterInit.Xavier(inChannels * kernel * kernel, outChannels * kernel * kernel, nearZero));
 
     /// <summary>[Cout].</summary>
-    public Parameter Bias { get; }
+    public ParameterSpec Bias { get; } = new($"{name}.bias", [outChannels], ParameterInit.Zeros);
 
     /// <summary>Cin.</summary>
-    public int InChannels { get; }
+    public int InChannels { get; } = inChannels;
 
     /// <summary>Cout.</summary>
-    public int OutChannels { get; }
+    public int OutChannels { get; } = outChannels;
 
     /// <summary>K.</summary>
-    public int Kernel { get; }
+    public int Kernel { get; } = kernel;
 
     /// <summary>1 or 2.</summary>
-    public int Stride { get; }
+    public int Stride { get; } = stride;
+
+    /// <summary>K/2.</summary>
+    public int Padding => Kernel / 2;
 
     /// <summary>x [N,Cin,H,W] → [N,Cout,Ho,Wo].</summary>
-    public Tensor Forward(Tape tape, Tensor x) => tape.Conv2d(x, Weight, Bias, Stride, Kernel / 2);
+    public T Forward<T>(IForwardOps<T> ops, T x) => ops.Conv2d(this, x);
 }

@@ -14,7 +14,7 @@ public sealed record SummaryRow(string Name, LayerKind Kind, string Description,
 
 /// <summary>
 /// The U-Net layer by layer — name, output shape, parameters, forward GFLOP per image — with totals,
-/// computed from the config alone (no device, no kernels). FLOPs count 2 × the multiply-adds of every
+/// computed from the config alone by the planning pass of <see cref="UNetLayout"/> (no device, no kernels). FLOPs count 2 × the multiply-adds of every
 /// convolution, linear layer and the two attention matmuls (qᵀk and v·wᵀ); norms, activations,
 /// additions, softmax and resampling are not counted.
 /// </summary>
@@ -27,12 +27,11 @@ public sealed class ModelSummary
     }
 
     /// <summary>The summary of the U-Net of <paramref name="config"/> (validated; one-line ArgumentException otherwise).</summary>
-    public static ModelSummary For(UNetConfig config)
-    {
-        var layout = UNetLayout.Plan(config);
-        var rows = layout.Layers.Select(l => new SummaryRow(l.Name, l.Kind, Describe(l, config), l.OutputShape, l.ParameterCount, l.Flops / 1e9)).ToArray();
-        return new ModelSummary(config, rows);
-    }
+    public static ModelSummary For(UNetConfig config) => For(UNetLayout.Plan(config));
+
+    /// <summary>The summary of a planned layout: one row per layer, as the planning pass described it.</summary>
+    public static ModelSummary For(UNetLayout layout) =>
+        new(layout.Config, layout.Layers.Select(l => new SummaryRow(l.Name, l.Kind, l.Description, l.OutputShape, l.ParameterCount, l.Flops / 1e9)).ToArray());
 
     /// <summary>The config summarised.</summary>
     public UNetConfig Config { get; }
@@ -48,23 +47,6 @@ public sealed class ModelSummary
 
     /// <summary>Forward + backward GFLOP per image of a training step (backward ≈ 2 × forward).</summary>
     public double TrainingGFlopPerImage => 3 * TotalGFlop;
-
-    private static string Describe(LayerInfo l, UNetConfig config)
-    {
-        int cout = l.OutputShape[0];
-        return l.Kind switch
-        {
-            LayerKind.TimestepEmbedding => $"sinusoid {config.Channels} → Linear → SiLU → Linear {cout}",
-            LayerKind.Head => $"Conv3x3 {l.InChannels}→{cout}",
-            LayerKind.ResBlock when l.SkipChannels > 0 => $"ResBlock {l.InChannels - l.SkipChannels}+{l.SkipChannels}→{cout}",
-            LayerKind.ResBlock => $"ResBlock {l.InChannels}→{cout}",
-            LayerKind.Attention => $"SelfAttention {cout} over {l.OutputShape[1] * l.OutputShape[2]}",
-            LayerKind.Downsample => $"Conv3x3 s2 {l.InChannels}→{cout}",
-            LayerKind.Upsample => $"nearest×2, Conv3x3 {l.InChannels}→{cout}",
-            LayerKind.Tail => $"GroupNorm, SiLU, Conv3x3 {l.InChannels}→{cout}",
-            _ => l.Kind.ToString(),
-        };
-    }
 
     /// <summary>
     /// The table as text (what <c>ddpm summary</c> prints): one row per layer with MFLOP per image

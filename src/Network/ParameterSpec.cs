@@ -1,5 +1,4 @@
 using IlgpuDdpm.Autodiff;
-using IlgpuDdpm.Kernels.Device;
 
 namespace IlgpuDdpm.Network;
 
@@ -50,36 +49,4 @@ public sealed record ParameterSpec(string Name, int[] Shape, ParameterInit Init)
 
     /// <summary>"down.0.block.0.conv1.weight [32, 16, 3, 3]".</summary>
     public override string ToString() => $"{Name} {Tensor.ShapeText(Shape)}";
-}
-
-/// <summary>
-/// Hands layers their parameters while a <see cref="UNet"/> is being built: each layer asks for the
-/// specs it needs, in its own order; the source creates them on the device and remembers the specs,
-/// so the UNet can check the result against <see cref="UNetLayout"/> (one architecture, two walks).
-/// </summary>
-public sealed class ParameterSource
-{
-    private readonly ComputeDevice device;
-    private readonly List<Parameter> parameters = new();
-    private readonly List<ParameterSpec> specs = new();
-    private readonly HashSet<string> names = new();
-
-    /// <summary>A source creating parameters on <paramref name="device"/>.</summary>
-    public ParameterSource(ComputeDevice device) => this.device = device;
-
-    /// <summary>Every parameter created so far, in creation order.</summary>
-    public IReadOnlyList<Parameter> Parameters => parameters;
-
-    /// <summary>The specs of <see cref="Parameters"/>, same order.</summary>
-    public IReadOnlyList<ParameterSpec> Specs => specs;
-
-    /// <summary>Creates the (zero-filled) parameter of <paramref name="spec"/>; names must be unique.</summary>
-    public Parameter Take(ParameterSpec spec)
-    {
-        if (!names.Add(spec.Name)) throw new InvalidOperationException($"parameter name {spec.Name} is used twice");
-        var p = Parameter.Create(device, spec.Name, spec.Shape);
-        parameters.Add(p);
-        specs.Add(spec);
-        return p;
-    }
 }

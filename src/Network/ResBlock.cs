@@ -1,60 +1,39 @@
-using IlgpuDdpm.Autodiff;
-using IlgpuDdpm.Kernels.Random;
-
 namespace IlgpuDdpm.Network;
 
 /// <summary>
-/// The DDPM residual block (DESIGN.md §4), in → out channels:
+/// The DDPM residual block (DESIGN.md §4), in → out channels, act = the config's activation:
 /// <code>
-/// h = conv1(SiLU(norm1(x)))                      conv1: Conv3x3 in→out
-/// h = h + temb_proj(SiLU(temb))[n, c]            temb_proj: Linear 4ch→out, broadcast over H, W
-/// h = conv2(Dropout(SiLU(norm2(h))))             conv2: Conv3x3 out→out, starts near zero
+/// h = conv1(act(norm1(x)))                       conv1: Conv3x3 in→out
+/// h = h + temb_proj(act(temb))[n, c]             temb_proj: Linear 4ch→out, broadcast over H, W
+/// h = conv2(Dropout(act(norm2(h))))              conv2: Conv3x3 out→out, starts near zero
 /// return h + (in == out ? x : skip(x))           skip: Conv1x1 in→out, only when in ≠ out
 /// </code>
+/// On the up path x is concat(h, skip) and <see cref="SkipChannels"/> of its in channels come from the skip.
 /// Parameters under <c>{name}.</c>: norm1, conv1, temb_proj, norm2, conv2[, skip] (each .weight, .bias).
 /// </summary>
-public sealed class ResBlock
+public sealed class ResBlock : UNetLayer
 {
-    /// <summary>Creates the block's parameters from <paramref name="source"/>.</summary>
-    public ResBlock(ParameterSource source, string name, int inChannels, int outChannels, int embeddingDim, int groups, float dropout)
+    private readonly int skipChannels;
+
+    /// <summary>
+    /// A block reading <paramref name="inChannels"/> channels, of which the last <paramref name="skipChannels"/>
+    /// (0 on the down path) are concatenated from the skip stack.
+    /// </summary>
+    public ResBlock(string name, int inChannels, int outChannels, int embeddingDim, int groups, float dropout, int skipChannels = 0)
+        : base(name, LayerKind.ResBlock, inChannels, outChannels)
     {
-        Name = name;
-        InChannels = inChannels;
-        OutChannels = outChannels;
+        this.skipChannels = skipChannels;
         Dropout = dropout;
-        Norm1 = new GroupNorm(source, $"{name}.norm1", inChannels, groups);
-        Conv1 = new Conv2d(source, $"{name}.conv1", inChannels, outChannels, 3);
-        TembProj = new Linear(source, $"{name}.temb_proj", embeddingDim, outChannels);
-        Norm2 = new GroupNorm(source, $"{name}.norm2", outChannels, groups);
-        Conv2 = new Conv2d(source, $"{name}.conv2", outChannels, outChannels, 3, nearZero: true);
-        Skip = inChannels != outChannels ? new Conv2d(source, $"{name}.skip", inChannels, outChannels, 1) : null;
+        Norm1 = new GroupNorm($"{name}.norm1", inChannels, groups);
+        Conv1 = new Conv2d($"{name}.conv1", inChannels, outChannels, 3);
+        TembProj = new Linear($"{name}.temb_proj", embeddingDim, outChannels);
+        Norm2 = new GroupNorm($"{name}.norm2", outChannels, groups);
+        Conv2 = new Conv2d($"{name}.conv2", outChannels, outChannels, 3, nearZero: true);
+        Skip = inChannels != outChannels ? new Conv2d($"{name}.skip", inChannels, outChannels, 1) : null;
     }
 
-    /// <summary>Every parameter spec, in creation order.</summary>
-    public static ParameterSpec[] Specs(string name, int inChannels, int outChannels, int embeddingDim) =>
-    [
-        .. GroupNorm.Specs($"{name}.norm1", inChannels),
-        .. Conv2d.Specs($"{name}.conv1", inChannels, outChannels, 3),
-        .. Linear.Specs($"{name}.temb_proj", embeddingDim, outChannels),
-        .. GroupNorm.Specs($"{name}.norm2", outChannels),
-        .. Conv2d.Specs($"{name}.conv2", outChannels, outChannels, 3, nearZero: true),
-        .. inChannels != outChannels ? Conv2d.Specs($"{name}.skip", inChannels, outChannels, 1) : [],
-    ];
-
-    /// <summary>Multiply-adds ×2 per image at resolution <paramref name="h"/>×<paramref name="w"/>.</summary>
-    public static double Flops(int inChannels, int outChannels, int embeddingDim, int h, int w) =>
-        Conv2d.Flops(inChannels, outChannels, 3, h, w) + Linear.Flops(embeddingDim, outChannels) +
-        Conv2d.Flops(outChannels, outChannels, 3, h, w) +
-        (inChannels != outChannels ? Conv2d.Flops(inChannels, outChannels, 1, h, w) : 0);
-
-    /// <summary>The dotted prefix.</summary>
-    public string Name { get; }
-
-    /// <summary>Input channels.</summary>
-    public int InChannels { get; }
-
-    /// <summary>Output channels.</summary>
-    public int OutChannels { get; }
+    /// <inheritdoc/>
+    public override int SkipChannels => skipChannels;
 
     /// <summary>Dropout probability before conv2 (training only).</summary>
     public float Dropout { get; }
@@ -65,7 +44,7 @@ public sealed class ResBlock
     /// <summary>Conv3x3 in→out.</summary>
     public Conv2d Conv1 { get; }
 
-    /// <summary>Linear 4ch→out of SiLU(temb).</summary>
+    /// <summary>Linear 4ch→out of act(temb).</summary>
     public Linear TembProj { get; }
 
     /// <summary>GroupNorm after the embedding is added.</summary>
@@ -78,17 +57,20 @@ public sealed class ResBlock
     public Conv2d? Skip { get; }
 
     /// <summary>
-    /// x [N,in,H,W], <paramref name="activatedEmbedding"/> = SiLU(temb) [N,4ch] (the UNet computes it once
-    /// for all blocks) → [N,out,H,W]. Dropout draws N·out·H·W numbers from <paramref name="dropoutKey"/>
-    /// (only when <see cref="Tape.Training"/> and p &gt; 0).
+    /// x [N,in,H,W], <paramref name="embedding"/> = act(temb) [N,4ch] → [N,out,H,W]. Dropout (p &gt; 0)
+    /// draws N·out·H·W numbers.
     /// </summary>
-    public Tensor Forward(Tape tape, Tensor x, Tensor activatedEmbedding, PhiloxKey dropoutKey)
+    public override T Forward<T>(IForwardOps<T> ops, T x, T embedding)
     {
-        var h = Conv1.Forward(tape, tape.Silu(Norm1.Forward(tape, x)));
-        h = tape.AddChannelVector(h, TembProj.Forward(tape, activatedEmbedding));
-        h = tape.Silu(Norm2.Forward(tape, h));
-        if (Dropout > 0f) h = tape.Dropout(h, Dropout, dropoutKey);
-        h = Conv2.Forward(tape, h);
-        return tape.Add(h, Skip is null ? x : Skip.Forward(tape, x));
+        var h = Conv1.Forward(ops, ops.Activate(Norm1.Forward(ops, x)));
+        h = ops.AddChannelVector(h, TembProj.Forward(ops, embedding));
+        h = ops.Activate(Norm2.Forward(ops, h));
+        if (Dropout > 0f) h = ops.Dropout(h, Dropout);
+        h = Conv2.Forward(ops, h);
+        return ops.Add(h, Skip is null ? x : Skip.Forward(ops, x));
     }
+
+    /// <inheritdoc/>
+    public override string Describe(int[] outputShape, Activation activation) =>
+        SkipChannels > 0 ? $"ResBlock {InChannels - SkipChannels}+{SkipChannels}→{OutChannels}" : $"ResBlock {InChannels}→{OutChannels}";
 }

@@ -1,5 +1,3 @@
-using IlgpuDdpm.Autodiff;
-
 namespace IlgpuDdpm.Network;
 
 /// <summary>
@@ -11,67 +9,32 @@ namespace IlgpuDdpm.Network;
 /// </code>
 /// Parameters under <c>{name}.</c>: norm, q, k, v, proj_out (each .weight, .bias).
 /// </summary>
-public sealed class SelfAttention
+public sealed class SelfAttention(string name, int channels, int groups) : UNetLayer(name, LayerKind.Attention, channels, channels)
 {
-    /// <summary>Creates the layer's parameters from <paramref name="source"/>.</summary>
-    public SelfAttention(ParameterSource source, string name, int channels, int groups)
-    {
-        Name = name;
-        Channels = channels;
-        Norm = new GroupNorm(source, $"{name}.norm", channels, groups);
-        Q = new Conv2d(source, $"{name}.q", channels, channels, 1);
-        K = new Conv2d(source, $"{name}.k", channels, channels, 1);
-        V = new Conv2d(source, $"{name}.v", channels, channels, 1);
-        ProjOut = new Conv2d(source, $"{name}.proj_out", channels, channels, 1, nearZero: true);
-    }
-
-    /// <summary>Every parameter spec, in creation order.</summary>
-    public static ParameterSpec[] Specs(string name, int channels) =>
-    [
-        .. GroupNorm.Specs($"{name}.norm", channels),
-        .. Conv2d.Specs($"{name}.q", channels, channels, 1),
-        .. Conv2d.Specs($"{name}.k", channels, channels, 1),
-        .. Conv2d.Specs($"{name}.v", channels, channels, 1),
-        .. Conv2d.Specs($"{name}.proj_out", channels, channels, 1, nearZero: true),
-    ];
-
-    /// <summary>Multiply-adds ×2 per image: four 1×1 convs (2·C²·L each) and the two matmuls qᵀk and v·wᵀ (2·C·L² each), L = H·W.</summary>
-    public static double Flops(int channels, int h, int w)
-    {
-        double l = (double)h * w;
-        return 4 * Conv2d.Flops(channels, channels, 1, h, w) + 2 * (2.0 * channels * l * l);
-    }
-
-    /// <summary>The dotted prefix.</summary>
-    public string Name { get; }
-
-    /// <summary>C.</summary>
-    public int Channels { get; }
-
     /// <summary>GroupNorm of the input.</summary>
-    public GroupNorm Norm { get; }
+    public GroupNorm Norm { get; } = new($"{name}.norm", channels, groups);
 
     /// <summary>Query projection.</summary>
-    public Conv2d Q { get; }
+    public Conv2d Q { get; } = new($"{name}.q", channels, channels, 1);
 
     /// <summary>Key projection.</summary>
-    public Conv2d K { get; }
+    public Conv2d K { get; } = new($"{name}.k", channels, channels, 1);
 
     /// <summary>Value projection.</summary>
-    public Conv2d V { get; }
+    public Conv2d V { get; } = new($"{name}.v", channels, channels, 1);
 
     /// <summary>Output projection, initialised near zero.</summary>
-    public Conv2d ProjOut { get; }
+    public Conv2d ProjOut { get; } = new($"{name}.proj_out", channels, channels, 1, nearZero: true);
 
     /// <summary>x [N,C,H,W] → x + attention(x), same shape.</summary>
-    public Tensor Forward(Tape tape, Tensor x)
+    public override T Forward<T>(IForwardOps<T> ops, T x, T embedding)
     {
-        int n = x.Dim(0), c = x.Dim(1), height = x.Dim(2), width = x.Dim(3), l = height * width;
-        var h = Norm.Forward(tape, x);
-        var q = tape.Reshape(Q.Forward(tape, h), n, c, l);
-        var k = tape.Reshape(K.Forward(tape, h), n, c, l);
-        var v = tape.Reshape(V.Forward(tape, h), n, c, l);
-        var a = tape.Reshape(tape.Attention(q, k, v), n, c, height, width);
-        return tape.Add(x, ProjOut.Forward(tape, a));
+        var h = Norm.Forward(ops, x);
+        var a = ops.Attention(Q.Forward(ops, h), K.Forward(ops, h), V.Forward(ops, h));
+        return ops.Add(x, ProjOut.Forward(ops, a));
     }
+
+    /// <inheritdoc/>
+    public override string Describe(int[] outputShape, Activation activation) =>
+        $"SelfAttention {OutChannels} over {outputShape[1] * outputShape[2]}";
 }

@@ -6,17 +6,10 @@ using IlgpuDdpm.Kernels.Random;
 namespace IlgpuDdpm.Network;
 
 /// <summary>
-/// The DDPM U-Net (Ho et al. 2020, DESIGN.md §4) predicting the noise ε̂(x_t, t):
-/// <code>
-/// temb = temb.1(SiLU(temb.0(sinusoid(t))))
-/// h = head(x); push h
-/// for level l = 0..L−1:  ResBlock [+ attention] × num_res_blocks (push each); Downsample (push) unless last
-/// mid: ResBlock, SelfAttention, ResBlock
-/// for level l = L−1..0:  (h = concat(h, pop); ResBlock [+ attention]) × (num_res_blocks + 1); Upsample unless l = 0
-/// ε̂ = tail.conv(SiLU(tail.norm(h)))
-/// </code>
-/// Parameters are created on the device in a fixed order (<see cref="UNetLayout.Parameters"/>) with the
-/// dotted names of docs/network.md and initialised from a seed (<see cref="Initialize"/>).
+/// The DDPM U-Net (Ho et al. 2020, DESIGN.md §4) predicting the noise ε̂(x_t, t) on a device: the module
+/// tree of <see cref="UNetModules"/> (the architecture, described once) and its parameters. They are
+/// created on the device in the order the planning pass reads them (<see cref="UNetLayout.Parameters"/>)
+/// with the dotted names of docs/network.md and initialised from a seed (<see cref="Initialize"/>).
 /// The UNet owns them and frees them on <see cref="Dispose"/>.
 /// </summary>
 public sealed class UNet : IDisposable
@@ -25,14 +18,8 @@ public sealed class UNet : IDisposable
     public const float NearZeroGain = 1e-5f;
 
     private readonly Parameter[] parameters;
-    private readonly ParameterSpec[] specs;
     private readonly Dictionary<string, Parameter> byName;
-    private readonly Level[] down;
-    private readonly Level[] up;
     private bool disposed;
-
-    /// <summary>ResBlocks (with their attention, or null) and the resampler of one level.</summary>
-    private sealed record Level(ResBlock[] Blocks, SelfAttention?[] Attention, Downsample? Down, Upsample? Up);
 
     /// <summary>
     /// Builds the U-Net of <paramref name="config"/> on <paramref name="device"/> and initialises it
@@ -40,80 +27,21 @@ public sealed class UNet : IDisposable
     /// </summary>
     public UNet(ComputeDevice device, UNetConfig config, ulong seed = 0)
     {
-        Layout = UNetLayout.Plan(config);
+        Modules = new UNetModules(config);
+        Layout = UNetLayout.Plan(Modules);
         Device = device;
         Config = config;
-        var source = new ParameterSource(device);
+        var created = new List<Parameter>();
         try
         {
-            int ch = config.Channels, tdim = config.TimeEmbeddingDim, levels = config.Levels, g = config.Groups;
-            Embedding = new TimestepEmbedding(source, "temb", ch, tdim);
-            Head = new Conv2d(source, "head", config.InChannels, ch, 3);
-
-            int c = ch, res = config.ImageSize;
-            var skips = new Stack<int>();
-            skips.Push(c);
-            down = new Level[levels];
-            for (int l = 0; l < levels; l++)
-            {
-                int cout = config.LevelChannels(l);
-                var blocks = new ResBlock[config.NumResBlocks];
-                var attn = new SelfAttention?[config.NumResBlocks];
-                for (int i = 0; i < blocks.Length; i++)
-                {
-                    blocks[i] = new ResBlock(source, $"down.{l}.block.{i}", c, cout, tdim, g, config.Dropout);
-                    c = cout;
-                    if (config.HasAttention(res)) attn[i] = new SelfAttention(source, $"down.{l}.attn.{i}", c, g);
-                    skips.Push(c);
-                }
-                Downsample? ds = null;
-                if (l != levels - 1)
-                {
-                    ds = new Downsample(source, $"down.{l}.downsample", c);
-                    res /= 2;
-                    skips.Push(c);
-                }
-                down[l] = new Level(blocks, attn, ds, null);
-            }
-
-            MidBlock1 = new ResBlock(source, "mid.block1", c, c, tdim, g, config.Dropout);
-            MidAttention = new SelfAttention(source, "mid.attn", c, g);
-            MidBlock2 = new ResBlock(source, "mid.block2", c, c, tdim, g, config.Dropout);
-
-            up = new Level[levels];
-            for (int l = levels - 1; l >= 0; l--)
-            {
-                int cout = config.LevelChannels(l);
-                var blocks = new ResBlock[config.NumResBlocks + 1];
-                var attn = new SelfAttention?[blocks.Length];
-                for (int i = 0; i < blocks.Length; i++)
-                {
-                    blocks[i] = new ResBlock(source, $"up.{l}.block.{i}", c + skips.Pop(), cout, tdim, g, config.Dropout);
-                    c = cout;
-                    if (config.HasAttention(res)) attn[i] = new SelfAttention(source, $"up.{l}.attn.{i}", c, g);
-                }
-                Upsample? us = null;
-                if (l != 0)
-                {
-                    us = new Upsample(source, $"up.{l}.upsample", c);
-                    res *= 2;
-                }
-                up[l] = new Level(blocks, attn, null, us);
-            }
-
-            TailNorm = new GroupNorm(source, "tail.norm", c, g);
-            TailConv = new Conv2d(source, "tail.conv", c, config.InChannels, 3, nearZero: true);
-
-            parameters = [.. source.Parameters];
-            specs = [.. source.Specs];
-            if (!specs.SequenceEqual(Layout.Parameters))
-                throw new InvalidOperationException("the U-Net's parameters differ from its planned layout (a bug in UNet or UNetLayout)");
+            foreach (var spec in Layout.Parameters) created.Add(Parameter.Create(device, spec.Name, spec.Shape));
         }
         catch
         {
-            foreach (var p in source.Parameters) p.Dispose();
+            foreach (var p in created) p.Dispose();
             throw;
         }
+        parameters = [.. created];
         byName = parameters.ToDictionary(p => p.Name);
         ParameterCount = parameters.Sum(p => (long)p.Length);
         Initialize(seed);
@@ -125,7 +53,10 @@ public sealed class UNet : IDisposable
     /// <summary>The architecture.</summary>
     public UNetConfig Config { get; }
 
-    /// <summary>The planned layout (names, shapes, FLOPs) this network was built from.</summary>
+    /// <summary>The module tree: the one description of the architecture.</summary>
+    public UNetModules Modules { get; }
+
+    /// <summary>The planned layout (names, shapes, FLOPs) derived from <see cref="Modules"/>.</summary>
     public UNetLayout Layout { get; }
 
     /// <summary>Every parameter in a fixed order: forward order, layer by layer (docs/network.md).</summary>
@@ -145,28 +76,7 @@ public sealed class UNet : IDisposable
     public long DropoutDraws(int batch) => Layout.DropoutDrawsPerImage * batch;
 
     /// <summary>The layer-by-layer summary (shapes, parameters, FLOPs).</summary>
-    public ModelSummary Summary() => ModelSummary.For(Config);
-
-    /// <summary>The time embedding.</summary>
-    public TimestepEmbedding Embedding { get; }
-
-    /// <summary>Conv3x3 in_ch → ch.</summary>
-    public Conv2d Head { get; }
-
-    /// <summary>First middle ResBlock.</summary>
-    public ResBlock MidBlock1 { get; }
-
-    /// <summary>Middle self-attention.</summary>
-    public SelfAttention MidAttention { get; }
-
-    /// <summary>Second middle ResBlock.</summary>
-    public ResBlock MidBlock2 { get; }
-
-    /// <summary>GroupNorm before the output conv.</summary>
-    public GroupNorm TailNorm { get; }
-
-    /// <summary>Conv3x3 ch·mult[0] → in_ch, initialised near zero.</summary>
-    public Conv2d TailConv { get; }
+    public ModelSummary Summary() => ModelSummary.For(Layout);
 
     /// <summary>
     /// Predicts the noise: x [N, in_ch, S, S] (S = image size), t [N] 0-based steps on the device →
@@ -183,52 +93,34 @@ public sealed class UNet : IDisposable
                 $"model input {Tensor.ShapeText(x.Shape)} does not match the model: expected [N, {cfg.InChannels}, {cfg.ImageSize}, {cfg.ImageSize}]");
         int n = x.Dim(0);
         if (t.Length != n) throw new ArgumentException($"expected {n} timesteps (one per image), got {t.Length}");
+        return Modules.Forward(new TapeOps(tape, GetParameter, cfg.Activation, t, n, dropoutKey), x);
+    }
 
-        var key = dropoutKey;
-        Tensor Block(ResBlock block, Tensor input, Tensor embedding)
+    /// <summary>
+    /// One evaluation ε̂ = ε_θ(x, t) from host arrays to a host array, no gradient, dropout off:
+    /// x holds N images [N, in_ch, S, S] flattened, <paramref name="t"/> their N 0-based steps.
+    /// Throws <see cref="ArgumentException"/> (one line) when the lengths do not fit the model.
+    /// </summary>
+    public float[] Predict(float[] x, int[] t)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        var cfg = Config;
+        int n = t.Length, d = cfg.InChannels * cfg.ImageSize * cfg.ImageSize;
+        if (n == 0 || (long)x.Length != (long)n * d)
+            throw new ArgumentException($"model input of {x.Length} values for {n} timesteps does not match the model: expected {n} × {cfg.InChannels}×{cfg.ImageSize}×{cfg.ImageSize} values");
+        var tape = new Tape(Device) { Training = false };
+        using var noGrad = tape.NoGrad();
+        using var input = Tensor.FromArray(Device, x, n, cfg.InChannels, cfg.ImageSize, cfg.ImageSize);
+        using var steps = Device.Pool.Rent<int>(n);
+        steps.CopyFrom(t);
+        try
         {
-            var y = block.Forward(tape, input, embedding, key);
-            if (block.Dropout > 0f) key = key.Advance(y.Length);
-            return y;
+            return Forward(tape, input, steps.View, default).ToArray();
         }
-
-        var emb = tape.Silu(Embedding.Forward(tape, t, n)); // SiLU(temb), shared by every ResBlock
-        var h = Head.Forward(tape, x);
-        var skips = new Stack<Tensor>();
-        skips.Push(h);
-        foreach (var level in down)
+        finally
         {
-            for (int i = 0; i < level.Blocks.Length; i++)
-            {
-                h = Block(level.Blocks[i], h, emb);
-                if (level.Attention[i] is { } attn) h = attn.Forward(tape, h);
-                skips.Push(h);
-            }
-            if (level.Down is { } ds)
-            {
-                h = ds.Forward(tape, h);
-                skips.Push(h);
-            }
+            tape.Clear();
         }
-
-        h = Block(MidBlock1, h, emb);
-        h = MidAttention.Forward(tape, h);
-        h = Block(MidBlock2, h, emb);
-
-        for (int l = up.Length - 1; l >= 0; l--)
-        {
-            var level = up[l];
-            for (int i = 0; i < level.Blocks.Length; i++)
-            {
-                h = Block(level.Blocks[i], tape.Concat(h, skips.Pop()), emb);
-                if (level.Attention[i] is { } attn) h = attn.Forward(tape, h);
-            }
-            if (level.Up is { } us) h = us.Forward(tape, h);
-        }
-        if (skips.Count != 0)
-            throw new InvalidOperationException($"U-Net forward: {skips.Count} skip connections left on the stack");
-
-        return TailConv.Forward(tape, tape.Silu(TailNorm.Forward(tape, h)));
     }
 
     /// <summary>
@@ -242,7 +134,7 @@ public sealed class UNet : IDisposable
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         for (int i = 0; i < parameters.Length; i++)
-            parameters[i].CopyFrom(InitialValues(specs[i], (uint)i, seed, nearZeroGain));
+            parameters[i].CopyFrom(InitialValues(Layout.Parameters[i], (uint)i, seed, nearZeroGain));
     }
 
     /// <summary>The initial values of parameter <paramref name="stream"/> with <paramref name="spec"/> (see <see cref="Initialize"/>).</summary>

@@ -40,6 +40,9 @@ public sealed record UNetConfig
     /// <summary>Dropout probability inside each ResBlock (training only), in [0, 1).</summary>
     public float Dropout { get; init; }
 
+    /// <summary>The nonlinearity of every ResBlock, the time embedding and the tail (default SiLU, as in the DDPM paper).</summary>
+    public Activation Activation { get; init; } = Activation.Silu;
+
     /// <summary>Width of the time embedding: 4·ch.</summary>
     [JsonIgnore] public int TimeEmbeddingDim => 4 * Channels;
 
@@ -127,6 +130,7 @@ public sealed record UNetConfig
         // Every GroupNorm sees ch·mult[l] channels or a sum of them (skip concat), so ch | groups is enough.
         if (Channels % Groups != 0) return $"ch {Channels} must be divisible by groups {Groups}";
         if (!(Dropout >= 0f && Dropout < 1f)) return $"dropout must be in [0, 1), got {Dropout}";
+        if (!Activations.All.Contains(Activation)) return $"activation {(int)Activation} is not one of {ActivationNames}";
         if (AttentionResolutions is null) return "attention resolutions must be a list (possibly empty)";
         var levels = Enumerable.Range(0, Levels).Select(Resolution).ToArray();
         foreach (int r in AttentionResolutions)
@@ -153,24 +157,30 @@ public sealed record UNetConfig
         ImageSize == other.ImageSize && InChannels == other.InChannels && Channels == other.Channels &&
         ChannelMultipliers.SequenceEqual(other.ChannelMultipliers) && NumResBlocks == other.NumResBlocks &&
         AttentionResolutions.SequenceEqual(other.AttentionResolutions) && Groups == other.Groups &&
-        Dropout.Equals(other.Dropout);
+        Dropout.Equals(other.Dropout) && Activation == other.Activation;
 
     /// <inheritdoc/>
     public override int GetHashCode()
     {
         var h = new HashCode();
-        h.Add(ImageSize); h.Add(InChannels); h.Add(Channels); h.Add(NumResBlocks); h.Add(Groups); h.Add(Dropout);
+        h.Add(ImageSize); h.Add(InChannels); h.Add(Channels); h.Add(NumResBlocks); h.Add(Groups); h.Add(Dropout); h.Add(Activation);
         foreach (var m in ChannelMultipliers) h.Add(m);
         h.Add(-1);
         foreach (var r in AttentionResolutions) h.Add(r);
         return h.ToHashCode();
     }
 
-    /// <summary>e.g. "ch 16, mult [1, 2], 1 res blocks, attention at [14], 4 groups, dropout 0, 1×28×28".</summary>
+    /// <summary>
+    /// e.g. "ch 16, mult [1, 2], 1 res blocks, attention at [14], 4 groups, dropout 0, 1×28×28"; an
+    /// activation other than the default SiLU is named after the dropout.
+    /// </summary>
     public override string ToString() =>
         $"ch {Channels}, mult [{string.Join(", ", ChannelMultipliers)}], {NumResBlocks} res blocks, " +
         $"attention at [{string.Join(", ", AttentionResolutions)}], {Groups} groups, dropout {Dropout}, " +
+        (Activation == Activation.Silu ? "" : $"{Activation.DisplayName()}, ") +
         $"{InChannels}×{ImageSize}×{ImageSize}";
+
+    private static string ActivationNames => string.Join(", ", Activations.All.Select(a => a.JsonName()));
 
     // ---------------------------------------------------------------- JSON
 
@@ -182,16 +192,20 @@ public sealed record UNetConfig
     /// <summary>
     /// The config as compact JSON with the DDPM reference code's names:
     /// <c>{"image_size":28,"in_channels":1,"ch":16,"ch_mult":[1,2],"num_res_blocks":1,"attn_resolutions":[14],"groups":4,"dropout":0}</c>.
+    /// The activation is written (<c>"activation":"…"</c>, last) only when it is not the default SiLU, so
+    /// SiLU configs keep the format checkpoints have always had.
     /// </summary>
     public string ToJson() => JsonSerializer.Serialize(new Dto
     {
         ImageSize = ImageSize, InChannels = InChannels, Ch = Channels, ChMult = [.. ChannelMultipliers],
         NumResBlocks = NumResBlocks, AttnResolutions = [.. AttentionResolutions], Groups = Groups, Dropout = Dropout,
+        Activation = Activation == Activation.Silu ? null : Activation.JsonName(),
     }, JsonOptions);
 
     /// <summary>
-    /// Reads <see cref="ToJson"/>'s format and validates it. Every field is required and unknown fields
-    /// are refused; any problem throws <see cref="ArgumentException"/> with one line.
+    /// Reads <see cref="ToJson"/>'s format and validates it. Every field but the optional
+    /// <c>activation</c> (default silu) is required and unknown fields are refused; any problem throws
+    /// <see cref="ArgumentException"/> with one line.
     /// </summary>
     public static UNetConfig FromJson(string json)
     {
@@ -207,10 +221,15 @@ public sealed record UNetConfig
         if (dto is null) throw new ArgumentException("invalid model config JSON: null");
         if (dto.ChMult is null || dto.AttnResolutions is null)
             throw new ArgumentException("invalid model config JSON: ch_mult and attn_resolutions must be arrays");
+        var activation = Activation.Silu;
+        if (dto.Activation is not null)
+            activation = Activations.FromJsonName(dto.Activation)
+                ?? throw new ArgumentException($"invalid model config JSON: activation '{dto.Activation}' is not one of {ActivationNames}");
         return new UNetConfig
         {
             ImageSize = dto.ImageSize, InChannels = dto.InChannels, Channels = dto.Ch, ChannelMultipliers = dto.ChMult,
             NumResBlocks = dto.NumResBlocks, AttentionResolutions = dto.AttnResolutions, Groups = dto.Groups, Dropout = dto.Dropout,
+            Activation = activation,
         }.Validate();
     }
 
@@ -226,5 +245,6 @@ public sealed record UNetConfig
         [JsonPropertyName("attn_resolutions")] public required int[] AttnResolutions { get; init; }
         [JsonPropertyName("groups")] public required int Groups { get; init; }
         [JsonPropertyName("dropout")] public required float Dropout { get; init; }
+        [JsonPropertyName("activation"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Activation { get; init; }
     }
 }

@@ -1,18 +1,15 @@
 namespace IlgpuDdpm.Network;
 
-/// <summary>What a row of the layout is.</summary>
-public enum LayerKind { TimestepEmbedding, Head, ResBlock, Attention, Downsample, Upsample, Tail }
-
 /// <summary>
 /// One layer of the U-Net as planned from a config, without a device: its dotted name, kind, input
 /// channels (after the skip concat for up-path ResBlocks, of which <c>SkipChannels</c> came from the
-/// skip stack), output shape per image ([C, H, W], or
-/// [4ch] for the time embedding), parameter specs, forward FLOPs per image (2 × the multiply-adds of
-/// its convs, linears and attention matmuls) and how many dropout numbers it draws per image.
+/// skip stack), output shape per image ([C, H, W], or [4ch] for the time embedding), parameter specs,
+/// forward FLOPs per image (2 × the multiply-adds of its convs, linears and attention matmuls), how
+/// many dropout numbers it draws per image, and its one-line description.
 /// </summary>
 public sealed record LayerInfo(
     string Name, LayerKind Kind, int InChannels, int[] OutputShape, IReadOnlyList<ParameterSpec> Parameters,
-    double Flops, long DropoutDrawsPerImage, int SkipChannels = 0)
+    double Flops, long DropoutDrawsPerImage, int SkipChannels, string Description)
 {
     /// <summary>Number of trainable values.</summary>
     public long ParameterCount => Parameters.Sum(p => p.Length);
@@ -20,10 +17,10 @@ public sealed record LayerInfo(
 
 /// <summary>
 /// The U-Net of a <see cref="UNetConfig"/> as a list of <see cref="LayerInfo"/> in forward order,
-/// computed without running anything. It walks the architecture the same way <see cref="UNet"/>
-/// builds and runs it (DESIGN.md §4) — including the skip stack, whose channel counts it tracks and
-/// which it checks is empty at the end — and the UNet checks at construction that its parameters
-/// equal <see cref="Parameters"/> name for name, shape for shape, in the same order.
+/// derived by running the module tree's forward pass (<see cref="UNetModules.Forward{T}"/>) on the
+/// shape of one image: nothing is allocated. Each parameter is listed where the pass first reads it,
+/// which fixes the UNet's parameter order; a parameter read twice, a skip of the wrong resolution or
+/// a layer fed the wrong channels throws.
 /// </summary>
 public sealed class UNetLayout
 {
@@ -53,75 +50,118 @@ public sealed class UNetLayout
     public long DropoutDrawsPerImage => Layers.Sum(l => l.DropoutDrawsPerImage);
 
     /// <summary>Plans the U-Net of <paramref name="config"/> (validated first).</summary>
-    public static UNetLayout Plan(UNetConfig config)
+    public static UNetLayout Plan(UNetConfig config) => Plan(new UNetModules(config));
+
+    /// <summary>Plans the module tree <paramref name="modules"/>.</summary>
+    public static UNetLayout Plan(UNetModules modules)
     {
-        config.Validate();
-        var layers = new List<LayerInfo>();
-        int ch = config.Channels, temb = config.TimeEmbeddingDim, levels = config.Levels;
-        bool dropout = config.Dropout > 0f;
+        var config = modules.Config;
+        var planner = new Planner(config.Activation);
+        var output = modules.Forward(planner, [config.InChannels, config.ImageSize, config.ImageSize]);
+        if (!output.SequenceEqual([config.InChannels, config.ImageSize, config.ImageSize]))
+            throw new InvalidOperationException($"U-Net plan: the output is {Shape(output)}, not the input's shape");
+        return new UNetLayout(config, planner.Layers);
+    }
 
-        void ResBlock(string name, int cin, int cout, int res, int skip = 0) => layers.Add(new LayerInfo(
-            name, LayerKind.ResBlock, cin, [cout, res, res], Network.ResBlock.Specs(name, cin, cout, temb),
-            Network.ResBlock.Flops(cin, cout, temb, res, res), dropout ? (long)cout * res * res : 0, skip));
+    private static string Shape(int[] s) => $"[{string.Join(", ", s)}]";
 
-        void Attention(string name, int c, int res) => layers.Add(new LayerInfo(
-            name, LayerKind.Attention, c, [c, res, res], SelfAttention.Specs(name, c), SelfAttention.Flops(c, res, res), 0));
+    /// <summary>
+    /// The forward ops on the shape of one image ([C, H, W] or [features]): they check shapes, count
+    /// FLOPs and dropout draws and collect the parameters each layer reads.
+    /// </summary>
+    private sealed class Planner(Activation activation) : IForwardOps<int[]>
+    {
+        private readonly HashSet<string> names = new();
+        private List<ParameterSpec> parameters = new();
+        private double flops;
+        private long draws;
 
-        layers.Add(new LayerInfo("temb", LayerKind.TimestepEmbedding, ch, [temb], TimestepEmbedding.Specs("temb", ch, temb),
-            TimestepEmbedding.Flops(ch, temb), 0));
-        int res = config.ImageSize;
-        layers.Add(new LayerInfo("head", LayerKind.Head, config.InChannels, [ch, res, res],
-            Conv2d.Specs("head", config.InChannels, ch, 3), Conv2d.Flops(config.InChannels, ch, 3, res, res), 0));
+        public List<LayerInfo> Layers { get; } = new();
 
-        var skips = new Stack<int>();
-        skips.Push(ch);
-        int c = ch;
-        for (int l = 0; l < levels; l++)
+        private void Read(ParameterSpec weight, ParameterSpec bias)
         {
-            int cout = config.LevelChannels(l);
-            for (int i = 0; i < config.NumResBlocks; i++)
+            foreach (var p in (ReadOnlySpan<ParameterSpec>)[weight, bias])
             {
-                ResBlock($"down.{l}.block.{i}", c, cout, res);
-                c = cout;
-                if (config.HasAttention(res)) Attention($"down.{l}.attn.{i}", c, res);
-                skips.Push(c);
-            }
-            if (l != levels - 1)
-            {
-                layers.Add(new LayerInfo($"down.{l}.downsample", LayerKind.Downsample, c, [c, res / 2, res / 2],
-                    Network.Downsample.Specs($"down.{l}.downsample", c), Network.Downsample.Flops(c, res, res), 0));
-                res /= 2;
-                skips.Push(c);
+                if (!names.Add(p.Name)) throw new InvalidOperationException($"U-Net plan: parameter {p.Name} is read twice");
+                parameters.Add(p);
             }
         }
 
-        ResBlock("mid.block1", c, c, res);
-        Attention("mid.attn", c, res);
-        ResBlock("mid.block2", c, c, res);
-
-        for (int l = levels - 1; l >= 0; l--)
+        private static void Expect(bool ok, string what, int[] shape)
         {
-            int cout = config.LevelChannels(l);
-            for (int i = 0; i < config.NumResBlocks + 1; i++)
-            {
-                int skip = skips.Pop();
-                ResBlock($"up.{l}.block.{i}", c + skip, cout, res, skip);
-                c = cout;
-                if (config.HasAttention(res)) Attention($"up.{l}.attn.{i}", c, res);
-            }
-            if (l != 0)
-            {
-                layers.Add(new LayerInfo($"up.{l}.upsample", LayerKind.Upsample, c, [c, res * 2, res * 2],
-                    Network.Upsample.Specs($"up.{l}.upsample", c), Network.Upsample.Flops(c, res, res), 0));
-                res *= 2;
-            }
+            if (!ok) throw new InvalidOperationException($"U-Net plan: {what} got an input of shape {Shape(shape)}");
         }
-        if (skips.Count != 0)
-            throw new InvalidOperationException($"U-Net plan: {skips.Count} skip connections left unused (the architecture is inconsistent)");
 
-        layers.Add(new LayerInfo("tail", LayerKind.Tail, c, [config.InChannels, res, res],
-            [.. GroupNorm.Specs("tail.norm", c), .. Conv2d.Specs("tail.conv", c, config.InChannels, 3, nearZero: true)],
-            Conv2d.Flops(c, config.InChannels, 3, res, res), 0));
-        return new UNetLayout(config, layers);
+        public int[] TimestepSinusoid(int dim) => [dim];
+
+        public int[] Conv2d(Conv2d layer, int[] x)
+        {
+            Expect(x.Length == 3 && x[0] == layer.InChannels, $"{layer.Name} ({layer.InChannels} channels in)", x);
+            Read(layer.Weight, layer.Bias);
+            int ho = (x[1] + 2 * layer.Padding - layer.Kernel) / layer.Stride + 1, wo = (x[2] + 2 * layer.Padding - layer.Kernel) / layer.Stride + 1;
+            flops += 2.0 * layer.OutChannels * layer.InChannels * layer.Kernel * layer.Kernel * ho * wo;
+            return [layer.OutChannels, ho, wo];
+        }
+
+        public int[] Linear(Linear layer, int[] x)
+        {
+            Expect(x.Length == 1 && x[0] == layer.InFeatures, $"{layer.Name} ({layer.InFeatures} features in)", x);
+            Read(layer.Weight, layer.Bias);
+            flops += 2.0 * layer.InFeatures * layer.OutFeatures;
+            return [layer.OutFeatures];
+        }
+
+        public int[] GroupNorm(GroupNorm layer, int[] x)
+        {
+            Expect(x.Length == 3 && x[0] == layer.Channels, $"{layer.Name} ({layer.Channels} channels)", x);
+            Read(layer.Weight, layer.Bias);
+            return x;
+        }
+
+        public int[] Activate(int[] x) => x;
+
+        public int[] Add(int[] a, int[] b)
+        {
+            Expect(a.SequenceEqual(b), $"add of {Shape(a)}", b);
+            return a;
+        }
+
+        public int[] AddChannelVector(int[] x, int[] v)
+        {
+            Expect(x.Length == 3 && v.Length == 1 && v[0] == x[0], $"a per-channel add of {Shape(v)}", x);
+            return x;
+        }
+
+        public int[] Dropout(int[] x, float p)
+        {
+            draws += x.Aggregate(1L, (a, d) => a * d);
+            return x;
+        }
+
+        public int[] Upsample2x(int[] x) => [x[0], 2 * x[1], 2 * x[2]];
+
+        public int[] Concat(int[] a, int[] b)
+        {
+            Expect(a.Length == 3 && b.Length == 3 && a[1] == b[1] && a[2] == b[2], $"a concat with a skip of {Shape(b)}", a);
+            return [a[0] + b[0], a[1], a[2]];
+        }
+
+        public int[] Attention(int[] q, int[] k, int[] v)
+        {
+            Expect(q.SequenceEqual(k) && q.SequenceEqual(v), "attention", q);
+            double l = (double)q[1] * q[2];
+            flops += 2 * (2.0 * q[0] * l * l); // qᵀk and v·wᵀ
+            return q;
+        }
+
+        public int[] Layer(UNetLayer layer, int[] output)
+        {
+            Layers.Add(new LayerInfo(layer.Name, layer.Kind, layer.InChannels, output, parameters, flops, draws,
+                                     layer.SkipChannels, layer.Describe(output, activation)));
+            parameters = new();
+            flops = 0;
+            draws = 0;
+            return output;
+        }
     }
 }

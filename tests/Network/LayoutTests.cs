@@ -133,6 +133,25 @@ public sealed class LayoutTests
     }
 
     [Test]
+    public void TheLayoutIsReadOffTheModuleTree()
+    {
+        foreach (var name in UNetConfig.PresetNames)
+        {
+            var modules = new UNetModules(UNetConfig.FromPreset(name, 32, 3));
+            var layout = UNetLayout.Plan(modules);
+            // One row per layer of the tree, the time embedding first, in the tree's order.
+            Assert.That(layout.Layers.Select(l => l.Name), Is.EqualTo(modules.Layers.Select(l => l.Name).Prepend("temb")), name);
+            // Each row holds exactly the parameters under its own name, in the order the pass read them.
+            foreach (var row in layout.Layers)
+                Assert.That(row.Parameters.All(p => p.Name.StartsWith(row.Name + ".")), Is.True, $"{name} {row.Name}");
+            var head = modules.Layers.OfType<Head>().Single();
+            Assert.That(layout.Parameters[4], Is.SameAs(head.Conv.Weight), "the specs are the modules' own, not copies");
+            Assert.That(layout.Layers.Where(l => l.Kind == LayerKind.ResBlock).Select(l => l.SkipChannels),
+                Is.EqualTo(modules.Layers.OfType<ResBlock>().Select(b => b.SkipChannels)), name);
+        }
+    }
+
+    [Test]
     public void SummaryCountsMatchTheLayoutAndHandFormulas()
     {
         var config = UNetConfig.Tiny(28, 1);

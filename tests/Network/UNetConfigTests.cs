@@ -90,10 +90,26 @@ public sealed class UNetConfigTests
         Assert.That(UNetConfig.Small(28, 1), Is.Not.EqualTo(UNetConfig.Small(28, 1) with { ChannelMultipliers = [1, 2, 4] }));
     }
 
+    [Test]
+    public void TheActivationIsSiluByDefaultAndOptionalInJson()
+    {
+        var tiny = UNetConfig.Tiny(28, 1);
+        Assert.That(tiny.Activation, Is.EqualTo(Activation.Silu), "the DDPM paper's nonlinearity");
+        Assert.That(tiny.ToJson(), Does.Not.Contain("activation"), "SiLU configs keep the checkpoint format");
+        var named = UNetConfig.FromJson(tiny.ToJson().TrimEnd('}') + ",\"activation\":\" SiLU \"}");
+        Assert.That(named, Is.EqualTo(tiny), "the field may name the default, in any case");
+        Assert.That(ModelSummary.For(tiny).Rows[0].Description, Is.EqualTo("sinusoid 16 → Linear → SiLU → Linear 64"));
+        Assert.That(ModelSummary.For(tiny).Rows[^1].Description, Is.EqualTo("GroupNorm, SiLU, Conv3x3 16→1"));
+        var invalid = tiny with { Activation = (Activation)99 };
+        Assert.That(invalid.ValidationError(), Is.EqualTo("activation 99 is not one of silu"));
+        Assert.That(invalid, Is.Not.EqualTo(tiny));
+    }
+
     [TestCase("{\"image_size\":28}", "missing required properties")]
     [TestCase("{\"image_size\":28,\"in_channels\":1,\"ch\":16,\"ch_mult\":[1,2],\"num_res_blocks\":1,\"attn_resolutions\":[14],\"groups\":4,\"dropout\":0,\"heads\":4}", "heads")]
     [TestCase("{\"image_size\":30,\"in_channels\":1,\"ch\":16,\"ch_mult\":[1,2,2],\"num_res_blocks\":1,\"attn_resolutions\":[],\"groups\":4,\"dropout\":0}", "image size 30 must be divisible by 4 for 3 levels")]
     [TestCase("{\"image_size\":28,\"in_channels\":1,\"ch\":16,\"ch_mult\":null,\"num_res_blocks\":1,\"attn_resolutions\":[14],\"groups\":4,\"dropout\":0}", "ch_mult and attn_resolutions must be arrays")]
+    [TestCase("{\"image_size\":28,\"in_channels\":1,\"ch\":16,\"ch_mult\":[1,2],\"num_res_blocks\":1,\"attn_resolutions\":[14],\"groups\":4,\"dropout\":0,\"activation\":\"relu6\"}", "activation 'relu6' is not one of silu")]
     [TestCase("not json", "invalid model config JSON")]
     [TestCase("null", "invalid model config JSON: null")]
     public void BadJsonIsRefusedInOneLine(string json, string expected)

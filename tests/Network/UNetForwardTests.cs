@@ -96,6 +96,21 @@ public sealed class UNetForwardTests
     }
 
     [Test]
+    public void PredictOnHostArraysEqualsTheTapeForward()
+    {
+        var config = UNetConfig.Tiny(8, 2);
+        using var net = new UNet(Device, config, seed: 6);
+        net.Initialize(6, nearZeroGain: 1f);
+        long outstanding = Device.Pool.Outstanding;
+        var x = TestData.Uniform(3 * 2 * 8 * 8, 7);
+        int[] t = [0, 55, 999];
+        Check.BitIdentical(net.Predict(x, t), Predict(net, x, t), "Predict = Forward on a tape, no gradient, no dropout");
+        Assert.That(Device.Pool.Outstanding, Is.EqualTo(outstanding), "Predict returns every buffer to the pool");
+        var e = Assert.Throws<ArgumentException>(() => net.Predict(x, [1, 2]))!;
+        Assert.That(e.Message, Is.EqualTo("model input of 384 values for 2 timesteps does not match the model: expected 2 × 2×8×8 values"));
+    }
+
+    [Test]
     public void BadInputsAreRefusedInOneLine()
     {
         using var net = new UNet(Device, UNetConfig.Tiny(8, 1), seed: 4);
