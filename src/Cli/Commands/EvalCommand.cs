@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Diagnostics;
 using IlgpuDdpm.Cli.Training;
 using IlgpuDdpm.Diffusion;
-using IlgpuDdpm.Diffusion.Checkpoints;
 using IlgpuDdpm.Diffusion.Data;
 using Spectre.Console;
 
@@ -13,7 +12,6 @@ internal static class EvalCommand
 {
     public static Command Create(CliContext context)
     {
-        var checkpoint = CliOptions.Checkpoint();
         var data = new Option<string>("--data")
         {
             Description = "Data set whose test split is scored (fashion-mnist, mnist, a folder or IDX file); images are resized to the model's size and channels.",
@@ -26,22 +24,19 @@ internal static class EvalCommand
             Description = "Reverse-process variance the bound is computed with: large (β_t) or small (β̃_t).",
             DefaultValueFactory = _ => "large",
         }.OneOf("large", "small");
-        var raw = CliOptions.RawWeights();
         var seed = CliOptions.Seed("Seed of the noise q(x_t | x_0) draws of the bound and of L_simple.");
-        var device = CliOptions.Device();
 
+        var model = new ModelOptions();
         var command = new Command("eval",
             "Score a model on the test split: the negative variational bound in bits/dim (L_VLB = L_T + Σ L_t-1 + L_0, the DDPM paper's eq. 5 " +
             "with the discretized decoder of eq. 13) and the L_simple noise-prediction loss.")
         {
-            checkpoint, data, count, variance, raw, seed, device,
+            model.Checkpoint, data, count, variance, model.RawWeights, seed, model.Device,
         };
         command.SetAction(parse =>
         {
-            Checkpoint.ModelPath(parse.GetValue(checkpoint)!); // a missing checkpoint is reported before any device work
-            using var lease = context.OpenDevice(parse.GetValue(device));
-            var dev = lease.Device;
-            using var loaded = Checkpoint.Load(dev, parse.GetValue(checkpoint)!, useEma: !parse.GetValue(raw));
+            using var opened = model.Open(context, parse);
+            var (dev, loaded) = (opened.Device, opened.Loaded);
             var cfg = loaded.Config;
             var test = ImageDataset.Load(parse.GetValue(data)!, cfg.ImageSize, cfg.InChannels, DatasetSplit.Test);
             int n = Math.Min(parse.GetValue(count), test.Count);
@@ -50,7 +45,7 @@ internal static class EvalCommand
             var kind = parse.GetValue(variance) == "small" ? VarianceKind.Small : VarianceKind.Large;
 
             context.Output.WriteLine($"device: {Format.Device(dev)}");
-            context.Output.WriteLine($"model: {cfg} at step {loaded.Step:N0} ({(loaded.UsedEma ? "EMA" : "raw")} weights), T = {loaded.Schedule.Timesteps}");
+            context.Output.WriteLine($"model: {opened.Description}");
             context.Output.WriteLine($"data: {test.Source}, {n:N0} of {test.Count:N0} test images");
 
             using var diffusion = new GaussianDiffusion(dev, loaded.Schedule);

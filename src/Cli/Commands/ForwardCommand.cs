@@ -1,5 +1,4 @@
 using System.CommandLine;
-using IlgpuDdpm.Autodiff;
 using IlgpuDdpm.Diffusion;
 using IlgpuDdpm.Diffusion.Checkpoints;
 
@@ -13,24 +12,12 @@ internal static class ForwardCommand
 {
     public static Command Create(CliContext context)
     {
-        var checkpoint = CliOptions.Checkpoint();
-        var input = new Option<string>("--input")
-        {
-            Description = "safetensors file with 'x' [N, C, H, W] F32 (noisy images x_t) and 't' [N] I64, I32 or F32 (0-based timesteps, 0..T-1).",
-            HelpName = "FILE",
-            Required = true,
-        };
-        var output = new Option<string>("--output")
-        {
-            Description = "safetensors file to write with 'eps' [N, C, H, W] F32, the predicted noise ε_θ(x_t, t).",
-            HelpName = "FILE",
-            Required = true,
-        };
-        var raw = CliOptions.RawWeights();
-        var device = CliOptions.Device();
+        var input = SafeTensorsFile("--input", "safetensors file with 'x' [N, C, H, W] F32 (noisy images x_t) and 't' [N] I64, I32 or F32 (0-based timesteps, 0..T-1).");
+        var output = SafeTensorsFile("--output", "safetensors file to write with 'eps' [N, C, H, W] F32, the predicted noise ε_θ(x_t, t).");
+        var model = new ModelOptions();
         var command = new Command("forward", "Run the noise-prediction network ε_θ(x_t, t) once (no gradient, no dropout) on tensors from a safetensors file and write its output.")
         {
-            checkpoint, input, output, raw, device,
+            model.Checkpoint, input, output, model.RawWeights, model.Device,
         };
         command.SetAction(parse =>
         {
@@ -38,28 +25,16 @@ internal static class ForwardCommand
             SampleCommand.CheckWritable(outPath, "--output");
             var file = SafeTensors.Read(inPath);
 
-            Checkpoint.ModelPath(parse.GetValue(checkpoint)!); // a missing checkpoint is reported before any device work
-            using var lease = context.OpenDevice(parse.GetValue(device));
-            var dev = lease.Device;
-            using var loaded = Checkpoint.Load(dev, parse.GetValue(checkpoint)!, useEma: !parse.GetValue(raw));
+            using var opened = model.Open(context, parse);
+            var (dev, loaded) = (opened.Device, opened.Loaded);
             var cfg = loaded.Config;
             int T = loaded.Schedule.Timesteps;
             var (x, shape, t) = ReadInputs(file, cfg.InChannels, cfg.ImageSize, T);
 
-            var tape = new Tape(dev) { Training = false };
-            float[] eps;
-            using (tape.NoGrad())
-            using (var xt = Tensor.FromArray(dev, x, shape))
-            using (var steps = dev.Pool.Rent<int>(t.Length))
-            {
-                steps.CopyFrom(t);
-                var y = loaded.Model.Forward(tape, xt, steps.View, default);
-                eps = y.ToArray();
-                tape.Clear();
-            }
+            var eps = loaded.Model.Predict(x, t);
             SafeTensors.Write(outPath, [SafeTensor.F32("eps", shape, eps)], new Dictionary<string, string>
             {
-                ["checkpoint"] = parse.GetValue(checkpoint)!,
+                ["checkpoint"] = model.CheckpointPath(parse),
                 ["step"] = loaded.Step.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["weights"] = loaded.UsedEma ? "ema" : "raw",
                 ["config"] = cfg.ToJson(),
@@ -69,6 +44,9 @@ internal static class ForwardCommand
         });
         return command;
     }
+
+    private static Option<string> SafeTensorsFile(string name, string description) =>
+        new(name) { Description = description, HelpName = "FILE", Required = true };
 
     /// <summary>Checks 'x' and 't' against the model (one clear line when they do not fit) and converts t to int.</summary>
     internal static (float[] X, int[] Shape, int[] T) ReadInputs(SafeTensorFile file, int channels, int size, int timesteps)

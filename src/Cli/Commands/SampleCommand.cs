@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Diagnostics;
 using IlgpuDdpm.Cli.Training;
 using IlgpuDdpm.Diffusion;
-using IlgpuDdpm.Diffusion.Checkpoints;
 using IlgpuDdpm.Diffusion.Images;
 
 namespace IlgpuDdpm.Cli.Commands;
@@ -12,7 +11,6 @@ internal static class SampleCommand
 {
     public static Command Create(CliContext context)
     {
-        var checkpoint = CliOptions.Checkpoint();
         var count = new Option<int>("--n") { Description = "Number of images.", DefaultValueFactory = _ => 64 }.Range(1, 4096);
         var sampler = new Option<string>("--sampler")
         {
@@ -31,7 +29,6 @@ internal static class SampleCommand
             DefaultValueFactory = _ => "large",
         }.OneOf("large", "small");
         var noClip = new Option<bool>("--no-clip") { Description = "Do not clip the predicted x_0 to [-1, 1] at each step." };
-        var raw = CliOptions.RawWeights();
         var seed = CliOptions.Seed("Seed of the sampler's noise (same seed, same images on every accelerator).");
         var output = new Option<string>("--out") { Description = "PNG file of the image grid.", HelpName = "FILE", DefaultValueFactory = _ => "grid.png" };
         var gif = new Option<string?>("--gif")
@@ -41,11 +38,11 @@ internal static class SampleCommand
             Arity = ArgumentArity.ZeroOrOne,
         };
         var frames = new Option<int>("--frames") { Description = "Frames in the GIF (evenly spaced over the sampler's steps).", DefaultValueFactory = _ => 50 }.Range(2, 1000);
-        var device = CliOptions.Device();
 
+        var model = new ModelOptions();
         var command = new Command("sample", "Draw images from a trained model and save them as a PNG grid (and, with --gif, an animation of the reverse process).")
         {
-            checkpoint, count, sampler, steps, variance, noClip, raw, seed, output, gif, frames, device,
+            model.Checkpoint, count, sampler, steps, variance, noClip, model.RawWeights, seed, output, gif, frames, model.Device,
         };
         command.SetAction(parse =>
         {
@@ -54,10 +51,8 @@ internal static class SampleCommand
             CheckWritable(outPath, "--out");
             if (gifPath is not null) CheckWritable(gifPath, "--gif");
 
-            Checkpoint.ModelPath(parse.GetValue(checkpoint)!); // a missing checkpoint is reported before any device work
-            using var lease = context.OpenDevice(parse.GetValue(device));
-            var dev = lease.Device;
-            using var loaded = Checkpoint.Load(dev, parse.GetValue(checkpoint)!, useEma: !parse.GetValue(raw));
+            using var opened = model.Open(context, parse);
+            var (dev, loaded) = (opened.Device, opened.Loaded);
             int timesteps = loaded.Schedule.Timesteps;
             var kind = parse.GetValue(sampler) == "ddim" ? SamplerKind.Ddim : SamplerKind.Ddpm;
             int requested = parse.GetValue(steps);
@@ -78,7 +73,7 @@ internal static class SampleCommand
             int total = requested != 0 ? requested : kind == SamplerKind.Ddpm ? timesteps : Math.Min(50, timesteps);
 
             context.Output.WriteLine($"device: {Format.Device(dev)}");
-            context.Output.WriteLine($"model: {loaded.Config} at step {loaded.Step:N0} ({(loaded.UsedEma ? "EMA" : "raw")} weights), T = {timesteps}");
+            context.Output.WriteLine($"model: {opened.Description}");
             context.Output.WriteLine($"sampling {options.Count} images: {kind.ToString().ToLowerInvariant()}, {total} steps{(kind == SamplerKind.Ddpm ? $", variance {options.Variance.ToString().ToLowerInvariant()}" : ", η = 0")}{(options.Clip ? "" : ", no clipping")}, seed {options.Seed}");
 
             using var diffusion = new GaussianDiffusion(dev, loaded.Schedule);
