@@ -153,9 +153,11 @@ public sealed class CliCommandTests
     {
         string copy = Path.Combine(root, "resumed");
         CliHarness.CopyFolder(run, copy);
-        var r = CliHarness.Run("train", "--resume", copy, "--steps", "6", "--device", "cpu");
+        var r = CliHarness.Run("train", "--resume", copy, "--steps", "6", "--device", "cpu", "--sample-count", "2", "--seed", "7");
         Assert.That(r.ExitCode, Is.Zero, r.ToString());
         Assert.That(r.Output, Does.Contain("at step 4"));
+        var config = JsonDocument.Parse(File.ReadAllText(Path.Combine(copy, "config.json"))).RootElement;
+        Assert.That(config.GetProperty("sample_count").GetInt32(), Is.EqualTo(2), "how often and how much to write may change on resume");
         Assert.That(r.Output, Does.Contain("step 5/6").And.Contain("step 6/6"));
         Assert.That(r.Output, Does.Not.Contain("step 1/6"));
         using (var loaded = Checkpoint.Load(TestDevice.Cpu, copy)) Assert.That(loaded.Step, Is.EqualTo(6));
@@ -188,6 +190,8 @@ public sealed class CliCommandTests
         CliHarness.CopyFolder(run, copy);
         var r = CliHarness.Run("train", "--resume", copy, "--steps", "6", "--preset", "small");
         CliHarness.AssertOneLineError(r, Program.UsageExitCode, "--preset");
+        r = CliHarness.Run("train", "--resume", copy, "--steps", "6", "--lr", "0.5");
+        CliHarness.AssertOneLineError(r, Program.UsageExitCode, "--lr 0.5 differs from the run's");
     }
 
     [Test]

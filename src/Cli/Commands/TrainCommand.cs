@@ -17,36 +17,37 @@ internal static class TrainCommand
     public static Command Create(CliContext context)
     {
         var defaults = new RunConfig();
-        var data = new Option<string>("--data")
+        var run = new RunOptions();
+        var data = run.Kept(new Option<string>("--data")
         {
             Description = "Training images: fashion-mnist, mnist (IDX files under /usr/share/datasets), a folder of IDX files, one IDX file, or a folder of PNG/JPEG/BMP images.",
             HelpName = "fashion-mnist|mnist|PATH",
             DefaultValueFactory = _ => defaults.Data,
-        };
-        var size = new Option<int?>("--size") { Description = "Centre-crop and resize the images to SxS (default: the data's own size).", HelpName = "S" }.Positive();
-        var channels = new Option<int?>("--channels") { Description = "Convert the images to 1 (grey) or 3 (RGB) channels (default: the data's own).", HelpName = "C" }.Positive();
-        var preset = new Option<string>("--preset")
+        }, (c, v) => c with { Data = v }, c => c.Data);
+        var size = run.Kept(new Option<int?>("--size") { Description = "Centre-crop and resize the images to SxS (default: the data's own size).", HelpName = "S" }.Positive(), (c, v) => c with { Size = v }, c => c.Size);
+        var channels = run.Kept(new Option<int?>("--channels") { Description = "Convert the images to 1 (grey) or 3 (RGB) channels (default: the data's own).", HelpName = "C" }.Positive(), (c, v) => c with { Channels = v }, c => c.Channels);
+        var preset = run.Kept(new Option<string>("--preset")
         {
             Description = $"Model preset: {string.Join(", ", UNetConfig.PresetNames)} (see 'ddpm summary').",
             DefaultValueFactory = _ => defaults.Preset,
-        }.OneOf([.. UNetConfig.PresetNames]);
+        }.OneOf([.. UNetConfig.PresetNames]), (c, v) => c with { Preset = v.Trim().ToLowerInvariant() }, c => c.Preset);
         var steps = new Option<int?>("--steps") { Description = $"Train until this many optimizer steps are done (default {DefaultSteps:N0} when --minutes is not given).", HelpName = "N" }.Positive();
         var minutes = new Option<double?>("--minutes") { Description = "Train for this many minutes of wall time instead of a step count.", HelpName = "M" }
             .Range(0, double.PositiveInfinity, minExclusive: true);
-        var batch = new Option<int>("--batch") { Description = "Images per step.", HelpName = "B", DefaultValueFactory = _ => defaults.Batch }.Positive();
-        var lr = new Option<double>("--lr") { Description = "Adam learning rate after warm-up.", DefaultValueFactory = _ => defaults.LearningRate }
-            .Range(0, double.PositiveInfinity, minExclusive: true);
-        var warmup = new Option<int>("--warmup") { Description = "Steps of linear learning-rate warm-up.", DefaultValueFactory = _ => defaults.Warmup }.NonNegative();
-        var ema = new Option<double>("--ema") { Description = "Decay of the exponential moving average of the weights that sampling uses, warmed up as min(decay, (1 + step)/(10 + step)); 0: no averaging.", DefaultValueFactory = _ => defaults.Ema }
-            .Range(0, 1, maxExclusive: true);
-        var gradClip = new Option<double>("--grad-clip") { Description = "Clip the global gradient norm to this value.", DefaultValueFactory = _ => defaults.GradClip }
-            .Range(0, double.PositiveInfinity, minExclusive: true);
-        var flip = new Option<bool>("--flip") { Description = "Mirror training images left-right at random (the DDPM paper does for CIFAR-10)." };
-        var schedule = new Option<string>("--schedule") { Description = "β schedule: linear (1e-4 to 0.02, the DDPM paper) or cosine (Nichol & Dhariwal 2021).", DefaultValueFactory = _ => defaults.Schedule }
-            .OneOf("linear", "cosine");
-        var timesteps = new Option<int>("--timesteps") { Description = "Diffusion steps T.", HelpName = "T", DefaultValueFactory = _ => defaults.Timesteps }.Range(2, 100_000);
+        var batch = run.Kept(new Option<int>("--batch") { Description = "Images per step.", HelpName = "B", DefaultValueFactory = _ => defaults.Batch }.Positive(), (c, v) => c with { Batch = v }, c => c.Batch);
+        var lr = run.Kept(new Option<double>("--lr") { Description = "Adam learning rate after warm-up.", DefaultValueFactory = _ => defaults.LearningRate }
+            .Range(0, double.PositiveInfinity, minExclusive: true), (c, v) => c with { LearningRate = v }, c => c.LearningRate);
+        var warmup = run.Kept(new Option<int>("--warmup") { Description = "Steps of linear learning-rate warm-up.", DefaultValueFactory = _ => defaults.Warmup }.NonNegative(), (c, v) => c with { Warmup = v }, c => c.Warmup);
+        var ema = run.Kept(new Option<double>("--ema") { Description = "Decay of the exponential moving average of the weights that sampling uses, warmed up as min(decay, (1 + step)/(10 + step)); 0: no averaging.", DefaultValueFactory = _ => defaults.Ema }
+            .Range(0, 1, maxExclusive: true), (c, v) => c with { Ema = v }, c => c.Ema);
+        var gradClip = run.Kept(new Option<double>("--grad-clip") { Description = "Clip the global gradient norm to this value.", DefaultValueFactory = _ => defaults.GradClip }
+            .Range(0, double.PositiveInfinity, minExclusive: true), (c, v) => c with { GradClip = v }, c => c.GradClip);
+        var flip = run.Kept(new Option<bool>("--flip") { Description = "Mirror training images left-right at random (the DDPM paper does for CIFAR-10)." }, (c, v) => c with { Flip = v }, c => c.Flip);
+        var schedule = run.Kept(new Option<string>("--schedule") { Description = "β schedule: linear (1e-4 to 0.02, the DDPM paper) or cosine (Nichol & Dhariwal 2021).", DefaultValueFactory = _ => defaults.Schedule }
+            .OneOf("linear", "cosine"), (c, v) => c with { Schedule = v.Trim().ToLowerInvariant() }, c => c.Schedule);
+        var timesteps = run.Kept(new Option<int>("--timesteps") { Description = "Diffusion steps T.", HelpName = "T", DefaultValueFactory = _ => defaults.Timesteps }.Range(2, 100_000), (c, v) => c with { Timesteps = v }, c => c.Timesteps);
         var device = CliOptions.Device();
-        var seed = CliOptions.Seed("Seed of the weight initialisation, the data order and every noise draw of training.");
+        var seed = run.Kept(CliOptions.Seed("Seed of the weight initialisation, the data order and every noise draw of training."), (c, v) => c with { Seed = v }, c => c.Seed);
         var output = new Option<string?>("--out") { Description = "Run folder (default: runs/<yyyyMMdd-HHmmss>). With --resume and no DIR: the run to continue.", HelpName = "DIR" };
         var resume = new Option<string?>("--resume")
         {
@@ -54,22 +55,22 @@ internal static class TrainCommand
             HelpName = "DIR",
             Arity = ArgumentArity.ZeroOrOne,
         };
-        var sampleEvery = new Option<int>("--sample-every")
+        var sampleEvery = run.Changeable(new Option<int>("--sample-every")
         {
             Description = "Write samples/step-NNNNNN.png every N steps (and at the end): a grid from the EMA weights with a fixed noise seed, drawn with DDIM in 50 steps (or --sample-steps) for speed. 0: never.",
             HelpName = "N",
             DefaultValueFactory = _ => defaults.SampleEvery,
-        }.NonNegative();
-        var sampleCount = new Option<int>("--sample-count") { Description = "Images in each sample grid.", HelpName = "N", DefaultValueFactory = _ => defaults.SampleCount }.Range(1, 1024);
-        var sampleSteps = new Option<int>("--sample-steps") { Description = "DDIM steps of the sample grids (capped at T).", HelpName = "S", DefaultValueFactory = _ => defaults.SampleSteps }.Positive();
-        var checkpointEvery = new Option<int>("--checkpoint-every")
+        }.NonNegative(), (c, v) => c with { SampleEvery = v });
+        var sampleCount = run.Changeable(new Option<int>("--sample-count") { Description = "Images in each sample grid.", HelpName = "N", DefaultValueFactory = _ => defaults.SampleCount }.Range(1, 1024), (c, v) => c with { SampleCount = v });
+        var sampleSteps = run.Changeable(new Option<int>("--sample-steps") { Description = "DDIM steps of the sample grids (capped at T).", HelpName = "S", DefaultValueFactory = _ => defaults.SampleSteps }.Positive(), (c, v) => c with { SampleSteps = v });
+        var checkpointEvery = run.Changeable(new Option<int>("--checkpoint-every")
         {
             Description = "Save the checkpoint (model.safetensors, state.safetensors) and loss.png every N steps; always at the end and on Ctrl-C. 0: only then.",
             HelpName = "N",
             DefaultValueFactory = _ => defaults.CheckpointEvery,
-        }.NonNegative();
-        var logEvery = new Option<int>("--log-every") { Description = "Append a line to metrics.jsonl every N steps (its loss is the mean over those N steps).", HelpName = "N", DefaultValueFactory = _ => defaults.LogEvery }.Positive();
-        var printEvery = new Option<int>("--print-every") { Description = "When the output is not a terminal: print a progress line every N steps.", HelpName = "N", DefaultValueFactory = _ => defaults.PrintEvery }.Positive();
+        }.NonNegative(), (c, v) => c with { CheckpointEvery = v });
+        var logEvery = run.Changeable(new Option<int>("--log-every") { Description = "Append a line to metrics.jsonl every N steps (its loss is the mean over those N steps).", HelpName = "N", DefaultValueFactory = _ => defaults.LogEvery }.Positive(), (c, v) => c with { LogEvery = v });
+        var printEvery = run.Changeable(new Option<int>("--print-every") { Description = "When the output is not a terminal: print a progress line every N steps.", HelpName = "N", DefaultValueFactory = _ => defaults.PrintEvery }.Positive(), (c, v) => c with { PrintEvery = v });
 
         var command = new Command("train",
             "Train a U-Net to predict the noise (L_simple, Algorithm 1 of the DDPM paper). Without options: the small preset on Fashion-MNIST " +
@@ -85,30 +86,7 @@ internal static class TrainCommand
             if (parse.GetValue(steps) is not null && parse.GetValue(minutes) is not null)
                 throw new UsageException("--steps and --minutes both given; choose one (train for N steps or for M minutes)");
 
-            var typed = new RunConfig
-            {
-                Data = parse.GetValue(data)!,
-                Size = parse.GetValue(size),
-                Channels = parse.GetValue(channels),
-                Preset = parse.GetValue(preset)!.Trim().ToLowerInvariant(),
-                Steps = parse.GetValue(steps),
-                Minutes = parse.GetValue(minutes),
-                Batch = parse.GetValue(batch),
-                LearningRate = parse.GetValue(lr),
-                Warmup = parse.GetValue(warmup),
-                Ema = parse.GetValue(ema),
-                GradClip = parse.GetValue(gradClip),
-                Flip = parse.GetValue(flip),
-                Schedule = parse.GetValue(schedule)!.Trim().ToLowerInvariant(),
-                Timesteps = parse.GetValue(timesteps),
-                Seed = parse.GetValue(seed),
-                SampleEvery = parse.GetValue(sampleEvery),
-                SampleCount = parse.GetValue(sampleCount),
-                SampleSteps = parse.GetValue(sampleSteps),
-                CheckpointEvery = parse.GetValue(checkpointEvery),
-                LogEvery = parse.GetValue(logEvery),
-                PrintEvery = parse.GetValue(printEvery),
-            };
+            var typed = run.Apply(parse, new RunConfig { Steps = parse.GetValue(steps), Minutes = parse.GetValue(minutes) });
             string? outDir = parse.GetValue(output);
             string? deviceChoice = parse.GetValue(device);
 
@@ -134,36 +112,57 @@ internal static class TrainCommand
                 throw new CliException($"--resume {dir}: no such folder; expected the run folder of an earlier 'ddpm train'");
             var saved = RunConfig.Load(Path.Combine(dir, "config.json"));
 
-            void Same<T>(Option option, T mine, T theirs)
-            {
-                if (parse.WasGiven(option) && !EqualityComparer<T>.Default.Equals(mine, theirs))
-                    throw new UsageException($"{option.Name} {mine} differs from the run's {(theirs is null ? "default" : theirs.ToString())}; a resumed run keeps its data, model and optimizer settings");
-            }
-            Same(data, typed.Data, saved.Data);
-            Same(size, typed.Size, saved.Size);
-            Same(channels, typed.Channels, saved.Channels);
-            Same(preset, typed.Preset, saved.Preset);
-            Same(batch, typed.Batch, saved.Batch);
-            Same(lr, typed.LearningRate, saved.LearningRate);
-            Same(warmup, typed.Warmup, saved.Warmup);
-            Same(ema, typed.Ema, saved.Ema);
-            Same(gradClip, typed.GradClip, saved.GradClip);
-            Same(flip, typed.Flip, saved.Flip);
-            Same(schedule, typed.Schedule, saved.Schedule);
-            Same(timesteps, typed.Timesteps, saved.Timesteps);
-            Same(seed, typed.Seed, saved.Seed);
-
-            var config = saved;
+            var config = run.Resume(parse, typed, saved);
             if (typed.Steps is not null || typed.Minutes is not null) config = config with { Steps = typed.Steps, Minutes = typed.Minutes };
             if (config.Steps is null && config.Minutes is null) config = config with { Steps = DefaultSteps };
-            if (parse.WasGiven(sampleEvery)) config = config with { SampleEvery = typed.SampleEvery };
-            if (parse.WasGiven(sampleCount)) config = config with { SampleCount = typed.SampleCount };
-            if (parse.WasGiven(sampleSteps)) config = config with { SampleSteps = typed.SampleSteps };
-            if (parse.WasGiven(checkpointEvery)) config = config with { CheckpointEvery = typed.CheckpointEvery };
-            if (parse.WasGiven(logEvery)) config = config with { LogEvery = typed.LogEvery };
-            if (parse.WasGiven(printEvery)) config = config with { PrintEvery = typed.PrintEvery };
             return new TrainingRun(context, config, dir, deviceChoice, resuming: true).Run();
         });
         return command;
+    }
+
+    /// <summary>
+    /// The options that set a field of <see cref="RunConfig"/>, each bound to its field once: those a
+    /// resumed run keeps (data, model, optimizer: another value is refused) and those it may change (how
+    /// often to write). Steps, minutes, folders and the device are handled by the command itself.
+    /// </summary>
+    private sealed class RunOptions
+    {
+        private readonly List<(Option Option, Func<ParseResult, RunConfig, RunConfig> Set, Func<RunConfig, object?>? Get)> bindings = new();
+
+        /// <summary>An option a resumed run must keep: <paramref name="get"/> reads the field to compare.</summary>
+        public Option<T> Kept<T>(Option<T> option, Func<RunConfig, T, RunConfig> set, Func<RunConfig, T> get) => Add(option, set, c => get(c));
+
+        /// <summary>An option a resumed run may change.</summary>
+        public Option<T> Changeable<T>(Option<T> option, Func<RunConfig, T, RunConfig> set) => Add(option, set, null);
+
+        private Option<T> Add<T>(Option<T> option, Func<RunConfig, T, RunConfig> set, Func<RunConfig, object?>? get)
+        {
+            bindings.Add((option, (parse, c) => set(c, parse.GetValue(option)!), get));
+            return option;
+        }
+
+        /// <summary>Every bound option's value, given or default, set on <paramref name="config"/>.</summary>
+        public RunConfig Apply(ParseResult parse, RunConfig config) => bindings.Aggregate(config, (c, b) => b.Set(parse, c));
+
+        /// <summary>
+        /// The run's <paramref name="saved"/> config with the changeable options the user gave; a kept option
+        /// given with another value than the run's is refused in one line.
+        /// </summary>
+        public RunConfig Resume(ParseResult parse, RunConfig typed, RunConfig saved)
+        {
+            var config = saved;
+            foreach (var (option, set, get) in bindings.Where(b => parse.WasGiven(b.Option)))
+            {
+                if (get is null)
+                {
+                    config = set(parse, config);
+                    continue;
+                }
+                object? mine = get(typed), theirs = get(saved);
+                if (!Equals(mine, theirs))
+                    throw new UsageException($"{option.Name} {mine} differs from the run's {(theirs is null ? "default" : theirs.ToString())}; a resumed run keeps its data, model and optimizer settings");
+            }
+            return config;
+        }
     }
 }
