@@ -4,8 +4,8 @@ namespace IlgpuDdpm.Network;
 
 /// <summary>
 /// The nonlinearity of the U-Net (<see cref="UNetConfig.Activation"/>): every ResBlock, the time
-/// embedding and the tail apply this one function (DESIGN.md §4). Adding one means an operator and a
-/// tape op below the network, then a member here, its names and its arm in <see cref="Activations.Apply"/>.
+/// embedding and the tail apply this one function (DESIGN.md §4). Adding one takes an operator and a
+/// tape op below the network, then a member here and its row in <see cref="Activations"/>.
 /// </summary>
 public enum Activation
 {
@@ -16,34 +16,30 @@ public enum Activation
 /// <summary>What the network knows about each <see cref="Activation"/>: its names and the tape op that applies it.</summary>
 public static class Activations
 {
-    /// <summary>The name in the config JSON and on the command line ("silu").</summary>
-    public static string JsonName(this Activation activation) => activation switch
-    {
-        Activation.Silu => "silu",
-        _ => throw Unknown(activation),
-    };
+    private sealed record Entry(string JsonName, string DisplayName, Func<Tape, Tensor, Tensor> Apply);
 
-    /// <summary>The name in summaries and descriptions ("SiLU").</summary>
-    public static string DisplayName(this Activation activation) => activation switch
+    // One row per activation: the name in config JSON, the name in summaries, the tape op.
+    private static readonly Dictionary<Activation, Entry> Entries = new()
     {
-        Activation.Silu => "SiLU",
-        _ => throw Unknown(activation),
-    };
-
-    /// <summary>y = activation(x) on the tape, any shape, with its backward recorded.</summary>
-    public static Tensor Apply(this Tape tape, Activation activation, Tensor x) => activation switch
-    {
-        Activation.Silu => tape.Silu(x),
-        _ => throw Unknown(activation),
+        [Activation.Silu] = new("silu", "SiLU", (tape, x) => tape.Silu(x)),
     };
 
     /// <summary>Every activation, in declaration order.</summary>
-    public static IReadOnlyList<Activation> All { get; } = Enum.GetValues<Activation>();
+    public static IReadOnlyList<Activation> All { get; } = [.. Entries.Keys.Order()];
 
-    /// <summary>The activation whose <see cref="JsonName"/> is <paramref name="name"/> (case-insensitive), or null.</summary>
+    /// <summary>The name in the config JSON ("silu").</summary>
+    public static string JsonName(this Activation activation) => Of(activation).JsonName;
+
+    /// <summary>The name in summaries and descriptions ("SiLU").</summary>
+    public static string DisplayName(this Activation activation) => Of(activation).DisplayName;
+
+    /// <summary>y = activation(x) on the tape, any shape, with its backward recorded.</summary>
+    public static Tensor Apply(this Tape tape, Activation activation, Tensor x) => Of(activation).Apply(tape, x);
+
+    /// <summary>The activation whose <see cref="JsonName"/> is <paramref name="name"/> (case-insensitive, trimmed), or null.</summary>
     public static Activation? FromJsonName(string name) =>
-        All.Cast<Activation?>().FirstOrDefault(a => string.Equals(a!.Value.JsonName(), name.Trim(), StringComparison.OrdinalIgnoreCase));
+        All.Cast<Activation?>().FirstOrDefault(a => string.Equals(Entries[a!.Value].JsonName, name.Trim(), StringComparison.OrdinalIgnoreCase));
 
-    private static ArgumentOutOfRangeException Unknown(Activation activation) =>
-        new(nameof(activation), $"unknown activation {(int)activation}");
+    private static Entry Of(Activation activation) =>
+        Entries.TryGetValue(activation, out var entry) ? entry : throw new ArgumentOutOfRangeException(nameof(activation), $"unknown activation {(int)activation}");
 }
