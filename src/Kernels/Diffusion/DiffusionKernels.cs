@@ -201,24 +201,10 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
     internal const int VlbChunk = 256;
 
     private readonly ComputeDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ulong, uint, ulong, int, int> noise;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, PosteriorStepCoefficients, int, ulong, uint, ulong, int> posteriorStep;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, PosteriorStepCoefficients, int> posteriorMeanFromX0;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, DdimStepCoefficients, ulong, uint, ulong, int> ddimStep;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, float, ArrayView<float>, float, ArrayView<float>, int, int> squaredDifferencePartials;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, float, ArrayView<float>, int, int> discretizedNllPartials;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, int, ArrayView<float>, float, float, int> finishPerSample;
 
     private DiffusionKernels(ComputeDevice device)
     {
         this.device = device;
-        noise = device.LoadStreamingKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ulong, uint, ulong, int, int>(NoiseKernel);
-        posteriorStep = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, PosteriorStepCoefficients, int, ulong, uint, ulong, int>(PosteriorStepKernel);
-        posteriorMeanFromX0 = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, PosteriorStepCoefficients, int>(PosteriorMeanFromX0Kernel);
-        ddimStep = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, DdimStepCoefficients, ulong, uint, ulong, int>(DdimStepKernel);
-        squaredDifferencePartials = device.LoadStreamingKernel<ArrayView<float>, float, ArrayView<float>, float, ArrayView<float>, int, int>(SquaredDifferencePartialsKernel);
-        discretizedNllPartials = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, float, ArrayView<float>, int, int>(DiscretizedNllPartialsKernel);
-        finishPerSample = device.LoadStreamingKernel<ArrayView<float>, int, ArrayView<float>, float, float, int>(FinishPerSampleKernel);
     }
 
     /// <inheritdoc/>
@@ -257,16 +243,18 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
     //   xt[i]  = √ᾱ_{t[s]} x0[i] + √(1−ᾱ_{t[s]}) eps[i],  s = i / d      (seed: Algorithm 1, lines 3–5;
     //   q(x_t | x_0) = N(√ᾱ_t x_0, (1−ᾱ_t) I), the closed form of the forward process)
     // Thread j covers Philox block (offset >> 2) + j, i.e. elements i with offset + i in that block.
-    internal static void NoiseKernel(Index1D j, ArrayView<float> x0, ArrayView<int> t, ArrayView<float> sqrtAlphaBar, ArrayView<float> sqrtOneMinusAlphaBar,
-                                     ArrayView<float> eps, ArrayView<float> xt, ulong seed, uint stream, ulong offset, int n, int d)
+    internal readonly struct NoiseKernel(ArrayView<float> x0, ArrayView<int> t, ArrayView<float> sqrtAlphaBar, ArrayView<float> sqrtOneMinusAlphaBar, ArrayView<float> eps, ArrayView<float> xt, ulong seed, uint stream, ulong offset, int n, int d) : IThreadKernel
     {
-        ulong block = (offset >> 2) + (ulong)j.X;
-        NormalQuad(seed, stream, block, out float z0, out float z1, out float z2, out float z3);
-        ulong first = (block << 2) - offset; // element of lane 0 (wraps around for lanes before the offset)
-        NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first, z0, n, d);
-        NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 1, z1, n, d);
-        NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 2, z2, n, d);
-        NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 3, z3, n, d);
+        public void Execute(int j)
+        {
+            ulong block = (offset >> 2) + (ulong)j;
+            NormalQuad(seed, stream, block, out float z0, out float z1, out float z2, out float z3);
+            ulong first = (block << 2) - offset; // element of lane 0 (wraps around for lanes before the offset)
+            NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first, z0, n, d);
+            NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 1, z1, n, d);
+            NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 2, z2, n, d);
+            NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 3, z3, n, d);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -296,7 +284,7 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
         if (sqrtAlphaBar.Length == 0 || sqrtOneMinusAlphaBar.Length != sqrtAlphaBar.Length)
             throw new ArgumentException($"Noise: sqrtAlphaBar and sqrtOneMinusAlphaBar must be non-empty tables of equal length T, got {sqrtAlphaBar.Length} and {sqrtOneMinusAlphaBar.Length}");
         if (total == 0) return;
-        noise(device.Stream, QuadThreads(key.Offset, total), x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, key.Seed, key.Stream, key.Offset, total, d);
+        device.Launch(QuadThreads(key.Offset, total), new NoiseKernel(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, key.Seed, key.Stream, key.Offset, total, d));
     }
 
     // ---------------------------------------------------------------- DDPM reverse step (sampling)
@@ -306,17 +294,19 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
     //   x0 form:  x̂0 = clip(√(1/ᾱ_t) x_t − √(1/ᾱ_t − 1) ε, −1, 1)      (seed: x_0 = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t)
     //             μ = √ᾱ_{t−1} β_t/(1−ᾱ_t) x̂0 + √α_t (1−ᾱ_{t−1})/(1−ᾱ_t) x_t   (seed: μ̃_t(x_t, x_0))
     // addNoise = 0 writes the mean only. Quad-mapped like NoiseKernel.
-    internal static void PosteriorStepKernel(Index1D j, ArrayView<float> xt, ArrayView<float> eps, ArrayView<float> output, PosteriorStepCoefficients c,
-                                             int addNoise, ulong seed, uint stream, ulong offset, int n)
+    internal readonly struct PosteriorStepKernel(ArrayView<float> xt, ArrayView<float> eps, ArrayView<float> output, PosteriorStepCoefficients c, int addNoise, ulong seed, uint stream, ulong offset, int n) : IThreadKernel
     {
-        ulong block = (offset >> 2) + (ulong)j.X;
-        float z0 = 0f, z1 = 0f, z2 = 0f, z3 = 0f;
-        if (addNoise != 0) NormalQuad(seed, stream, block, out z0, out z1, out z2, out z3);
-        ulong first = (block << 2) - offset;
-        PosteriorElement(xt, eps, output, c, addNoise, first, z0, n);
-        PosteriorElement(xt, eps, output, c, addNoise, first + 1, z1, n);
-        PosteriorElement(xt, eps, output, c, addNoise, first + 2, z2, n);
-        PosteriorElement(xt, eps, output, c, addNoise, first + 3, z3, n);
+        public void Execute(int j)
+        {
+            ulong block = (offset >> 2) + (ulong)j;
+            float z0 = 0f, z1 = 0f, z2 = 0f, z3 = 0f;
+            if (addNoise != 0) NormalQuad(seed, stream, block, out z0, out z1, out z2, out z3);
+            ulong first = (block << 2) - offset;
+            PosteriorElement(xt, eps, output, c, addNoise, first, z0, n);
+            PosteriorElement(xt, eps, output, c, addNoise, first + 1, z1, n);
+            PosteriorElement(xt, eps, output, c, addNoise, first + 2, z2, n);
+            PosteriorElement(xt, eps, output, c, addNoise, first + 3, z3, n);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -351,7 +341,7 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
         int n = CheckSameLength(xt, eps, output, "PosteriorStep", "xt, eps and output");
         if (n == 0) return;
         int addNoise = c.Sigma != 0f ? 1 : 0;
-        posteriorStep(device.Stream, QuadThreads(key.Offset, n), xt, eps, output, c, addNoise, key.Seed, key.Stream, key.Offset, n);
+        device.Launch(QuadThreads(key.Offset, n), new PosteriorStepKernel(xt, eps, output, c, addNoise, key.Seed, key.Stream, key.Offset, n));
     }
 
     /// <summary>
@@ -362,16 +352,19 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
     {
         int n = CheckSameLength(xt, eps, mean, "PosteriorMean", "xt, eps and mean");
         if (n == 0) return;
-        posteriorStep(device.Stream, QuadThreads(0, n), xt, eps, mean, c, 0, 0UL, 0u, 0UL, n);
+        device.Launch(QuadThreads(0, n), new PosteriorStepKernel(xt, eps, mean, c, 0, 0UL, 0u, 0UL, n));
     }
 
     // x0, xt [n] → mean [n]: μ̃_t(x_t, x_0) = √ᾱ_{t−1} β_t/(1−ᾱ_t) x_0 + √α_t (1−ᾱ_{t−1})/(1−ᾱ_t) x_t
     // (seed: the mean of q(x_{t−1} | x_t, x_0)). 4 elements per thread.
-    internal static void PosteriorMeanFromX0Kernel(Index1D j, ArrayView<float> x0, ArrayView<float> xt, ArrayView<float> mean, PosteriorStepCoefficients c, int n)
+    internal readonly struct PosteriorMeanFromX0Kernel(ArrayView<float> x0, ArrayView<float> xt, ArrayView<float> mean, PosteriorStepCoefficients c, int n) : IThreadKernel
     {
-        int i = j * 4;
-        int end = i + 4 < n ? i + 4 : n;
-        for (; i < end; i++) mean[i] = c.PosteriorCoefX0 * x0[i] + c.PosteriorCoefXt * xt[i];
+        public void Execute(int j)
+        {
+            int i = j * 4;
+            int end = i + 4 < n ? i + 4 : n;
+            for (; i < end; i++) mean[i] = c.PosteriorCoefX0 * x0[i] + c.PosteriorCoefXt * xt[i];
+        }
     }
 
     /// <summary>
@@ -382,7 +375,7 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
     {
         int n = CheckSameLength(x0, xt, mean, "PosteriorMeanFromX0", "x0, xt and mean");
         if (n == 0) return;
-        posteriorMeanFromX0(device.Stream, (n + 3) / 4, x0, xt, mean, c, n);
+        device.Launch((n + 3) / 4, new PosteriorMeanFromX0Kernel(x0, xt, mean, c, n));
     }
 
     // ---------------------------------------------------------------- DDIM step
@@ -391,17 +384,19 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
     //   x̂0 = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t   (clipped to [−1, 1] when asked; then ε is re-derived from it,
     //         ε' = (x_t − √ᾱ_t x̂0)/√(1−ᾱ_t), as the improved-DDPM and diffusers samplers do)
     //   x_prev = √ᾱ_prev x̂0 + √(1 − ᾱ_prev − σ²) ε' + σ z
-    internal static void DdimStepKernel(Index1D j, ArrayView<float> xt, ArrayView<float> eps, ArrayView<float> output, DdimStepCoefficients c,
-                                        ulong seed, uint stream, ulong offset, int n)
+    internal readonly struct DdimStepKernel(ArrayView<float> xt, ArrayView<float> eps, ArrayView<float> output, DdimStepCoefficients c, ulong seed, uint stream, ulong offset, int n) : IThreadKernel
     {
-        ulong block = (offset >> 2) + (ulong)j.X;
-        float z0 = 0f, z1 = 0f, z2 = 0f, z3 = 0f;
-        if (c.Sigma != 0f) NormalQuad(seed, stream, block, out z0, out z1, out z2, out z3);
-        ulong first = (block << 2) - offset;
-        DdimElement(xt, eps, output, c, first, z0, n);
-        DdimElement(xt, eps, output, c, first + 1, z1, n);
-        DdimElement(xt, eps, output, c, first + 2, z2, n);
-        DdimElement(xt, eps, output, c, first + 3, z3, n);
+        public void Execute(int j)
+        {
+            ulong block = (offset >> 2) + (ulong)j;
+            float z0 = 0f, z1 = 0f, z2 = 0f, z3 = 0f;
+            if (c.Sigma != 0f) NormalQuad(seed, stream, block, out z0, out z1, out z2, out z3);
+            ulong first = (block << 2) - offset;
+            DdimElement(xt, eps, output, c, first, z0, n);
+            DdimElement(xt, eps, output, c, first + 1, z1, n);
+            DdimElement(xt, eps, output, c, first + 2, z2, n);
+            DdimElement(xt, eps, output, c, first + 3, z3, n);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -430,29 +425,32 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
     {
         int n = CheckSameLength(xt, eps, output, "DdimStep", "xt, eps and output");
         if (n == 0) return;
-        ddimStep(device.Stream, QuadThreads(key.Offset, n), xt, eps, output, c, key.Seed, key.Stream, key.Offset, n);
+        device.Launch(QuadThreads(key.Offset, n), new DdimStepKernel(xt, eps, output, c, key.Seed, key.Stream, key.Offset, n));
     }
 
     // ---------------------------------------------------------------- variational bound terms
 
     // Stage 1. a, b [n·d] → partials [n·chunks]: partials[s·chunks + c] = Σ_{e = c, c+chunks, …} (sa·a[s,e] − sb·b[s,e])²,
     // e ascending. Thread s·chunks + c.
-    internal static void SquaredDifferencePartialsKernel(Index1D j, ArrayView<float> a, float sa, ArrayView<float> b, float sb, ArrayView<float> partials, int d, int chunks)
+    internal readonly struct SquaredDifferencePartialsKernel(ArrayView<float> a, float sa, ArrayView<float> b, float sb, ArrayView<float> partials, int d, int chunks) : IThreadKernel
     {
-        int s = j / chunks;
-        int c = j - s * chunks;
-        int rowStart = s * d;
-        float acc0 = 0f, acc1 = 0f;
-        int e = c;
-        for (; e + chunks < d; e += 2 * chunks)
+        public void Execute(int j)
         {
-            float u = sa * a[rowStart + e] - sb * b[rowStart + e];
-            float w = sa * a[rowStart + e + chunks] - sb * b[rowStart + e + chunks];
-            acc0 += u * u;
-            acc1 += w * w;
+            int s = j / chunks;
+            int c = j - s * chunks;
+            int rowStart = s * d;
+            float acc0 = 0f, acc1 = 0f;
+            int e = c;
+            for (; e + chunks < d; e += 2 * chunks)
+            {
+                float u = sa * a[rowStart + e] - sb * b[rowStart + e];
+                float w = sa * a[rowStart + e + chunks] - sb * b[rowStart + e + chunks];
+                acc0 += u * u;
+                acc1 += w * w;
+            }
+            if (e < d) { float u = sa * a[rowStart + e] - sb * b[rowStart + e]; acc0 += u * u; }
+            partials[j] = acc0 + acc1;
         }
-        if (e < d) { float u = sa * a[rowStart + e] - sb * b[rowStart + e]; acc0 += u * u; }
-        partials[j] = acc0 + acc1;
     }
 
     /// <summary>
@@ -485,30 +483,36 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
     }
 
     // Stage 1. x0, means [n·d] → partials [n·chunks]: partials[s·chunks + c] = Σ_{e = c, c+chunks, …} −log p(x0 | μ, σ).
-    internal static void DiscretizedNllPartialsKernel(Index1D j, ArrayView<float> x0, ArrayView<float> means, float invStd, ArrayView<float> partials, int d, int chunks)
+    internal readonly struct DiscretizedNllPartialsKernel(ArrayView<float> x0, ArrayView<float> means, float invStd, ArrayView<float> partials, int d, int chunks) : IThreadKernel
     {
-        int s = j / chunks;
-        int c = j - s * chunks;
-        int rowStart = s * d;
-        float acc0 = 0f, acc1 = 0f;
-        int e = c;
-        for (; e + chunks < d; e += 2 * chunks)
+        public void Execute(int j)
         {
-            acc0 += DiscretizedNll(x0[rowStart + e], means[rowStart + e], invStd);
-            acc1 += DiscretizedNll(x0[rowStart + e + chunks], means[rowStart + e + chunks], invStd);
+            int s = j / chunks;
+            int c = j - s * chunks;
+            int rowStart = s * d;
+            float acc0 = 0f, acc1 = 0f;
+            int e = c;
+            for (; e + chunks < d; e += 2 * chunks)
+            {
+                acc0 += DiscretizedNll(x0[rowStart + e], means[rowStart + e], invStd);
+                acc1 += DiscretizedNll(x0[rowStart + e + chunks], means[rowStart + e + chunks], invStd);
+            }
+            if (e < d) acc0 += DiscretizedNll(x0[rowStart + e], means[rowStart + e], invStd);
+            partials[j] = acc0 + acc1;
         }
-        if (e < d) acc0 += DiscretizedNll(x0[rowStart + e], means[rowStart + e], invStd);
-        partials[j] = acc0 + acc1;
     }
 
     // Stage 2. partials [n·chunks] → output [n]: output[s] = (accumulate ? output[s] : 0) + constant + factor·Σ_c partials[s·chunks + c].
-    internal static void FinishPerSampleKernel(Index1D s, ArrayView<float> partials, int chunks, ArrayView<float> output, float constant, float factor, int accumulate)
+    internal readonly struct FinishPerSampleKernel(ArrayView<float> partials, int chunks, ArrayView<float> output, float constant, float factor, int accumulate) : IThreadKernel
     {
-        float sum = 0f;
-        int start = s * chunks;
-        for (int c = 0; c < chunks; c++) sum += partials[start + c];
-        float value = constant + factor * sum;
-        output[s] = accumulate != 0 ? output[s] + value : value;
+        public void Execute(int s)
+        {
+            float sum = 0f;
+            int start = s * chunks;
+            for (int c = 0; c < chunks; c++) sum += partials[start + c];
+            float value = constant + factor * sum;
+            output[s] = accumulate != 0 ? output[s] + value : value;
+        }
     }
 
     /// <summary>
@@ -550,8 +554,8 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
         if (d == 0) { FinishOnly(output, n, (float)(0.0), accumulate); return; }
         int chunks = (d + VlbChunk - 1) / VlbChunk;
         using var partials = device.Pool.Rent<float>(n * chunks);
-        squaredDifferencePartials(device.Stream, n * chunks, a, sa, b, sb, partials.View, d, chunks);
-        finishPerSample(device.Stream, n, partials.View, chunks, output, (float)(scale * d * c0), (float)(scale * c1), accumulate ? 1 : 0);
+        device.Launch(n * chunks, new SquaredDifferencePartialsKernel(a, sa, b, sb, partials.View, d, chunks));
+        device.Launch(n, new FinishPerSampleKernel(partials.View, chunks, output, (float)(scale * d * c0), (float)(scale * c1), accumulate ? 1 : 0));
     }
 
     /// <summary>
@@ -575,15 +579,15 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
         float invStd = (float)Math.Exp(-0.5 * logVariance);
         int chunks = (d + VlbChunk - 1) / VlbChunk;
         using var partials = device.Pool.Rent<float>(n * chunks);
-        discretizedNllPartials(device.Stream, n * chunks, x0, means, invStd, partials.View, d, chunks);
-        finishPerSample(device.Stream, n, partials.View, chunks, output, 0f, scale, accumulate ? 1 : 0);
+        device.Launch(n * chunks, new DiscretizedNllPartialsKernel(x0, means, invStd, partials.View, d, chunks));
+        device.Launch(n, new FinishPerSampleKernel(partials.View, chunks, output, 0f, scale, accumulate ? 1 : 0));
     }
 
     // d == 0: every per-sample sum is empty.
     private void FinishOnly(ArrayView<float> output, int n, float constant, bool accumulate)
     {
         using var empty = device.Pool.Rent<float>(1);
-        finishPerSample(device.Stream, n, empty.View, 0, output, constant, 0f, accumulate ? 1 : 0);
+        device.Launch(n, new FinishPerSampleKernel(empty.View, 0, output, constant, 0f, accumulate ? 1 : 0));
     }
 
     // ---------------------------------------------------------------- validation

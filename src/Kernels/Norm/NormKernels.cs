@@ -65,28 +65,12 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
 {
     private readonly ComputeDevice device;
     private readonly int treeWidth;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> statsLoop;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> statsTree;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int> normalize;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims> partialsLoop;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims> partialsTree;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int, int> channelGrads;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims> groupSums;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int> inputGrad;
 
     private NormKernels(ComputeDevice device)
     {
         this.device = device;
         var acc = device.Accelerator;
         treeWidth = ReduceKernels.TreeWidthFor(acc, ReduceKernels.MaxTreeWidth);
-        statsLoop = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RowStatsLoopKernel);
-        statsTree = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RowStatsTreeKernel);
-        normalize = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int>(GroupNormForwardKernel);
-        partialsLoop = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims>(ChannelPartialsLoopKernel);
-        partialsTree = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims>(ChannelPartialsTreeKernel);
-        channelGrads = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int, int>(GammaBetaBackwardKernel);
-        groupSums = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims>(GroupSumsKernel);
-        inputGrad = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int>(GroupNormInputBackwardKernel);
     }
 
     /// <inheritdoc/>
@@ -100,79 +84,87 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
 
     // Row statistics, one thread per row r (= n·G + g) of m contiguous values: pass 1 the mean, pass 2
     // the centred sum of squares, each with 4 interleaved accumulators combined as (s0+s1)+(s2+s3).
-    internal static void RowStatsLoopKernel(Index1D r, ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, int m, float eps)
+    internal readonly struct RowStatsLoopKernel(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, int m, float eps) : IThreadKernel
     {
-        int start = r * m;
-        int end = start + m;
-        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-        int i = start;
-        for (; i + 4 <= end; i += 4)
+        public void Execute(int r)
         {
-            s0 += x[i];
-            s1 += x[i + 1];
-            s2 += x[i + 2];
-            s3 += x[i + 3];
-        }
-        for (; i < end; i++) s0 += x[i];
-        float mu = ((s0 + s1) + (s2 + s3)) / m;
+            int start = r * m;
+            int end = start + m;
+            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+            int i = start;
+            for (; i + 4 <= end; i += 4)
+            {
+                s0 += x[i];
+                s1 += x[i + 1];
+                s2 += x[i + 2];
+                s3 += x[i + 3];
+            }
+            for (; i < end; i++) s0 += x[i];
+            float mu = ((s0 + s1) + (s2 + s3)) / m;
 
-        s0 = 0f; s1 = 0f; s2 = 0f; s3 = 0f;
-        i = start;
-        for (; i + 4 <= end; i += 4)
-        {
-            float d0 = x[i] - mu, d1 = x[i + 1] - mu, d2 = x[i + 2] - mu, d3 = x[i + 3] - mu;
-            s0 += d0 * d0;
-            s1 += d1 * d1;
-            s2 += d2 * d2;
-            s3 += d3 * d3;
-        }
-        for (; i < end; i++)
-        {
-            float d = x[i] - mu;
-            s0 += d * d;
-        }
-        float variance = ((s0 + s1) + (s2 + s3)) / m;
-        mean[r] = mu;
-        rstd[r] = 1f / MathF.Sqrt(variance + eps);
-    }
-
-    // Row statistics, one group per row (grid = N·G): strided per-thread sums (coalesced), the fixed
-    // shared-memory tree for the mean, then again for the centred sum of squares.
-    internal static void RowStatsTreeKernel(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, int m, float eps)
-    {
-        var shared = SharedMemory.Allocate<float>(ReduceKernels.MaxTreeWidth);
-        int r = Grid.IdxX;
-        int start = r * m;
-        int end = start + m;
-        float s = 0f;
-        for (int i = start + Group.IdxX; i < end; i += Group.DimX) s += x[i];
-        float mu = ReduceKernels.GroupTreeSum(shared, s) / m;
-        float q = 0f;
-        for (int i = start + Group.IdxX; i < end; i += Group.DimX)
-        {
-            float d = x[i] - mu;
-            q += d * d;
-        }
-        float variance = ReduceKernels.GroupTreeSum(shared, q) / m;
-        if (Group.IdxX == 0)
-        {
+            s0 = 0f; s1 = 0f; s2 = 0f; s3 = 0f;
+            i = start;
+            for (; i + 4 <= end; i += 4)
+            {
+                float d0 = x[i] - mu, d1 = x[i + 1] - mu, d2 = x[i + 2] - mu, d3 = x[i + 3] - mu;
+                s0 += d0 * d0;
+                s1 += d1 * d1;
+                s2 += d2 * d2;
+                s3 += d3 * d3;
+            }
+            for (; i < end; i++)
+            {
+                float d = x[i] - mu;
+                s0 += d * d;
+            }
+            float variance = ((s0 + s1) + (s2 + s3)) / m;
             mean[r] = mu;
             rstd[r] = 1f / MathF.Sqrt(variance + eps);
         }
     }
 
-    // Normalise and scale, thread t handles elements [t·chunk, (t+1)·chunk): row r = i / M, channel c = (i / S) mod C.
-    internal static void GroupNormForwardKernel(Index1D t, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta,
-        ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> y, GroupNormDims d, int chunk)
+    // Row statistics, one group per row (grid = N·G): strided per-thread sums (coalesced), the fixed
+    // shared-memory tree for the mean, then again for the centred sum of squares.
+    internal readonly struct RowStatsTreeKernel(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, int m, float eps) : IGroupKernel
     {
-        int start = t * chunk;
-        int end = Math.Min(start + chunk, d.Length);
-        int m = d.GroupSize, s = d.Spatial, c = d.C;
-        for (int i = start; i < end; i++)
+        public void Execute()
         {
-            int r = i / m;
-            int ch = i / s % c;
-            y[i] = (x[i] - mean[r]) * rstd[r] * gamma[ch] + beta[ch];
+            var shared = SharedMemory.Allocate<float>(ReduceKernels.MaxTreeWidth);
+            int r = Grid.IdxX;
+            int start = r * m;
+            int end = start + m;
+            float s = 0f;
+            for (int i = start + Group.IdxX; i < end; i += Group.DimX) s += x[i];
+            float mu = ReduceKernels.GroupTreeSum(shared, s) / m;
+            float q = 0f;
+            for (int i = start + Group.IdxX; i < end; i += Group.DimX)
+            {
+                float d = x[i] - mu;
+                q += d * d;
+            }
+            float variance = ReduceKernels.GroupTreeSum(shared, q) / m;
+            if (Group.IdxX == 0)
+            {
+                mean[r] = mu;
+                rstd[r] = 1f / MathF.Sqrt(variance + eps);
+            }
+        }
+    }
+
+    // Normalise and scale, thread t handles elements [t·chunk, (t+1)·chunk): row r = i / M, channel c = (i / S) mod C.
+    internal readonly struct GroupNormForwardKernel(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> y, GroupNormDims d, int chunk) : IThreadKernel
+    {
+        public void Execute(int t)
+        {
+            int start = t * chunk;
+            int end = Math.Min(start + chunk, d.Length);
+            int m = d.GroupSize, s = d.Spatial, c = d.C;
+            for (int i = start; i < end; i++)
+            {
+                int r = i / m;
+                int ch = i / s % c;
+                y[i] = (x[i] - mean[r]) * rstd[r] * gamma[ch] + beta[ch];
+            }
         }
     }
 
@@ -198,12 +190,12 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         if (!(eps > 0f)) throw new ArgumentException($"group norm: eps must be positive, got {eps}");
 
         if (Resolve(variant) == ReductionVariant.GroupTree)
-            statsTree(device.Stream, new KernelConfig(dims.StatCount, ReduceKernels.PowerOfTwoAtLeast(dims.GroupSize, maxTreeWidth)), x, mean, rstd, dims.GroupSize, eps);
+            device.Launch(new KernelConfig(dims.StatCount, ReduceKernels.PowerOfTwoAtLeast(dims.GroupSize, maxTreeWidth)), new RowStatsTreeKernel(x, mean, rstd, dims.GroupSize, eps));
         else
-            statsLoop(device.Stream, dims.StatCount, x, mean, rstd, dims.GroupSize, eps);
+            device.Launch(dims.StatCount, new RowStatsLoopKernel(x, mean, rstd, dims.GroupSize, eps));
 
         int chunk = ReduceKernels.ElementChunk(device, dims.Length);
-        normalize(device.Stream, ReduceKernels.ThreadsFor(dims.Length, chunk), x, gamma, beta, mean, rstd, y, dims, chunk);
+        device.Launch(ReduceKernels.ThreadsFor(dims.Length, chunk), new GroupNormForwardKernel(x, gamma, beta, mean, rstd, y, dims, chunk));
     }
 
     // =============================================================================================
@@ -219,109 +211,119 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     // (4) dx element-wise.
 
     // (1) one thread per (n,c) row of S values: A[nc] = Σ_s dy, B[nc] = Σ_s dy·x̂ (2 interleaved accumulators each).
-    internal static void ChannelPartialsLoopKernel(Index1D nc, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd,
-        ArrayView<float> partials, GroupNormDims d)
+    internal readonly struct ChannelPartialsLoopKernel(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> partials, GroupNormDims d) : IThreadKernel
     {
-        int r = nc / d.C * d.Groups + nc % d.C / d.ChannelsPerGroup;
-        float mu = mean[r], rs = rstd[r];
-        int start = nc * d.Spatial;
-        int end = start + d.Spatial;
-        float a0 = 0f, a1 = 0f, b0 = 0f, b1 = 0f;
-        int i = start;
-        for (; i + 2 <= end; i += 2)
+        public void Execute(int nc)
         {
-            float g0 = dy[i], g1 = dy[i + 1];
-            a0 += g0;
-            a1 += g1;
-            b0 += g0 * ((x[i] - mu) * rs);
-            b1 += g1 * ((x[i + 1] - mu) * rs);
+            int r = nc / d.C * d.Groups + nc % d.C / d.ChannelsPerGroup;
+            float mu = mean[r], rs = rstd[r];
+            int start = nc * d.Spatial;
+            int end = start + d.Spatial;
+            float a0 = 0f, a1 = 0f, b0 = 0f, b1 = 0f;
+            int i = start;
+            for (; i + 2 <= end; i += 2)
+            {
+                float g0 = dy[i], g1 = dy[i + 1];
+                a0 += g0;
+                a1 += g1;
+                b0 += g0 * ((x[i] - mu) * rs);
+                b1 += g1 * ((x[i + 1] - mu) * rs);
+            }
+            if (i < end)
+            {
+                float g0 = dy[i];
+                a0 += g0;
+                b0 += g0 * ((x[i] - mu) * rs);
+            }
+            int count = d.N * d.C;
+            partials[nc] = a0 + a1;
+            partials[count + nc] = b0 + b1;
         }
-        if (i < end)
-        {
-            float g0 = dy[i];
-            a0 += g0;
-            b0 += g0 * ((x[i] - mu) * rs);
-        }
-        int count = d.N * d.C;
-        partials[nc] = a0 + a1;
-        partials[count + nc] = b0 + b1;
     }
 
     // (1) one group per (n,c) row (grid = N·C): strided per-thread sums, then the fixed tree for A and for B.
-    internal static void ChannelPartialsTreeKernel(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd,
-        ArrayView<float> partials, GroupNormDims d)
+    internal readonly struct ChannelPartialsTreeKernel(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> partials, GroupNormDims d) : IGroupKernel
     {
-        var shared = SharedMemory.Allocate<float>(ReduceKernels.MaxTreeWidth);
-        int nc = Grid.IdxX;
-        int r = nc / d.C * d.Groups + nc % d.C / d.ChannelsPerGroup;
-        float mu = mean[r], rs = rstd[r];
-        int start = nc * d.Spatial;
-        int end = start + d.Spatial;
-        float a = 0f, b = 0f;
-        for (int i = start + Group.IdxX; i < end; i += Group.DimX)
+        public void Execute()
         {
-            float g = dy[i];
-            a += g;
-            b += g * ((x[i] - mu) * rs);
-        }
-        float sumA = ReduceKernels.GroupTreeSum(shared, a);
-        float sumB = ReduceKernels.GroupTreeSum(shared, b);
-        if (Group.IdxX == 0)
-        {
-            partials[nc] = sumA;
-            partials[d.N * d.C + nc] = sumB;
+            var shared = SharedMemory.Allocate<float>(ReduceKernels.MaxTreeWidth);
+            int nc = Grid.IdxX;
+            int r = nc / d.C * d.Groups + nc % d.C / d.ChannelsPerGroup;
+            float mu = mean[r], rs = rstd[r];
+            int start = nc * d.Spatial;
+            int end = start + d.Spatial;
+            float a = 0f, b = 0f;
+            for (int i = start + Group.IdxX; i < end; i += Group.DimX)
+            {
+                float g = dy[i];
+                a += g;
+                b += g * ((x[i] - mu) * rs);
+            }
+            float sumA = ReduceKernels.GroupTreeSum(shared, a);
+            float sumB = ReduceKernels.GroupTreeSum(shared, b);
+            if (Group.IdxX == 0)
+            {
+                partials[nc] = sumA;
+                partials[d.N * d.C + nc] = sumB;
+            }
         }
     }
 
     // (2) one thread per channel c: dβ[c] += Σ_n A[n,c], dγ[c] += Σ_n B[n,c], n ascending. Flags say which to write.
-    internal static void GammaBetaBackwardKernel(Index1D c, ArrayView<float> partials, ArrayView<float> dgamma, ArrayView<float> dbeta,
-        GroupNormDims d, int writeGamma, int writeBeta)
+    internal readonly struct GammaBetaBackwardKernel(ArrayView<float> partials, ArrayView<float> dgamma, ArrayView<float> dbeta, GroupNormDims d, int writeGamma, int writeBeta) : IThreadKernel
     {
-        int count = d.N * d.C;
-        float a = 0f, b = 0f;
-        for (int n = 0; n < d.N; n++)
+        public void Execute(int c)
         {
-            a += partials[n * d.C + c];
-            b += partials[count + n * d.C + c];
+            int count = d.N * d.C;
+            float a = 0f, b = 0f;
+            for (int n = 0; n < d.N; n++)
+            {
+                a += partials[n * d.C + c];
+                b += partials[count + n * d.C + c];
+            }
+            if (writeBeta != 0) dbeta[c] += a;
+            if (writeGamma != 0) dgamma[c] += b;
         }
-        if (writeBeta != 0) dbeta[c] += a;
-        if (writeGamma != 0) dgamma[c] += b;
     }
 
     // (3) one thread per row r = (n, g): sums[r] = Σ_{c∈g} γ[c]·A[n,c], sums[N·G + r] = Σ_{c∈g} γ[c]·B[n,c], c ascending.
-    internal static void GroupSumsKernel(Index1D r, ArrayView<float> partials, ArrayView<float> gamma, ArrayView<float> sums,
-        GroupNormDims d)
+    internal readonly struct GroupSumsKernel(ArrayView<float> partials, ArrayView<float> gamma, ArrayView<float> sums, GroupNormDims d) : IThreadKernel
     {
-        int count = d.N * d.C;
-        int n = r / d.Groups;
-        int c0 = r % d.Groups * d.ChannelsPerGroup;
-        float sa = 0f, sb = 0f;
-        for (int k = 0; k < d.ChannelsPerGroup; k++)
+        public void Execute(int r)
         {
-            int c = c0 + k;
-            float gm = gamma[c];
-            sa += gm * partials[n * d.C + c];
-            sb += gm * partials[count + n * d.C + c];
+            int count = d.N * d.C;
+            int n = r / d.Groups;
+            int c0 = r % d.Groups * d.ChannelsPerGroup;
+            float sa = 0f, sb = 0f;
+            for (int k = 0; k < d.ChannelsPerGroup; k++)
+            {
+                int c = c0 + k;
+                float gm = gamma[c];
+                sa += gm * partials[n * d.C + c];
+                sb += gm * partials[count + n * d.C + c];
+            }
+            sums[r] = sa;
+            sums[d.StatCount + r] = sb;
         }
-        sums[r] = sa;
-        sums[d.StatCount + r] = sb;
     }
 
     // (4) dx[i] += rstd·(dy·γ[c] − (Σg + x̂·Σg·x̂)/M), thread t handles elements [t·chunk, (t+1)·chunk).
-    internal static void GroupNormInputBackwardKernel(Index1D t, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma,
-        ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> sums, ArrayView<float> dx, GroupNormDims d, int chunk)
+    internal readonly struct GroupNormInputBackwardKernel(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> sums, ArrayView<float> dx, GroupNormDims d, int chunk) : IThreadKernel
     {
-        int start = t * chunk;
-        int end = Math.Min(start + chunk, d.Length);
-        int m = d.GroupSize, s = d.Spatial, c = d.C, stats = d.StatCount;
-        float invM = 1f / m;
-        for (int i = start; i < end; i++)
+        public void Execute(int t)
         {
-            int r = i / m;
-            int ch = i / s % c;
-            float rs = rstd[r];
-            float xhat = (x[i] - mean[r]) * rs;
-            dx[i] += rs * (dy[i] * gamma[ch] - (sums[r] + xhat * sums[stats + r]) * invM);
+            int start = t * chunk;
+            int end = Math.Min(start + chunk, d.Length);
+            int m = d.GroupSize, s = d.Spatial, c = d.C, stats = d.StatCount;
+            float invM = 1f / m;
+            for (int i = start; i < end; i++)
+            {
+                int r = i / m;
+                int ch = i / s % c;
+                float rs = rstd[r];
+                float xhat = (x[i] - mean[r]) * rs;
+                dx[i] += rs * (dy[i] * gamma[ch] - (sums[r] + xhat * sums[stats + r]) * invM);
+            }
         }
     }
 
@@ -354,24 +356,24 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         int count = dims.N * dims.C;
         using var partials = device.Pool.Rent<float>(2 * count);
         if (Resolve(variant) == ReductionVariant.GroupTree)
-            partialsTree(device.Stream, new KernelConfig(count, ReduceKernels.PowerOfTwoAtLeast(dims.Spatial, maxTreeWidth)), x, dy, mean, rstd, partials.View, dims);
+            device.Launch(new KernelConfig(count, ReduceKernels.PowerOfTwoAtLeast(dims.Spatial, maxTreeWidth)), new ChannelPartialsTreeKernel(x, dy, mean, rstd, partials.View, dims));
         else
-            partialsLoop(device.Stream, count, x, dy, mean, rstd, partials.View, dims);
+            device.Launch(count, new ChannelPartialsLoopKernel(x, dy, mean, rstd, partials.View, dims));
 
         if (wantGamma || wantBeta)
         {
             // An absent output is replaced by a dummy view the kernel is told not to write.
             var dg = wantGamma ? dgamma : partials.View.SubView(0, 1);
             var db = wantBeta ? dbeta : partials.View.SubView(0, 1);
-            channelGrads(device.Stream, dims.C, partials.View, dg, db, dims, wantGamma ? 1 : 0, wantBeta ? 1 : 0);
+            device.Launch(dims.C, new GammaBetaBackwardKernel(partials.View, dg, db, dims, wantGamma ? 1 : 0, wantBeta ? 1 : 0));
         }
 
         if (wantX)
         {
             using var sums = device.Pool.Rent<float>(2 * dims.StatCount);
-            groupSums(device.Stream, dims.StatCount, partials.View, gamma, sums.View, dims);
+            device.Launch(dims.StatCount, new GroupSumsKernel(partials.View, gamma, sums.View, dims));
             int chunk = ReduceKernels.ElementChunk(device, dims.Length);
-            inputGrad(device.Stream, ReduceKernels.ThreadsFor(dims.Length, chunk), x, dy, gamma, mean, rstd, sums.View, dx, dims, chunk);
+            device.Launch(ReduceKernels.ThreadsFor(dims.Length, chunk), new GroupNormInputBackwardKernel(x, dy, gamma, mean, rstd, sums.View, dx, dims, chunk));
         }
     }
 

@@ -119,30 +119,12 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
 
     private readonly ComputeDevice device;
     private readonly DeviceBuffer<float> scratch;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamStep, int, int> adam;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamStep, ArrayView<float>, int, int, int> adamScaled;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int> sumSquaresPartials;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, int, ArrayView<float>, int> sumPartials;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int> sumSquaresGrouped;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, int, ArrayView<float>, int> sumPartialsGrouped;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, int, float, ArrayView<float>> clipScale;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int, int> scaleByDeviceScalar;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, float, float, int, int> ema;
 
     private OptimKernels(ComputeDevice device)
     {
         this.device = device;
         var acc = device.Accelerator;
         scratch = device.Pool.Rent<float>(MaxPartials);
-        adam = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamStep, int, int>(AdamKernel);
-        adamScaled = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamStep, ArrayView<float>, int, int, int>(AdamScaledKernel);
-        sumSquaresPartials = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int>(SumOfSquaresPartialsKernel);
-        sumPartials = device.LoadStreamingKernel<ArrayView<float>, int, ArrayView<float>, int>(SumPartialsKernel);
-        sumSquaresGrouped = acc.LoadKernel<ArrayView<float>, ArrayView<float>, int>(SumOfSquaresGroupedKernel);
-        sumPartialsGrouped = acc.LoadKernel<ArrayView<float>, int, ArrayView<float>, int>(SumPartialsGroupedKernel);
-        clipScale = device.LoadStreamingKernel<ArrayView<float>, int, float, ArrayView<float>>(ClipScaleKernel);
-        scaleByDeviceScalar = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, int>(ScaleByDeviceScalarKernel);
-        ema = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, float, float, int, int>(EmaKernel);
     }
 
     /// <inheritdoc/>
@@ -169,24 +151,29 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
     }
 
     // Thread i updates elements i, i+stride, i+2·stride, i+3·stride (stride = ⌈n/4⌉).
-    internal static void AdamKernel(Index1D i, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamStep s, int n, int stride)
+    internal readonly struct AdamKernel(ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamStep s, int n, int stride) : IThreadKernel
     {
-        for (int k = 0; k < ItemsPerThread; k++)
+        public void Execute(int i)
         {
-            int j = i + k * stride;
-            if (j < n) AdamElement(p, m, v, j, g[j], s);
+            for (int k = 0; k < ItemsPerThread; k++)
+            {
+                int j = i + k * stride;
+                if (j < n) AdamElement(p, m, v, j, g[j], s);
+            }
         }
     }
 
     // Same, with the gradient first multiplied by the device scalar scale[scaleIndex] (the clip scale).
-    internal static void AdamScaledKernel(Index1D i, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamStep s,
-                                          ArrayView<float> scale, int scaleIndex, int n, int stride)
+    internal readonly struct AdamScaledKernel(ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamStep s, ArrayView<float> scale, int scaleIndex, int n, int stride) : IThreadKernel
     {
-        float c = scale[scaleIndex];
-        for (int k = 0; k < ItemsPerThread; k++)
+        public void Execute(int i)
         {
-            int j = i + k * stride;
-            if (j < n) AdamElement(p, m, v, j, g[j] * c, s);
+            float c = scale[scaleIndex];
+            for (int k = 0; k < ItemsPerThread; k++)
+            {
+                int j = i + k * stride;
+                if (j < n) AdamElement(p, m, v, j, g[j] * c, s);
+            }
         }
     }
 
@@ -199,7 +186,7 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
     {
         int n = CheckAdam(param, grad, firstMoment, secondMoment);
         if (n == 0) return;
-        adam(device.Stream, Threads(n), param, grad, firstMoment, secondMoment, step, n, Threads(n));
+        device.Launch(Threads(n), new AdamKernel(param, grad, firstMoment, secondMoment, step, n, Threads(n)));
     }
 
     /// <summary>
@@ -214,7 +201,7 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
         int n = CheckAdam(param, grad, firstMoment, secondMoment);
         CheckScalarIndex(gradScale, scaleIndex, "gradScale");
         if (n == 0) return;
-        adamScaled(device.Stream, Threads(n), param, grad, firstMoment, secondMoment, step, gradScale, scaleIndex, n, Threads(n));
+        device.Launch(Threads(n), new AdamScaledKernel(param, grad, firstMoment, secondMoment, step, gradScale, scaleIndex, n, Threads(n)));
     }
 
     private static int CheckAdam(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v)
@@ -229,28 +216,34 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
 
     // Barrier-free stage 1. x [n] → partials [P]: partials[j] = Σ_k x[j + k·P]², k ascending, four
     // interleaved accumulators combined as (a0 + a1) + (a2 + a3). A fixed order, so bit-repeatable.
-    internal static void SumOfSquaresPartialsKernel(Index1D j, ArrayView<float> x, ArrayView<float> partials, int n, int p)
+    internal readonly struct SumOfSquaresPartialsKernel(ArrayView<float> x, ArrayView<float> partials, int n, int p) : IThreadKernel
     {
-        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        int e = j;
-        int step4 = 4 * p;
-        for (; e + 3 * p < n; e += step4)
+        public void Execute(int j)
         {
-            float x0 = x[e], x1 = x[e + p], x2 = x[e + 2 * p], x3 = x[e + 3 * p];
-            a0 += x0 * x0; a1 += x1 * x1; a2 += x2 * x2; a3 += x3 * x3;
+            float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+            int e = j;
+            int step4 = 4 * p;
+            for (; e + 3 * p < n; e += step4)
+            {
+                float x0 = x[e], x1 = x[e + p], x2 = x[e + 2 * p], x3 = x[e + 3 * p];
+                a0 += x0 * x0; a1 += x1 * x1; a2 += x2 * x2; a3 += x3 * x3;
+            }
+            for (; e < n; e += p) { float v = x[e]; a0 += v * v; }
+            partials[j] = (a0 + a1) + (a2 + a3);
         }
-        for (; e < n; e += p) { float v = x[e]; a0 += v * v; }
-        partials[j] = (a0 + a1) + (a2 + a3);
     }
 
     // Barrier-free stage 2 (one thread). partials [count] → output[slot] = Σ partials (same fixed order).
-    internal static void SumPartialsKernel(Index1D i, ArrayView<float> partials, int count, ArrayView<float> output, int slot)
+    internal readonly struct SumPartialsKernel(ArrayView<float> partials, int count, ArrayView<float> output, int slot) : IThreadKernel
     {
-        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        int e = 0;
-        for (; e + 3 < count; e += 4) { a0 += partials[e]; a1 += partials[e + 1]; a2 += partials[e + 2]; a3 += partials[e + 3]; }
-        for (; e < count; e++) a0 += partials[e];
-        output[slot] = (a0 + a1) + (a2 + a3);
+        public void Execute(int i)
+        {
+            float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+            int e = 0;
+            for (; e + 3 < count; e += 4) { a0 += partials[e]; a1 += partials[e + 1]; a2 += partials[e + 2]; a3 += partials[e + 3]; }
+            for (; e < count; e++) a0 += partials[e];
+            output[slot] = (a0 + a1) + (a2 + a3);
+        }
     }
 
     // Tree-sums shared[0..GroupSize) into shared[0]; every thread of the group must call it.
@@ -265,37 +258,43 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
 
     // Grouped stage 1 (G groups of 128). x [n] → partials [G]: thread (g, l) sums x[e]² for
     // e = g·128 + l + k·G·128, then the group tree-sums its 128 values into partials[g].
-    internal static void SumOfSquaresGroupedKernel(ArrayView<float> x, ArrayView<float> partials, int n)
+    internal readonly struct SumOfSquaresGroupedKernel(ArrayView<float> x, ArrayView<float> partials, int n) : IGroupKernel
     {
-        var shared = SharedMemory.Allocate<float>(GroupSize);
-        int lane = Group.IdxX;
-        int stride = Grid.DimX * GroupSize;
-        float a0 = 0, a1 = 0;
-        int e = Grid.IdxX * GroupSize + lane;
-        for (; e + stride < n; e += 2 * stride)
+        public void Execute()
         {
-            float x0 = x[e], x1 = x[e + stride];
-            a0 += x0 * x0; a1 += x1 * x1;
+            var shared = SharedMemory.Allocate<float>(GroupSize);
+            int lane = Group.IdxX;
+            int stride = Grid.DimX * GroupSize;
+            float a0 = 0, a1 = 0;
+            int e = Grid.IdxX * GroupSize + lane;
+            for (; e + stride < n; e += 2 * stride)
+            {
+                float x0 = x[e], x1 = x[e + stride];
+                a0 += x0 * x0; a1 += x1 * x1;
+            }
+            if (e < n) { float v = x[e]; a0 += v * v; }
+            shared[lane] = a0 + a1;
+            Group.Barrier();
+            GroupTreeSum(shared, lane);
+            if (lane == 0) partials[Grid.IdxX] = shared[0];
         }
-        if (e < n) { float v = x[e]; a0 += v * v; }
-        shared[lane] = a0 + a1;
-        Group.Barrier();
-        GroupTreeSum(shared, lane);
-        if (lane == 0) partials[Grid.IdxX] = shared[0];
     }
 
     // Grouped stage 2 (one group of 128). partials [count] → output[slot] = tree sum of the
     // lane-strided sums Σ_k partials[l + 128k].
-    internal static void SumPartialsGroupedKernel(ArrayView<float> partials, int count, ArrayView<float> output, int slot)
+    internal readonly struct SumPartialsGroupedKernel(ArrayView<float> partials, int count, ArrayView<float> output, int slot) : IGroupKernel
     {
-        var shared = SharedMemory.Allocate<float>(GroupSize);
-        int lane = Group.IdxX;
-        float a = 0;
-        for (int e = lane; e < count; e += GroupSize) a += partials[e];
-        shared[lane] = a;
-        Group.Barrier();
-        GroupTreeSum(shared, lane);
-        if (lane == 0) output[slot] = shared[0];
+        public void Execute()
+        {
+            var shared = SharedMemory.Allocate<float>(GroupSize);
+            int lane = Group.IdxX;
+            float a = 0;
+            for (int e = lane; e < count; e += GroupSize) a += partials[e];
+            shared[lane] = a;
+            Group.Barrier();
+            GroupTreeSum(shared, lane);
+            if (lane == 0) output[slot] = shared[0];
+        }
     }
 
     /// <summary>
@@ -315,14 +314,14 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
         if (variant == ReductionVariant.BarrierFree)
         {
             int p = BarrierFreePartials(n);
-            if (n > 0) sumSquaresPartials(device.Stream, p, x, stage1, n, p);
-            sumPartials(device.Stream, 1, stage1, n > 0 ? p : 0, partials, slot);
+            if (n > 0) device.Launch(p, new SumOfSquaresPartialsKernel(x, stage1, n, p));
+            device.Launch(1, new SumPartialsKernel(stage1, n > 0 ? p : 0, partials, slot));
         }
         else
         {
             int g = GroupedPartials(n);
-            if (n > 0) sumSquaresGrouped(device.Stream, new KernelConfig(g, GroupSize), x, stage1, n);
-            sumPartialsGrouped(device.Stream, new KernelConfig(1, GroupSize), stage1, n > 0 ? g : 0, partials, slot);
+            if (n > 0) device.Launch(new KernelConfig(g, GroupSize), new SumOfSquaresGroupedKernel(x, stage1, n));
+            device.Launch(new KernelConfig(1, GroupSize), new SumPartialsGroupedKernel(stage1, n > 0 ? g : 0, partials, slot));
         }
     }
 
@@ -334,14 +333,17 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
 
     // One thread. partials [count] → normAndScale [2]: norm = √Σ partials (ascending order),
     // scale = min(1, maxNorm/(norm + 1e-6))  (torch.nn.utils.clip_grad_norm_'s rule).
-    internal static void ClipScaleKernel(Index1D i, ArrayView<float> partials, int count, float maxNorm, ArrayView<float> normAndScale)
+    internal readonly struct ClipScaleKernel(ArrayView<float> partials, int count, float maxNorm, ArrayView<float> normAndScale) : IThreadKernel
     {
-        float sum = 0;
-        for (int e = 0; e < count; e++) sum += partials[e];
-        float norm = MathF.Sqrt(sum);
-        float scale = maxNorm / (norm + 1e-6f);
-        normAndScale[0] = norm;
-        normAndScale[1] = scale >= 1f ? 1f : scale; // NaN stays NaN
+        public void Execute(int i)
+        {
+            float sum = 0;
+            for (int e = 0; e < count; e++) sum += partials[e];
+            float norm = MathF.Sqrt(sum);
+            float scale = maxNorm / (norm + 1e-6f);
+            normAndScale[0] = norm;
+            normAndScale[1] = scale >= 1f ? 1f : scale; // NaN stays NaN
+        }
     }
 
     /// <summary>
@@ -356,17 +358,20 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
         if (normAndScale.Length < 2)
             throw new ArgumentException($"ClipScale: normAndScale must have at least 2 elements (norm, scale), got {normAndScale.Length}");
         if (!(maxNorm > 0)) throw new ArgumentException($"ClipScale: maxNorm must be positive, got {maxNorm}");
-        clipScale(device.Stream, 1, partials, count, maxNorm, normAndScale);
+        device.Launch(1, new ClipScaleKernel(partials, count, maxNorm, normAndScale));
     }
 
     // x [n] *= scale[index] (a device scalar, e.g. the clip scale), 4 elements per thread, strided.
-    internal static void ScaleByDeviceScalarKernel(Index1D i, ArrayView<float> x, ArrayView<float> scale, int index, int n, int stride)
+    internal readonly struct ScaleByDeviceScalarKernel(ArrayView<float> x, ArrayView<float> scale, int index, int n, int stride) : IThreadKernel
     {
-        float c = scale[index];
-        for (int k = 0; k < ItemsPerThread; k++)
+        public void Execute(int i)
         {
-            int j = i + k * stride;
-            if (j < n) x[j] = x[j] * c;
+            float c = scale[index];
+            for (int k = 0; k < ItemsPerThread; k++)
+            {
+                int j = i + k * stride;
+                if (j < n) x[j] = x[j] * c;
+            }
         }
     }
 
@@ -376,7 +381,7 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
         CheckScalarIndex(scale, index, "scale");
         int n = checked((int)x.Length);
         if (n == 0) return;
-        scaleByDeviceScalar(device.Stream, Threads(n), x, scale, index, n, Threads(n));
+        device.Launch(Threads(n), new ScaleByDeviceScalarKernel(x, scale, index, n, Threads(n)));
     }
 
     /// <summary>
@@ -399,12 +404,15 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
     // ---------------------------------------------------------------- EMA
 
     // ema, p [n]: ema = decay·ema + (1−decay)·p   (Polyak averaging of the weights, as in the DDPM code).
-    internal static void EmaKernel(Index1D i, ArrayView<float> ema, ArrayView<float> p, float decay, float oneMinusDecay, int n, int stride)
+    internal readonly struct EmaKernel(ArrayView<float> ema, ArrayView<float> p, float decay, float oneMinusDecay, int n, int stride) : IThreadKernel
     {
-        for (int k = 0; k < ItemsPerThread; k++)
+        public void Execute(int i)
         {
-            int j = i + k * stride;
-            if (j < n) ema[j] = decay * ema[j] + oneMinusDecay * p[j];
+            for (int k = 0; k < ItemsPerThread; k++)
+            {
+                int j = i + k * stride;
+                if (j < n) ema[j] = decay * ema[j] + oneMinusDecay * p[j];
+            }
         }
     }
 
@@ -416,7 +424,7 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
         if (!(decay >= 0 && decay <= 1)) throw new ArgumentException($"Ema: decay must be in [0, 1], got {decay}");
         int n = checked((int)ema.Length);
         if (n == 0) return;
-        this.ema(device.Stream, Threads(n), ema, param, decay, (float)(1 - (double)decay), n, Threads(n));
+        device.Launch(Threads(n), new EmaKernel(ema, param, decay, (float)(1 - (double)decay), n, Threads(n)));
     }
 
     private static void CheckScalarIndex(ArrayView<float> view, int index, string name)

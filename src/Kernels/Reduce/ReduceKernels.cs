@@ -37,24 +37,12 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
 
     private readonly ComputeDevice device;
     private readonly int treeWidth;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> partialsLoop;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> partialsTree;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, float> finalLoop;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, float> finalTree;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, float, int, int> broadcastAdd;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, int, int> squaredDifferenceBackward;
 
     private ReduceKernels(ComputeDevice device)
     {
         this.device = device;
         var acc = device.Accelerator;
         treeWidth = TreeWidthFor(acc, MaxTreeWidth);
-        partialsLoop = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(PartialSumsLoopKernel);
-        partialsTree = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(PartialSumsTreeKernel);
-        finalLoop = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, float>(FinalSumLoopKernel);
-        finalTree = acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, float>(FinalSumTreeKernel);
-        broadcastAdd = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, float, int, int>(BroadcastAddKernel);
-        squaredDifferenceBackward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, int, int>(SquaredDifferenceBackwardKernel);
     }
 
     /// <inheritdoc/>
@@ -124,85 +112,103 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
     // partials[p] = Σ_{i in segment p} term(i), term = a[i] or (a[i] − b[i])²
 
     // One thread per segment; element i of the segment goes to accumulator i mod 4, combined as (s0+s1)+(s2+s3).
-    internal static void PartialSumsLoopKernel(Index1D p, ArrayView<float> a, ArrayView<float> b, ArrayView<float> partials, int n, int squaredDifference)
+    internal readonly struct PartialSumsLoopKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> partials, int n, int squaredDifference) : IThreadKernel
     {
-        int start = p * SegmentLength;
-        int end = Math.Min(start + SegmentLength, n);
-        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-        int i = start;
-        for (; i + 4 <= end; i += 4)
+        public void Execute(int p)
         {
-            s0 += Term(a, b, i, squaredDifference);
-            s1 += Term(a, b, i + 1, squaredDifference);
-            s2 += Term(a, b, i + 2, squaredDifference);
-            s3 += Term(a, b, i + 3, squaredDifference);
+            int start = p * SegmentLength;
+            int end = Math.Min(start + SegmentLength, n);
+            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+            int i = start;
+            for (; i + 4 <= end; i += 4)
+            {
+                s0 += Term(a, b, i, squaredDifference);
+                s1 += Term(a, b, i + 1, squaredDifference);
+                s2 += Term(a, b, i + 2, squaredDifference);
+                s3 += Term(a, b, i + 3, squaredDifference);
+            }
+            for (; i < end; i++) s0 += Term(a, b, i, squaredDifference);
+            partials[p] = (s0 + s1) + (s2 + s3);
         }
-        for (; i < end; i++) s0 += Term(a, b, i, squaredDifference);
-        partials[p] = (s0 + s1) + (s2 + s3);
     }
 
     // One group per segment (grid = #segments): thread t sums elements t, t + w, t + 2w, … of the
     // segment (coalesced), then the group's fixed tree adds the w per-thread sums.
-    internal static void PartialSumsTreeKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> partials, int n, int squaredDifference)
+    internal readonly struct PartialSumsTreeKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> partials, int n, int squaredDifference) : IGroupKernel
     {
-        var shared = SharedMemory.Allocate<float>(MaxTreeWidth);
-        int p = Grid.IdxX;
-        int start = p * SegmentLength;
-        int end = Math.Min(start + SegmentLength, n);
-        float s = 0f;
-        for (int i = start + Group.IdxX; i < end; i += Group.DimX) s += Term(a, b, i, squaredDifference);
-        float total = GroupTreeSum(shared, s);
-        if (Group.IdxX == 0) partials[p] = total;
+        public void Execute()
+        {
+            var shared = SharedMemory.Allocate<float>(MaxTreeWidth);
+            int p = Grid.IdxX;
+            int start = p * SegmentLength;
+            int end = Math.Min(start + SegmentLength, n);
+            float s = 0f;
+            for (int i = start + Group.IdxX; i < end; i += Group.DimX) s += Term(a, b, i, squaredDifference);
+            float total = GroupTreeSum(shared, s);
+            if (Group.IdxX == 0) partials[p] = total;
+        }
     }
 
     // ---------------------------------------------------------------------------------------------
     // Stage 2: partials [count] -> output [1] = scale · Σ partials
 
     // A single thread, 4 interleaved accumulators as in stage 1.
-    internal static void FinalSumLoopKernel(Index1D unused, ArrayView<float> partials, ArrayView<float> output, int count, float scale)
+    internal readonly struct FinalSumLoopKernel(ArrayView<float> partials, ArrayView<float> output, int count, float scale) : IThreadKernel
     {
-        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-        int i = 0;
-        for (; i + 4 <= count; i += 4)
+        public void Execute(int unused)
         {
-            s0 += partials[i];
-            s1 += partials[i + 1];
-            s2 += partials[i + 2];
-            s3 += partials[i + 3];
+            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+            int i = 0;
+            for (; i + 4 <= count; i += 4)
+            {
+                s0 += partials[i];
+                s1 += partials[i + 1];
+                s2 += partials[i + 2];
+                s3 += partials[i + 3];
+            }
+            for (; i < count; i++) s0 += partials[i];
+            output[0] = scale * ((s0 + s1) + (s2 + s3));
         }
-        for (; i < count; i++) s0 += partials[i];
-        output[0] = scale * ((s0 + s1) + (s2 + s3));
     }
 
     // A single group: strided per-thread sums, then the fixed tree.
-    internal static void FinalSumTreeKernel(ArrayView<float> partials, ArrayView<float> output, int count, float scale)
+    internal readonly struct FinalSumTreeKernel(ArrayView<float> partials, ArrayView<float> output, int count, float scale) : IGroupKernel
     {
-        var shared = SharedMemory.Allocate<float>(MaxTreeWidth);
-        float s = 0f;
-        for (int i = Group.IdxX; i < count; i += Group.DimX) s += partials[i];
-        float total = GroupTreeSum(shared, s);
-        if (Group.IdxX == 0) output[0] = scale * total;
+        public void Execute()
+        {
+            var shared = SharedMemory.Allocate<float>(MaxTreeWidth);
+            float s = 0f;
+            for (int i = Group.IdxX; i < count; i += Group.DimX) s += partials[i];
+            float total = GroupTreeSum(shared, s);
+            if (Group.IdxX == 0) output[0] = scale * total;
+        }
     }
 
     // ---------------------------------------------------------------------------------------------
     // Backward kernels: chunked, thread t handles elements [t·chunk, (t+1)·chunk).
 
     // d/dx_i of L = scale · Σ x:  dx[i] += scale · dloss[0]
-    internal static void BroadcastAddKernel(Index1D t, ArrayView<float> dx, ArrayView<float> dloss, float scale, int n, int chunk)
+    internal readonly struct BroadcastAddKernel(ArrayView<float> dx, ArrayView<float> dloss, float scale, int n, int chunk) : IThreadKernel
     {
-        int start = t * chunk;
-        int end = Math.Min(start + chunk, n);
-        float g = scale * dloss[0];
-        for (int i = start; i < end; i++) dx[i] += g;
+        public void Execute(int t)
+        {
+            int start = t * chunk;
+            int end = Math.Min(start + chunk, n);
+            float g = scale * dloss[0];
+            for (int i = start; i < end; i++) dx[i] += g;
+        }
     }
 
     // d/da_i of L = s · Σ (a − b)²:  grad[i] += 2s · (a[i] − b[i]) · dloss[0]   (coefficient = ±2s)
-    internal static void SquaredDifferenceBackwardKernel(Index1D t, ArrayView<float> a, ArrayView<float> b, ArrayView<float> dloss, ArrayView<float> grad, float coefficient, int n, int chunk)
+    internal readonly struct SquaredDifferenceBackwardKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> dloss, ArrayView<float> grad, float coefficient, int n, int chunk) : IThreadKernel
     {
-        int start = t * chunk;
-        int end = Math.Min(start + chunk, n);
-        float g = coefficient * dloss[0];
-        for (int i = start; i < end; i++) grad[i] += g * (a[i] - b[i]);
+        public void Execute(int t)
+        {
+            int start = t * chunk;
+            int end = Math.Min(start + chunk, n);
+            float g = coefficient * dloss[0];
+            for (int i = start; i < end; i++) grad[i] += g * (a[i] - b[i]);
+        }
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -249,13 +255,13 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
         bool tree = Resolve(variant) == ReductionVariant.GroupTree;
         if (tree)
         {
-            partialsTree(device.Stream, new KernelConfig(count, maxTreeWidth), a, b, partials.View, n, squaredDifference);
-            finalTree(device.Stream, new KernelConfig(1, PowerOfTwoAtLeast(count, maxTreeWidth)), partials.View, output, count, scale);
+            device.Launch(new KernelConfig(count, maxTreeWidth), new PartialSumsTreeKernel(a, b, partials.View, n, squaredDifference));
+            device.Launch(new KernelConfig(1, PowerOfTwoAtLeast(count, maxTreeWidth)), new FinalSumTreeKernel(partials.View, output, count, scale));
         }
         else
         {
-            partialsLoop(device.Stream, count, a, b, partials.View, n, squaredDifference);
-            finalLoop(device.Stream, 1, partials.View, output, count, scale);
+            device.Launch(count, new PartialSumsLoopKernel(a, b, partials.View, n, squaredDifference));
+            device.Launch(1, new FinalSumLoopKernel(partials.View, output, count, scale));
         }
     }
 
@@ -276,7 +282,7 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
         if (dx.Length < 1 || dx.Length > int.MaxValue) throw new ArgumentException($"sum backward: expected a gradient of 1 to 2^31 − 1 elements, got {dx.Length}");
         int n = (int)dx.Length;
         int chunk = ElementChunk(device, n);
-        broadcastAdd(device.Stream, ThreadsFor(n, chunk), dx, dloss, scale, n, chunk);
+        device.Launch(ThreadsFor(n, chunk), new BroadcastAddKernel(dx, dloss, scale, n, chunk));
     }
 
     /// <summary>
@@ -294,6 +300,6 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
         int n = (int)a.Length;
         int chunk = ElementChunk(device, n);
         float coefficient = (withRespectToB ? -2f : 2f) * scale;
-        squaredDifferenceBackward(device.Stream, ThreadsFor(n, chunk), a, b, dloss, grad, coefficient, n, chunk);
+        device.Launch(ThreadsFor(n, chunk), new SquaredDifferenceBackwardKernel(a, b, dloss, grad, coefficient, n, chunk));
     }
 }
