@@ -3,6 +3,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Random;
+using IlgpuDdpm.Kernels.Reduce;
 
 namespace IlgpuDdpm.Kernels.Diffusion;
 
@@ -192,19 +193,18 @@ public readonly struct DdimStepCoefficients
 /// Noise is Philox4x32-10 (<see cref="Philox.Normal"/>): element i of a call gets stream number
 /// key.Offset + i, so a call consumes n·d numbers (advance the key by that much). The elementwise kernels
 /// give each thread one Philox block, i.e. the (up to) 4 consecutive elements whose stream numbers share it,
-/// and compute those 4 normals with one block and two Box–Muller pairs. No atomics; reductions are
-/// fixed two-stage sums, so every result is bit-repeatable.
+/// and compute those 4 normals with one block and two Box–Muller pairs. No atomics:
+/// the per-sample sums of the bound are row reductions of <see cref="ReduceKernels.Rows{TTerm, TSink}"/>, so every result is bit-repeatable.
 /// </summary>
 public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
 {
-    /// <summary>Elements of one sample summed by one stage-1 thread of the VLB reductions (strided by the chunk count).</summary>
-    internal const int VlbChunk = 256;
-
     private readonly ComputeDevice device;
+    private readonly ReduceKernels reduce;
 
     private DiffusionKernels(ComputeDevice device)
     {
         this.device = device;
+        reduce = device.Kernels<ReduceKernels>();
     }
 
     /// <inheritdoc/>
@@ -430,26 +430,13 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
 
     // ---------------------------------------------------------------- variational bound terms
 
-    // Stage 1. a, b [n·d] → partials [n·chunks]: partials[s·chunks + c] = Σ_{e = c, c+chunks, …} (sa·a[s,e] − sb·b[s,e])²,
-    // e ascending. Thread s·chunks + c.
-    internal readonly struct SquaredDifferencePartialsKernel(ArrayView<float> a, float sa, ArrayView<float> b, float sb, ArrayView<float> partials, int d, int chunks) : IThreadKernel
+    // (sa·a[i] − sb·b[i])², the squared-difference term of the Gaussian KL.
+    internal readonly struct ScaledSquaredDifferenceTerm(ArrayView<float> a, float sa, ArrayView<float> b, float sb) : IReductionTerm
     {
-        public void Execute(int j)
+        public float At(int row, int i)
         {
-            int s = j / chunks;
-            int c = j - s * chunks;
-            int rowStart = s * d;
-            float acc0 = 0f, acc1 = 0f;
-            int e = c;
-            for (; e + chunks < d; e += 2 * chunks)
-            {
-                float u = sa * a[rowStart + e] - sb * b[rowStart + e];
-                float w = sa * a[rowStart + e + chunks] - sb * b[rowStart + e + chunks];
-                acc0 += u * u;
-                acc1 += w * w;
-            }
-            if (e < d) { float u = sa * a[rowStart + e] - sb * b[rowStart + e]; acc0 += u * u; }
-            partials[j] = acc0 + acc1;
+            float u = sa * a[i] - sb * b[i];
+            return u * u;
         }
     }
 
@@ -482,35 +469,18 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
         return -MathF.Log(p > 1e-12f ? p : 1e-12f);
     }
 
-    // Stage 1. x0, means [n·d] → partials [n·chunks]: partials[s·chunks + c] = Σ_{e = c, c+chunks, …} −log p(x0 | μ, σ).
-    internal readonly struct DiscretizedNllPartialsKernel(ArrayView<float> x0, ArrayView<float> means, float invStd, ArrayView<float> partials, int d, int chunks) : IThreadKernel
+    // −log p(x0[i] | means[i], σ), the decoder term.
+    internal readonly struct DiscretizedNllTerm(ArrayView<float> x0, ArrayView<float> means, float invStd) : IReductionTerm
     {
-        public void Execute(int j)
-        {
-            int s = j / chunks;
-            int c = j - s * chunks;
-            int rowStart = s * d;
-            float acc0 = 0f, acc1 = 0f;
-            int e = c;
-            for (; e + chunks < d; e += 2 * chunks)
-            {
-                acc0 += DiscretizedNll(x0[rowStart + e], means[rowStart + e], invStd);
-                acc1 += DiscretizedNll(x0[rowStart + e + chunks], means[rowStart + e + chunks], invStd);
-            }
-            if (e < d) acc0 += DiscretizedNll(x0[rowStart + e], means[rowStart + e], invStd);
-            partials[j] = acc0 + acc1;
-        }
+        public float At(int row, int i) => DiscretizedNll(x0[i], means[i], invStd);
     }
 
-    // Stage 2. partials [n·chunks] → output [n]: output[s] = (accumulate ? output[s] : 0) + constant + factor·Σ_c partials[s·chunks + c].
-    internal readonly struct FinishPerSampleKernel(ArrayView<float> partials, int chunks, ArrayView<float> output, float constant, float factor, int accumulate) : IThreadKernel
+    // output[s] = (accumulate ? output[s] : 0) + constant + factor·Σ_row.
+    internal readonly struct PerSampleSink(ArrayView<float> output, float constant, float factor, int accumulate) : IReductionSink
     {
-        public void Execute(int s)
+        public void Write(int s, float total)
         {
-            float sum = 0f;
-            int start = s * chunks;
-            for (int c = 0; c < chunks; c++) sum += partials[start + c];
-            float value = constant + factor * sum;
+            float value = constant + factor * total;
             output[s] = accumulate != 0 ? output[s] + value : value;
         }
     }
@@ -551,11 +521,7 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
         if (n == 0) return;
         double c0 = 0.5 * (-1 + lv2 - lv1 + Math.Exp(lv1 - lv2));
         double c1 = 0.5 * Math.Exp(-lv2);
-        if (d == 0) { FinishOnly(output, n, (float)(0.0), accumulate); return; }
-        int chunks = (d + VlbChunk - 1) / VlbChunk;
-        using var partials = device.Pool.Rent<float>(n * chunks);
-        device.Launch(n * chunks, new SquaredDifferencePartialsKernel(a, sa, b, sb, partials.View, d, chunks));
-        device.Launch(n, new FinishPerSampleKernel(partials.View, chunks, output, (float)(scale * d * c0), (float)(scale * c1), accumulate ? 1 : 0));
+        reduce.Rows(new ScaledSquaredDifferenceTerm(a, sa, b, sb), new PerSampleSink(output, (float)(scale * d * c0), (float)(scale * c1), accumulate ? 1 : 0), n, d);
     }
 
     /// <summary>
@@ -575,19 +541,8 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
         if (!float.IsFinite(logVariance)) throw new ArgumentException($"DiscretizedGaussianNll: logVariance must be finite, got {logVariance}");
         if (!float.IsFinite(scale)) throw new ArgumentException($"DiscretizedGaussianNll: scale must be finite, got {scale}");
         if (n == 0) return;
-        if (d == 0) { FinishOnly(output, n, 0f, accumulate); return; }
         float invStd = (float)Math.Exp(-0.5 * logVariance);
-        int chunks = (d + VlbChunk - 1) / VlbChunk;
-        using var partials = device.Pool.Rent<float>(n * chunks);
-        device.Launch(n * chunks, new DiscretizedNllPartialsKernel(x0, means, invStd, partials.View, d, chunks));
-        device.Launch(n, new FinishPerSampleKernel(partials.View, chunks, output, 0f, scale, accumulate ? 1 : 0));
-    }
-
-    // d == 0: every per-sample sum is empty.
-    private void FinishOnly(ArrayView<float> output, int n, float constant, bool accumulate)
-    {
-        using var empty = device.Pool.Rent<float>(1);
-        device.Launch(n, new FinishPerSampleKernel(empty.View, 0, output, constant, 0f, accumulate ? 1 : 0));
+        reduce.Rows(new DiscretizedNllTerm(x0, means, invStd), new PerSampleSink(output, 0f, scale, accumulate ? 1 : 0), n, d);
     }
 
     // ---------------------------------------------------------------- validation

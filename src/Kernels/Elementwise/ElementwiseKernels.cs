@@ -122,13 +122,6 @@ public sealed class ElementwiseKernels : IKernelFamily<ElementwiseKernels>
     /// <summary>dst += s·src elementwise.</summary>
     public void AddScaledInto(ArrayView<float> dst, ArrayView<float> src, float s) => Binary(new AddScaledOp(s), dst, src, dst);
 
-    // dy [N·C rows, S] -> dv [N·C] (ADDS):  dv[r] += Σ_s dy[r,s], one unit per row, summed in a fixed
-    // order (four interleaved partial sums, then a tail, combined as (s0 + s1) + (s2 + s3)).
-    internal readonly struct RowSumIntoKernel(ArrayView<float> dy, ArrayView<float> dv, int spatial) : IElementKernel
-    {
-        public void Element(int r) => dv[r] += RowSum.Of(dy, r * spatial, spatial);
-    }
-
     /// <summary>y[n,c,s] = x[n,c,s] + v[n,c] for x [N,C,S] (S = H·W), v [N,C].</summary>
     public void AddChannelVector(ArrayView<float> x, ArrayView<float> v, ArrayView<float> y, int n, int c, int spatial)
     {
@@ -141,7 +134,7 @@ public sealed class ElementwiseKernels : IKernelFamily<ElementwiseKernels>
 
     /// <summary>
     /// AddChannelVector backward, ADDING into the gradients: dx += dy; dv[n,c] += Σ_s dy[n,c,s]
-    /// (one thread per (n,c), fixed order). Pass <c>default</c> for a gradient that is not wanted.
+    /// (the deterministic row reduction of <see cref="ReduceKernels"/>). Pass <c>default</c> for a gradient that is not wanted.
     /// </summary>
     public void AddChannelVectorBackward(ArrayView<float> dy, ArrayView<float> dx, ArrayView<float> dv, int n, int c, int spatial)
     {
@@ -154,12 +147,8 @@ public sealed class ElementwiseKernels : IKernelFamily<ElementwiseKernels>
         }
         if (dv.Length > 0)
         {
-            int rows = n * c;
-            Expect(dv, rows, $"add-channel-vector dv [{n}, {c}]");
-            // A row is already `spatial` elements of work: one row per thread (on a GPU) unless rows are
-            // shorter than MinItemsPerThread, then MinItemsPerThread / spatial rows per thread.
-            var rowLaunch = Launch with { MinItemsPerThread = Math.Max(1, Launch.MinItemsPerThread / spatial) };
-            device.LaunchElements(rowLaunch, rows, new RowSumIntoKernel(dy, dv, spatial));
+            Expect(dv, (long)n * c, $"add-channel-vector dv [{n}, {c}]");
+            device.Kernels<ReduceKernels>().Rows(new ValueTerm(dy), new AddSink(dv), n * c, spatial);
         }
     }
 
