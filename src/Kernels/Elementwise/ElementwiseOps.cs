@@ -94,3 +94,10 @@ public readonly struct AddScaledOp(float s) : IBinaryOp
     /// <inheritdoc/>
     public float Apply(float a, float b) => a + s * b;
 }
+
+/// <summary>wa·a + wb·b (e.g. the posterior mean coef_x0·x_0 + coef_xt·x_t).</summary>
+public readonly struct WeightedSumOp(float wa, float wb) : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => wa * a + wb * b;
+}
