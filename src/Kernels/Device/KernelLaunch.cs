@@ -149,3 +149,20 @@ public readonly record struct GridStride(int MinItemsPerThread, int MaxThreads)
         return (int)Math.Clamp(t, 1, MaxThreads);
     }
 }
+
+/// <summary>
+/// A family whose kernels are all grid-stride loops (<see cref="IElementKernel"/>) sized by one launch shape:
+/// the device's <see cref="ComputeDevice.ElementShape"/>, or a chosen one in tests (the GPU's, and odd ones, on the CPU).
+/// </summary>
+public abstract class GridStrideFamily(ComputeDevice device, GridStride launch)
+{
+    /// <summary>The device the family launches on.</summary>
+    protected ComputeDevice Device { get; } = device;
+
+    /// <summary>How launches are sized on this family's device.</summary>
+    internal GridStride Launch { get; } = launch;
+
+    /// <summary>Runs <paramref name="element"/> over <paramref name="units"/> units with this family's shape.</summary>
+    protected void Run<TElement>(int units, in TElement element) where TElement : struct, IElementKernel =>
+        Device.LaunchElements(Launch, units, element);
+}

@@ -70,11 +70,7 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
     private readonly ComputeDevice device;
     private readonly ReduceKernels reduce;
 
-    private DiffusionKernels(ComputeDevice device)
-    {
-        this.device = device;
-        reduce = device.Kernels<ReduceKernels>();
-    }
+    private DiffusionKernels(ComputeDevice device) => (this.device, reduce) = (device, device.Kernels<ReduceKernels>());
 
     /// <inheritdoc/>
     public static DiffusionKernels Create(ComputeDevice device) => new(device);

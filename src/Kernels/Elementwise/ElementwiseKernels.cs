@@ -21,27 +21,15 @@ namespace IlgpuDdpm.Kernels.Elementwise;
 /// element in a fixed order, so results are bit-for-bit repeatable.
 /// </para>
 /// </summary>
-public sealed class ElementwiseKernels : IKernelFamily<ElementwiseKernels>
+public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<ElementwiseKernels>
 {
-    private readonly ComputeDevice device;
-
-    private ElementwiseKernels(ComputeDevice device, GridStride launch)
-    {
-        this.device = device;
-        Launch = launch;
-    }
+    private ElementwiseKernels(ComputeDevice device, GridStride launch) : base(device, launch) { }
 
     /// <inheritdoc/>
     public static ElementwiseKernels Create(ComputeDevice device) => new(device, device.ElementShape);
 
     /// <summary>A family with a chosen launch shape (tests run the GPU's, and odd ones, on the CPU).</summary>
     internal static ElementwiseKernels CreateWith(ComputeDevice device, GridStride launch) => new(device, launch);
-
-    /// <summary>How launches are sized on this family's device.</summary>
-    internal GridStride Launch { get; }
-
-    private void Run<TElement>(int units, in TElement element) where TElement : struct, IElementKernel =>
-        device.LaunchElements(Launch, units, element);
 
     // ---------------------------------------------------------------- unary ops
     // x [L] -> y [L]:  y = op.Forward(x)
@@ -148,7 +136,7 @@ public sealed class ElementwiseKernels : IKernelFamily<ElementwiseKernels>
         if (dv.Length > 0)
         {
             Expect(dv, (long)n * c, $"add-channel-vector dv [{n}, {c}]");
-            device.Kernels<ReduceKernels>().Rows(new ValueTerm(dy), new AddSink(dv), n * c, spatial);
+            Device.Kernels<ReduceKernels>().Rows(new ValueTerm(dy), new AddSink(dv), n * c, spatial);
         }
     }
 

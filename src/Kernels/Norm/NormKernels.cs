@@ -68,11 +68,7 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     private readonly ComputeDevice device;
     private readonly ReduceKernels reduce;
 
-    private NormKernels(ComputeDevice device)
-    {
-        this.device = device;
-        reduce = device.Kernels<ReduceKernels>();
-    }
+    private NormKernels(ComputeDevice device) => (this.device, reduce) = (device, device.Kernels<ReduceKernels>());
 
     /// <inheritdoc/>
     public static NormKernels Create(ComputeDevice device) => new(device);

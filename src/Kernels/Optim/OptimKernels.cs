@@ -94,11 +94,7 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
     private readonly ComputeDevice device;
     private readonly ReduceKernels reduce;
 
-    private OptimKernels(ComputeDevice device)
-    {
-        this.device = device;
-        reduce = device.Kernels<ReduceKernels>();
-    }
+    private OptimKernels(ComputeDevice device) => (this.device, reduce) = (device, device.Kernels<ReduceKernels>());
 
     /// <inheritdoc/>
     public static OptimKernels Create(ComputeDevice device) => new(device);

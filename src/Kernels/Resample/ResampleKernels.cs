@@ -10,54 +10,37 @@ namespace IlgpuDdpm.Kernels.Resample;
 /// and bit-for-bit repeatable. Grid-stride loops (<see cref="GridStride"/>: four input elements per thread on
 /// a GPU, a few threads per core on the CPU accelerator). Backward methods ADD into their gradient outputs.
 /// </summary>
-public sealed class ResampleKernels : IKernelFamily<ResampleKernels>
+public sealed class ResampleKernels : GridStrideFamily, IKernelFamily<ResampleKernels>
 {
-    private readonly ComputeDevice device;
-
-    private ResampleKernels(ComputeDevice device, GridStride launch)
-    {
-        this.device = device;
-        Launch = launch;
-    }
+    private ResampleKernels(ComputeDevice device, GridStride launch) : base(device, launch) { }
 
     /// <inheritdoc/>
     public static ResampleKernels Create(ComputeDevice device) => new(device, device.ElementShape);
 
-    /// <summary>A family with a chosen launch shape (tests run the GPU's, and odd ones, on the CPU).</summary>
+    /// <summary>A family with a chosen launch shape (tests run the GPU's, and odd ones, on the CPU; units = input elements).</summary>
     internal static ResampleKernels CreateWith(ComputeDevice device, GridStride launch) => new(device, launch);
 
-    /// <summary>How launches are sized (units = input elements).</summary>
-    internal GridStride Launch { get; }
-
-    // x [N,C,H,W] -> y [N,C,2H,2W]:  y[n,c,2h+a,2w+b] = x[n,c,h,w], a,b ∈ {0,1}
-    // Input element e = row·W + w with row = (n·C + c)·H + h; its block starts at output row 2·row, column 2w.
-    internal readonly struct Upsample2xKernel(ArrayView<float> x, ArrayView<float> y, int width) : IElementKernel
-    {
-        public void Element(int e)
-        {
-            int outWidth = 2 * width;
-            int row = e / width;
-            int w = e - row * width;
-            int top = 2 * row * outWidth + 2 * w;
-            float v = x[e];
-            y[top] = v;
-            y[top + 1] = v;
-            y[top + outWidth] = v;
-            y[top + outWidth + 1] = v;
-        }
-    }
-
-    // dy [N,C,2H,2W] -> dx [N,C,H,W] (ADDS):
+    // Input element e = row·W + w with row = (n·C + c)·H + h; its 2×2 output block starts at output row 2·row, column 2w.
+    // Forward (backward 0), x [N,C,H,W] -> y [N,C,2H,2W]:  y[n,c,2h+a,2w+b] = x[n,c,h,w], a,b ∈ {0,1}.
+    // Backward (backward 1), dy [N,C,2H,2W] -> dx [N,C,H,W] (ADDS):
     //   dx[n,c,h,w] += (dy[2h,2w] + dy[2h,2w+1]) + (dy[2h+1,2w] + dy[2h+1,2w+1])   (fixed order)
-    internal readonly struct Upsample2xBackwardKernel(ArrayView<float> dy, ArrayView<float> dx, int width) : IElementKernel
+    internal readonly struct Upsample2xKernel(ArrayView<float> small, ArrayView<float> large, int width, int backward) : IElementKernel
     {
         public void Element(int e)
         {
             int outWidth = 2 * width;
             int row = e / width;
-            int w = e - row * width;
-            int top = 2 * row * outWidth + 2 * w;
-            dx[e] += (dy[top] + dy[top + 1]) + (dy[top + outWidth] + dy[top + outWidth + 1]);
+            int top = 2 * row * outWidth + 2 * (e - row * width);
+            if (backward != 0)
+            {
+                small[e] += (large[top] + large[top + 1]) + (large[top + outWidth] + large[top + outWidth + 1]);
+                return;
+            }
+            float v = small[e];
+            large[top] = v;
+            large[top + 1] = v;
+            large[top + outWidth] = v;
+            large[top + outWidth + 1] = v;
         }
     }
 
@@ -67,7 +50,7 @@ public sealed class ResampleKernels : IKernelFamily<ResampleKernels>
         int len = InputLength(n, c, height, width);
         Expect(x, len, $"upsample x [{n}, {c}, {height}, {width}]");
         Expect(y, 4L * len, $"upsample y [{n}, {c}, {2 * height}, {2 * width}]");
-        device.LaunchElements(Launch, len, new Upsample2xKernel(x, y, width));
+        Run(len, new Upsample2xKernel(x, y, width, 0));
     }
 
     /// <summary>
@@ -78,7 +61,7 @@ public sealed class ResampleKernels : IKernelFamily<ResampleKernels>
         int len = InputLength(n, c, height, width);
         Expect(dy, 4L * len, $"upsample dy [{n}, {c}, {2 * height}, {2 * width}]");
         Expect(dx, len, $"upsample dx [{n}, {c}, {height}, {width}]");
-        device.LaunchElements(Launch, len, new Upsample2xBackwardKernel(dy, dx, width));
+        Run(len, new Upsample2xKernel(dx, dy, width, 1));
     }
 
     private static int InputLength(int n, int c, int height, int width)
