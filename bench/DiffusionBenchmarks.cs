@@ -1,4 +1,5 @@
 using BenchmarkDotNet.Attributes;
+using IlgpuDdpm.Diffusion;
 using IlgpuDdpm.Diffusion.Schedules;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Diffusion;
@@ -19,7 +20,7 @@ public class DiffusionBenchmarks
     private DiffusionKernels kernels = null!;
     private DeviceBuffer<float> x0 = null!, eps = null!, xt = null!, sqrtAlphaBar = null!, sqrtOneMinusAlphaBar = null!;
     private DeviceBuffer<int> t = null!;
-    private PosteriorStepCoefficients posterior;
+    private ReverseStepCoefficients posterior;
     private int batch, perImage;
 
     /// <summary>One case per preset: a batch of images.</summary>
@@ -50,7 +51,7 @@ public class DiffusionBenchmarks
         t = Fill.Integers(device, batch, 3, schedule.Timesteps);
         sqrtAlphaBar = Fill.From(device, NoiseSchedule.ToFloat(schedule.SqrtAlphasBar));
         sqrtOneMinusAlphaBar = Fill.From(device, NoiseSchedule.ToFloat(schedule.SqrtOneMinusAlphasBar));
-        posterior = PosteriorStepCoefficients.FromBetas(schedule.Betas, 500, PosteriorVariance.FixedLarge, clip: true);
+        posterior = new DdpmSampler(VarianceKind.Large, clip: true).Step(schedule, 500, 499);
         device.Synchronize();
     }
 
@@ -75,7 +76,7 @@ public class DiffusionBenchmarks
     public void PosteriorStep()
     {
         for (int r = 0; r < Settings.Launches; r++)
-            kernels.PosteriorStep(x0.View, eps.View, posterior, new PhiloxKey(7, 1, 0), xt.View);
+            kernels.ReverseStep(x0.View, eps.View, posterior, new PhiloxKey(7, 1, 0), xt.View);
         device.Synchronize();
     }
 }

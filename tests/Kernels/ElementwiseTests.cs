@@ -70,20 +70,36 @@ public sealed class ElementwiseTests
         Check.Close(got, expected, rtol, atol, what);
     }
 
-    // ------------------------------------------------------------------ SiLU
+    // ------------------------------------------------------------------ activations (UnaryKernel<TOp> with SiluOp, GeluOp)
+
+    private static readonly string[] Activations = ["silu", "gelu"];
+
+    private static Func<double[], double[]> ActivationReference(string op) => op == "silu" ? R.Silu : R.Gelu;
+
+    private static void Activation(ElementwiseKernels k, string op, ArrayView<float> x, ArrayView<float> y)
+    {
+        if (op == "silu") k.Silu(x, y);
+        else k.Unary(new GeluOp(), x, y);
+    }
+
+    private static void ActivationBackward(ElementwiseKernels k, string op, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dx)
+    {
+        if (op == "silu") k.SiluBackward(x, dy, dx);
+        else k.UnaryBackward(new GeluOp(), x, dy, dx);
+    }
 
     [Test]
-    public void SiluMatchesReference([ValueSource(nameof(Variants))] int variant, [ValueSource(nameof(Lengths))] int n)
+    public void ActivationMatchesReference([ValueSource(nameof(Activations))] string op, [ValueSource(nameof(Variants))] int variant, [ValueSource(nameof(Lengths))] int n)
     {
         var x = TestData.Uniform(n, 1, 6f);
         using var xb = Upload(x);
         using var yb = Device.Pool.Rent<float>(n);
-        Family(variant).Silu(xb.View, yb.View);
-        Check.Close(yb.ToArray(), R.Silu(TestData.ToDouble(x)), 1e-5, 1e-6, $"silu n={n}");
+        Activation(Family(variant), op, xb.View, yb.View);
+        Check.Close(yb.ToArray(), ActivationReference(op)(TestData.ToDouble(x)), 1e-5, 1e-6, $"{op} n={n}");
     }
 
     [Test]
-    public void SiluBackwardAddsTheVectorJacobianProduct([ValueSource(nameof(Variants))] int variant, [ValueSource(nameof(Lengths))] int n)
+    public void ActivationBackwardAddsTheVectorJacobianProduct([ValueSource(nameof(Activations))] string op, [ValueSource(nameof(Variants))] int variant, [ValueSource(nameof(Lengths))] int n)
     {
         var x = TestData.Uniform(n, 2, 6f);
         var dy = TestData.Uniform(n, 3);
@@ -91,12 +107,12 @@ public sealed class ElementwiseTests
         using var xb = Upload(x);
         using var dyb = Upload(dy);
         using var dxb = Upload(prior);
-        Family(variant).SiluBackward(xb.View, dyb.View, dxb.View);
-        CheckVjp(R.Silu, x, dy, prior, dxb.ToArray(), $"silu backward n={n}", h: 1e-4);
+        ActivationBackward(Family(variant), op, xb.View, dyb.View, dxb.View);
+        CheckVjp(ActivationReference(op), x, dy, prior, dxb.ToArray(), $"{op} backward n={n}", h: 1e-4);
     }
 
     [Test]
-    public void SiluIsFiniteForLargeInputs()
+    public void ActivationIsFiniteForLargeInputs([ValueSource(nameof(Activations))] string op)
     {
         float[] x = [-200f, -90f, -30f, 0f, 30f, 90f, 200f];
         using var xb = Upload(x);
@@ -104,10 +120,10 @@ public sealed class ElementwiseTests
         using var dyb = Upload(Enumerable.Repeat(1f, x.Length).ToArray());
         using var dxb = Device.Pool.RentZeroed<float>(x.Length);
         var k = Family(0);
-        k.Silu(xb.View, yb.View);
-        k.SiluBackward(xb.View, dyb.View, dxb.View);
-        Check.Close(yb.ToArray(), R.Silu(TestData.ToDouble(x)), 1e-6, 1e-6, "silu at large |x|");
-        Check.Close(dxb.ToArray(), [0, 0, 0, 0.5, 1, 1, 1], 1e-6, 1e-6, "silu' at large |x|");
+        Activation(k, op, xb.View, yb.View);
+        ActivationBackward(k, op, xb.View, dyb.View, dxb.View);
+        Check.Close(yb.ToArray(), ActivationReference(op)(TestData.ToDouble(x)), 1e-6, 1e-6, $"{op} at large |x|");
+        Check.Close(dxb.ToArray(), [0, 0, 0, 0.5, 1, 1, 1], 1e-6, 1e-6, $"{op}' at large |x|");
     }
 
     // ------------------------------------------------------------------ Add, AddInto, Scale, Copy, Fill

@@ -4,6 +4,9 @@ using ILGPU.Runtime;
 namespace IlgpuDdpm.Kernels.Device;
 
 /// <summary>
+/// LEGACY, kept only while Conv, Matmul and Attention still load method kernels; new kernels are structs
+/// launched through <see cref="ComputeDevice.Launch{TKernel}(int, in TKernel)"/>, whose
+/// <see cref="KernelCache"/> applies the same grouping rule. Delete this file when nothing calls it.
 /// Loads an implicitly grouped (one-thread-per-index) kernel the way each accelerator runs it fastest.
 /// On a GPU ILGPU picks the group size (auto-grouping). On ILGPU's CPU accelerator every group is a set
 /// of OS threads meeting at barriers, so a launch of auto-sized groups costs milliseconds before any
