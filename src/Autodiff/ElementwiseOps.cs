@@ -29,14 +29,6 @@ public static class ElementwiseOps
         return y;
     }
 
-    /// <summary>The activation <paramref name="activation"/> applied to x (see <see cref="Activation"/>).</summary>
-    public static Tensor Activate(this Tape tape, Tensor x, Activation activation) => activation switch
-    {
-        Activation.Silu => tape.Unary(x, new SiluOp()),
-        Activation.Gelu => tape.Unary(x, new GeluOp()),
-        _ => throw new ArgumentOutOfRangeException(nameof(activation), activation, "unknown activation"),
-    };
-
     /// <summary>y = x·σ(x), any shape.</summary>
     public static Tensor Silu(this Tape tape, Tensor x) => tape.Unary(x, new SiluOp());
 
@@ -158,18 +150,4 @@ public static class ElementwiseOps
         K(tape).TimestepSinusoid(t, y.View, n, dim);
         return y;
     }
-}
-
-/// <summary>
-/// The network's nonlinearity, chosen in the config; <see cref="ElementwiseOps.Activate"/> maps each to its
-/// operator struct (Kernels/Elementwise/ElementwiseOps.cs). Adding one: the struct, an entry here and its arm there.
-/// </summary>
-[System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<Activation>))]
-public enum Activation
-{
-    /// <summary>SiLU / swish, x·σ(x) (the DDPM U-Net's).</summary>
-    Silu,
-
-    /// <summary>GELU, tanh approximation (PyTorch <c>approximate='tanh'</c>).</summary>
-    Gelu,
 }
