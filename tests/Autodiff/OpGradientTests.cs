@@ -1,4 +1,5 @@
 using IlgpuDdpm.Autodiff;
+using IlgpuDdpm.Kernels.Elementwise;
 using IlgpuDdpm.Kernels.Random;
 using NUnit.Framework;
 
