@@ -1,4 +1,5 @@
 using IlgpuDdpm.Autodiff;
+using IlgpuDdpm.Kernels.Elementwise;
 
 namespace IlgpuDdpm.Network;
 
@@ -11,6 +12,9 @@ public enum Activation
 {
     /// <summary>SiLU (swish), x·σ(x): the DDPM reference code's <c>nonlinearity</c>.</summary>
     Silu,
+
+    /// <summary>GELU, tanh approximation (PyTorch <c>approximate='tanh'</c>): ½x(1 + tanh(√(2/π)(x + 0.044715x³))).</summary>
+    Gelu,
 }
 
 /// <summary>What the network knows about each <see cref="Activation"/>: its names and the tape op that applies it.</summary>
@@ -21,7 +25,8 @@ public static class Activations
     // One row per activation: the name in config JSON, the name in summaries, the tape op.
     private static readonly Dictionary<Activation, Entry> Entries = new()
     {
-        [Activation.Silu] = new("silu", "SiLU", (tape, x) => tape.Silu(x)),
+        [Activation.Silu] = new("silu", "SiLU", (tape, x) => tape.Unary(x, new SiluOp())),
+        [Activation.Gelu] = new("gelu", "GELU", (tape, x) => tape.Unary(x, new GeluOp())),
     };
 
     /// <summary>Every activation, in declaration order.</summary>

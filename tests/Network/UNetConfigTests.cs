@@ -101,8 +101,17 @@ public sealed class UNetConfigTests
         Assert.That(ModelSummary.For(tiny).Rows[0].Description, Is.EqualTo("sinusoid 16 → Linear → SiLU → Linear 64"));
         Assert.That(ModelSummary.For(tiny).Rows[^1].Description, Is.EqualTo("GroupNorm, SiLU, Conv3x3 16→1"));
         var invalid = tiny with { Activation = (Activation)99 };
-        Assert.That(invalid.ValidationError(), Is.EqualTo("activation 99 is not one of silu"));
+        Assert.That(invalid.ValidationError(), Is.EqualTo("activation 99 is not one of silu, gelu"));
         Assert.That(invalid, Is.Not.EqualTo(tiny));
+    }
+
+    [Test]
+    public void GeluIsAConfigOptionThatRoundTripsThroughJson()
+    {
+        var gelu = UNetConfig.Tiny(28, 1) with { Activation = Activation.Gelu };
+        Assert.That(gelu.ToJson(), Does.Contain("\"activation\":\"gelu\""));
+        Assert.That(UNetConfig.FromJson(gelu.ToJson()), Is.EqualTo(gelu));
+        Assert.That(ModelSummary.For(gelu).Rows[0].Description, Is.EqualTo("sinusoid 16 → Linear → GELU → Linear 64"));
     }
 
     [TestCase("{\"image_size\":28}", "missing required properties")]

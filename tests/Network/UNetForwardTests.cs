@@ -151,9 +151,9 @@ public sealed class UNetForwardTests
     /// can hide behind another's.
     /// </summary>
     [Test]
-    public void DirectionalDerivativeOfTheTinyLossMatchesTheTape()
+    public void DirectionalDerivativeOfTheTinyLossMatchesTheTape([Values] Activation activation)
     {
-        var config = UNetConfig.Tiny(8, 2);
+        var config = UNetConfig.Tiny(8, 2) with { Activation = activation };
         using var net = new UNet(Device, config, seed: 21);
         net.Initialize(21, nearZeroGain: 1f); // the near-zero layers would block gradients to everything before them
         const int n = 2;
