@@ -59,9 +59,10 @@ public readonly struct GroupNormDims
 /// <summary>
 /// Group normalisation (Wu &amp; He 2018) forward and backward. Channels c of group g = c / (C/G) are
 /// consecutive, so the M = C/G·S values of one (n, g) form one contiguous row of x: row r = n·G + g.
-/// Every statistic and every gradient sum is a row reduction of <see cref="ReduceKernels.Rows{TTerm, TSink}"/>
-/// (deterministic: fixed order, no atomics, <see cref="ReductionVariant"/>); only the normalisation and
-/// the input gradient are element-wise kernels here.
+/// Every sum is the deterministic reduction of <see cref="ReduceKernels"/> (fixed order, no atomics,
+/// <see cref="ReductionVariant"/>): the statistics run both passes of a row in one thread or group with its
+/// LoopSum / TreeSum, the gradient sums are <see cref="ReduceKernels.Rows{TTerm, TSink}"/>; the normalisation
+/// and the input gradient are element-wise kernels.
 /// </summary>
 public sealed class NormKernels : IKernelFamily<NormKernels>
 {
@@ -79,26 +80,46 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     //   μ = (1/M) Σ x,  σ² = (1/M) Σ (x − μ)²  (biased, two passes: no E[x²] − E[x]² cancellation),
     //   rstd = 1/√(σ² + eps),  y = (x − μ)·rstd·γ[c] + β[c].
 
-    // Pass 1 sink: mean[r] = Σ x / M.
-    internal readonly struct MeanSink(ArrayView<float> mean, int m) : IReductionSink
-    {
-        public void Write(int r, float total) => mean[r] = total / m;
-    }
-
-    // Pass 2 term: (x[i] − μ_r)².
-    internal readonly struct CenteredSquareTerm(ArrayView<float> x, ArrayView<float> mean) : IReductionTerm
+    // (x[i] − μ)² with the row's mean μ held in a register.
+    internal readonly struct CenteredSquareTerm(ArrayView<float> x, float mu) : IReductionTerm
     {
         public float At(int r, int i)
         {
-            float d = x[i] - mean[r];
+            float d = x[i] - mu;
             return d * d;
         }
     }
 
-    // Pass 2 sink: rstd[r] = 1/√(Σ (x − μ)² / M + eps).
-    internal readonly struct RstdSink(ArrayView<float> rstd, int m, float eps) : IReductionSink
+    // Both passes of row r's statistics by one thread, in the reduction's loop order (a row of M values is
+    // one unit: the second pass needs the first's mean, so the two cannot be separate launches cheaply).
+    internal readonly struct RowStatsLoopKernel(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, int m, float eps) : IElementKernel
     {
-        public void Write(int r, float total) => rstd[r] = 1f / MathF.Sqrt(total / m + eps);
+        public void Element(int r)
+        {
+            int start = r * m;
+            float mu = ReduceKernels.LoopSum(new ValueTerm(x), r, start, start + m) / m;
+            float variance = ReduceKernels.LoopSum(new CenteredSquareTerm(x, mu), r, start, start + m) / m;
+            mean[r] = mu;
+            rstd[r] = 1f / MathF.Sqrt(variance + eps);
+        }
+    }
+
+    // The same by one group per row (grid = N·G), in the reduction's tree order.
+    internal readonly struct RowStatsTreeKernel(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, int m, float eps) : IGroupKernel
+    {
+        public void Execute()
+        {
+            var shared = SharedMemory.Allocate<float>(ReduceKernels.MaxTreeWidth);
+            int r = Grid.IdxX;
+            int start = r * m;
+            float mu = ReduceKernels.TreeSum(new ValueTerm(x), r, start, start + m, shared) / m;
+            float variance = ReduceKernels.TreeSum(new CenteredSquareTerm(x, mu), r, start, start + m, shared) / m;
+            if (Group.IdxX == 0)
+            {
+                mean[r] = mu;
+                rstd[r] = 1f / MathF.Sqrt(variance + eps);
+            }
+        }
     }
 
     // y[i] = (x[i] − μ_r)·rstd_r·γ[c] + β[c], row r = i / M, channel c = (i / S) mod C.
@@ -128,8 +149,10 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         Expect(rstd, dims.StatCount, "rstd", dims);
         if (!(eps > 0f)) throw new ArgumentException($"group norm: eps must be positive, got {eps}");
         int m = dims.GroupSize;
-        reduce.Rows(new ValueTerm(x), new MeanSink(mean, m), dims.StatCount, m, variant, maxTreeWidth);
-        reduce.Rows(new CenteredSquareTerm(x, mean), new RstdSink(rstd, m, eps), dims.StatCount, m, variant, maxTreeWidth);
+        if (reduce.Resolve(variant) == ReductionVariant.GroupTree)
+            device.Launch(new KernelConfig(dims.StatCount, ReduceKernels.PowerOfTwoAtLeast(m, reduce.Width(maxTreeWidth))), new RowStatsTreeKernel(x, mean, rstd, m, eps));
+        else
+            device.LaunchElements(reduce.SegmentShape(m), dims.StatCount, new RowStatsLoopKernel(x, mean, rstd, m, eps));
         device.LaunchElements(dims.Length, new GroupNormForwardKernel(x, gamma, beta, mean, rstd, y, m, dims.Spatial, dims.C));
     }
 
@@ -141,29 +164,49 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     // same with the group as the normalisation set). Because γ is constant over a channel,
     //   Σ_row g = Σ_{c∈g} γ[c]·A[n,c],  Σ_row g·x̂ = Σ_{c∈g} γ[c]·B[n,c],
     // with the per-(n,c) sums A = Σ_s dy, B = Σ_s dy·x̂ — which also give dβ = Σ_n A, dγ = Σ_n B.
-    // Every sum is a row reduction: (1) A, B over the S values of each (n,c); (2) dβ, dγ over n per channel;
-    // (3) Σγ·A, Σγ·B over the channels of each (n,g); then (4) dx element-wise.
+    // Every sum is one row reduction with both sums as rows of one launch: (1) A, B over the S values of each
+    // (n,c); (2) dβ, dγ over n per channel; (3) Σγ·A, Σγ·B over the channels of each (n,g); then (4) dx element-wise.
 
-    // (1) B's term: dy[i]·x̂[i] in (n,c) row nc, whose statistics row is n·G + c/(C/G) = nc / (C/G).
-    internal readonly struct NormalizedProductTerm(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd, int channelsPerGroup) : IReductionTerm
+    // (1) 2·N·C rows of S: row r < N·C is (n,c) = r with term dy[i] (A); row N·C + nc is (n,c) = nc with term
+    // dy·x̂ at the same element i − N·C·S (B), whose statistics row is n·G + c/(C/G) = nc / (C/G).
+    internal readonly struct ChannelSumsTerm(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd, int channelsPerGroup, int count, int spatial) : IReductionTerm
     {
-        public float At(int nc, int i)
+        public float At(int r, int i)
         {
-            int r = nc / channelsPerGroup;
-            return dy[i] * ((x[i] - mean[r]) * rstd[r]);
+            if (r < count) return dy[i];
+            int j = i - count * spatial;
+            int s = (r - count) / channelsPerGroup;
+            return dy[j] * ((x[j] - mean[s]) * rstd[s]);
         }
     }
 
-    // (2) Row c, index i = c·N + n: partials[offset + n·C + c] (a channel's values over the batch).
-    internal readonly struct ChannelColumnTerm(ArrayView<float> partials, int offset, int n, int channels) : IReductionTerm
+    // (2) Row k (column col = first + k of the 2C columns: β's C, then γ's C), index i = k·N + n:
+    // partials[block·N·C + n·C + c] with block = col / C (0: A, 1: B), c = col mod C.
+    internal readonly struct ChannelColumnTerm(ArrayView<float> partials, int n, int channels, int first) : IReductionTerm
     {
-        public float At(int c, int i) => partials[offset + (i - c * n) * channels + c];
+        public float At(int k, int i)
+        {
+            int col = first + k;
+            int block = col / channels;
+            return partials[block * n * channels + (i - k * n) * channels + (col - block * channels)];
+        }
     }
 
-    // (3) Row r = (n, g), index i = r·(C/G) + k: γ[c]·partials[offset + n·C + c] with c = g·(C/G) + k, i.e. n·C + c = i.
-    internal readonly struct GammaWeightedTerm(ArrayView<float> partials, int offset, ArrayView<float> gamma, int channels) : IReductionTerm
+    // (2) dβ[c] += Σ_n A (columns below C), dγ[c] += Σ_n B (the rest).
+    internal readonly struct GammaBetaSink(ArrayView<float> dbeta, ArrayView<float> dgamma, int channels, int first) : IReductionSink
     {
-        public float At(int r, int i) => gamma[i % channels] * partials[offset + i];
+        public void Write(int k, float total)
+        {
+            int col = first + k;
+            if (col < channels) dbeta[col] += total;
+            else dgamma[col - channels] += total;
+        }
+    }
+
+    // (3) 2·N·G rows of C/G: row r, index i = r·(C/G) + k is partials[i] = A or B of (n, c = i mod C), weighted by γ[c].
+    internal readonly struct GammaWeightedTerm(ArrayView<float> partials, ArrayView<float> gamma, int channels) : IReductionTerm
+    {
+        public float At(int r, int i) => gamma[i % channels] * partials[i];
     }
 
     // (4) dx[i] += rstd·(dy·γ[c] − (Σg + x̂·Σg·x̂)/M), row r = i / M, channel c = (i / S) mod C.
@@ -201,14 +244,15 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         // Scratch goes back to the pool once the kernels are queued: later users are queued after them on the same stream.
         int count = dims.N * dims.C;
         using var partials = device.Pool.Rent<float>(2 * count);
-        reduce.Rows(new ValueTerm(dy), new StoreSink(partials.View, 0, 1f), count, dims.Spatial, variant, maxTreeWidth);
-        reduce.Rows(new NormalizedProductTerm(x, dy, mean, rstd, dims.ChannelsPerGroup), new StoreSink(partials.View, count, 1f), count, dims.Spatial, variant, maxTreeWidth);
-        if (wantBeta) reduce.Rows(new ChannelColumnTerm(partials.View, 0, dims.N, dims.C), new AddSink(dbeta), dims.C, dims.N, variant, maxTreeWidth);
-        if (wantGamma) reduce.Rows(new ChannelColumnTerm(partials.View, count, dims.N, dims.C), new AddSink(dgamma), dims.C, dims.N, variant, maxTreeWidth);
+        reduce.Rows(new ChannelSumsTerm(x, dy, mean, rstd, dims.ChannelsPerGroup, count, dims.Spatial), new StoreSink(partials.View, 0, 1f), 2 * count, dims.Spatial, variant, maxTreeWidth);
+        if (wantBeta || wantGamma)
+        {
+            int first = wantBeta ? 0 : dims.C, columns = (wantBeta ? dims.C : 0) + (wantGamma ? dims.C : 0);
+            reduce.Rows(new ChannelColumnTerm(partials.View, dims.N, dims.C, first), new GammaBetaSink(dbeta, dgamma, dims.C, first), columns, dims.N, variant, maxTreeWidth);
+        }
         if (!wantX) return;
         using var sums = device.Pool.Rent<float>(2 * dims.StatCount);
-        reduce.Rows(new GammaWeightedTerm(partials.View, 0, gamma, dims.C), new StoreSink(sums.View, 0, 1f), dims.StatCount, dims.ChannelsPerGroup, variant, maxTreeWidth);
-        reduce.Rows(new GammaWeightedTerm(partials.View, count, gamma, dims.C), new StoreSink(sums.View, dims.StatCount, 1f), dims.StatCount, dims.ChannelsPerGroup, variant, maxTreeWidth);
+        reduce.Rows(new GammaWeightedTerm(partials.View, gamma, dims.C), new StoreSink(sums.View, 0, 1f), 2 * dims.StatCount, dims.ChannelsPerGroup, variant, maxTreeWidth);
         device.LaunchElements(dims.Length, new GroupNormInputBackwardKernel(x, dy, gamma, mean, rstd, sums.View, dx, dims.GroupSize, dims.Spatial, dims.C, dims.StatCount));
     }
 

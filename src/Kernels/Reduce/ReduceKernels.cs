@@ -152,7 +152,37 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
     // One stage: unit j = segment c of row r (j = r·segments + c) sums term over
     // [r·rowLength + c·segment, min(that + segment, (r + 1)·rowLength)) and hands the sum to sink.Write(j).
 
-    // One thread per segment, RowSum's order: element k of the segment goes to accumulator k mod 4.
+    /// <summary>
+    /// Σ term.At(r, i) for i in [start, end) by one thread in the fixed order of the loop variant: element k
+    /// into accumulator k mod 4, combined (s0 + s1) + (s2 + s3).
+    /// </summary>
+    internal static float LoopSum<TTerm>(TTerm term, int r, int start, int end) where TTerm : struct, IReductionTerm
+    {
+        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+        int i = start;
+        for (; i + 3 < end; i += 4)
+        {
+            s0 += term.At(r, i);
+            s1 += term.At(r, i + 1);
+            s2 += term.At(r, i + 2);
+            s3 += term.At(r, i + 3);
+        }
+        for (; i < end; i++) s0 += term.At(r, i);
+        return (s0 + s1) + (s2 + s3);
+    }
+
+    /// <summary>
+    /// Σ term.At(r, i) for i in [start, end) by the calling group in the fixed order of the tree variant: thread t
+    /// sums t, t + w, … then <see cref="GroupTreeSum"/>. Every thread of the group must call it; all get the total.
+    /// </summary>
+    internal static float TreeSum<TTerm>(TTerm term, int r, int start, int end, ArrayView<float> shared) where TTerm : struct, IReductionTerm
+    {
+        float s = 0f;
+        for (int i = start + Group.IdxX; i < end; i += Group.DimX) s += term.At(r, i);
+        return GroupTreeSum(shared, s);
+    }
+
+    // One thread per segment (LoopSum's order).
     internal readonly struct LoopStageKernel<TTerm, TSink>(TTerm term, TSink sink, int rowLength, int segment, int segments) : IElementKernel
         where TTerm : struct, IReductionTerm where TSink : struct, IReductionSink
     {
@@ -160,18 +190,7 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
         {
             int r = j / segments;
             int start = r * rowLength + (j - r * segments) * segment;
-            int end = Math.Min(start + segment, r * rowLength + rowLength);
-            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-            int i = start;
-            for (; i + 3 < end; i += 4)
-            {
-                s0 += term.At(r, i);
-                s1 += term.At(r, i + 1);
-                s2 += term.At(r, i + 2);
-                s3 += term.At(r, i + 3);
-            }
-            for (; i < end; i++) s0 += term.At(r, i);
-            sink.Write(j, (s0 + s1) + (s2 + s3));
+            sink.Write(j, LoopSum(term, r, start, Math.Min(start + segment, r * rowLength + rowLength)));
         }
     }
 
@@ -186,15 +205,12 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
             int j = Grid.IdxX;
             int r = j / segments;
             int start = r * rowLength + (j - r * segments) * segment;
-            int end = Math.Min(start + segment, r * rowLength + rowLength);
-            float s = 0f;
-            for (int i = start + Group.IdxX; i < end; i += Group.DimX) s += term.At(r, i);
-            float total = GroupTreeSum(shared, s);
+            float total = TreeSum(term, r, start, Math.Min(start + segment, r * rowLength + rowLength), shared);
             if (Group.IdxX == 0) sink.Write(j, total);
         }
     }
 
-    // A sink that maps segment j back to its row for the final sink, used when a row is one segment.
+    // Stage 2's term: the partials of row r.
     internal readonly struct PartialsTerm(ArrayView<float> partials) : IReductionTerm
     {
         public float At(int row, int i) => partials[i];
@@ -209,9 +225,7 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
     public void Rows<TTerm, TSink>(TTerm term, TSink sink, int rows, int rowLength, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0)
         where TTerm : struct, IReductionTerm where TSink : struct, IReductionSink
     {
-        if (maxTreeWidth == 0) maxTreeWidth = TreeWidth;
-        if (maxTreeWidth < 1 || maxTreeWidth > TreeWidth || (maxTreeWidth & (maxTreeWidth - 1)) != 0)
-            throw new ArgumentException($"reduce: the tree width must be a power of two from 1 to {TreeWidth}, got {maxTreeWidth}");
+        maxTreeWidth = Width(maxTreeWidth);
         if (rows < 0 || rowLength < 0 || (long)rows * rowLength > int.MaxValue - SegmentLength)
             throw new ArgumentException($"reduce: {rows} rows of {rowLength} exceed 2^31 − {SegmentLength + 1} elements (32-bit indices)");
         if (rows == 0) return;
@@ -229,6 +243,9 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
         Stage(new PartialsTerm(partials.View), sink, rows, segments, segments, 1, tree, maxTreeWidth);
     }
 
+    /// <summary>Per-thread segment launches on the CPU accelerator: enough segments of <paramref name="segment"/> elements per thread to make up the element shape's share.</summary>
+    internal GridStride SegmentShape(int segment) => device.ElementShape with { MinItemsPerThread = Math.Max(1, device.ElementShape.MinItemsPerThread / Math.Max(1, segment)) };
+
     private void Stage<TTerm, TSink>(TTerm term, TSink sink, int rows, int rowLength, int segment, int segments, bool tree, int maxTreeWidth)
         where TTerm : struct, IReductionTerm where TSink : struct, IReductionSink
     {
@@ -239,10 +256,16 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
                           new TreeStageKernel<TTerm, TSink>(term, sink, rowLength, segment, segments));
             return;
         }
-        // A segment is already `segment` elements of work: one per thread on a GPU, and on the CPU
-        // accelerator enough segments per thread to make up the element shape's share.
-        var shape = device.ElementShape with { MinItemsPerThread = Math.Max(1, device.ElementShape.MinItemsPerThread / segment) };
-        device.LaunchElements(shape, units, new LoopStageKernel<TTerm, TSink>(term, sink, rowLength, segment, segments));
+        device.LaunchElements(SegmentShape(segment), units, new LoopStageKernel<TTerm, TSink>(term, sink, rowLength, segment, segments));
+    }
+
+    /// <summary>A tree-width cap checked (a power of two from 1 to <see cref="TreeWidth"/>; 0 = <see cref="TreeWidth"/>).</summary>
+    internal int Width(int maxTreeWidth)
+    {
+        if (maxTreeWidth == 0) return TreeWidth;
+        if (maxTreeWidth < 1 || maxTreeWidth > TreeWidth || (maxTreeWidth & (maxTreeWidth - 1)) != 0)
+            throw new ArgumentException($"reduce: the tree width must be a power of two from 1 to {TreeWidth}, got {maxTreeWidth}");
+        return maxTreeWidth;
     }
 
     /// <summary>The variant <see cref="ReductionVariant.Auto"/> stands for on this device.</summary>
