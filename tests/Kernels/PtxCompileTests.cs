@@ -4,7 +4,9 @@ using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
+using IlgpuDdpm.Kernels.Conv;
 using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Matmul;
 using NUnit.Framework;
 
 namespace IlgpuDdpm.Tests.Kernels;
@@ -22,7 +24,9 @@ public sealed class PtxCompileTests
         typeof(ComputeDevice).Assembly.GetTypes()
             .SelectMany(t => t.GetMethods(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
             .Where(m => m.Name.EndsWith("Kernel", StringComparison.Ordinal) && m.ReturnType == typeof(void) && !m.IsGenericMethodDefinition)
-            .OrderBy(m => m.DeclaringType!.Name).ThenBy(m => m.Name);
+            .OrderBy(m => m.DeclaringType!.Name).ThenBy(m => m.Name)
+            .Concat(MatmulKernels.GemmInstantiations)   // the generic GEMM core, once per operand/epilogue combination launched
+            .Concat(ConvKernels.GemmInstantiations);
 
     [Test]
     public void KernelsAreFoundByConvention() =>
