@@ -26,7 +26,7 @@ public sealed class PtxCompileTests
             .Where(m => m.Name.EndsWith("Kernel", StringComparison.Ordinal) && m.ReturnType == typeof(void) && !m.IsGenericMethodDefinition)
             .OrderBy(m => m.DeclaringType!.Name).ThenBy(m => m.Name)
             .Concat(MatmulKernels.GemmInstantiations)   // the generic GEMM core, once per operand/epilogue combination launched
-            .Concat(ConvKernels.GemmInstantiations);
+            .Concat(ConvKernels.GenericInstantiations);
 
     [Test]
     public void KernelsAreFoundByConvention() =>

@@ -296,9 +296,9 @@ public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
             throw new ArgumentException($"conv {what}: expected {formula} = {expected} values, got {view.Length} ({s})");
     }
 
-    /// <summary>The GEMM-core instantiations the convolution launches (compiled to PTX by the tests).</summary>
-    internal static IEnumerable<System.Reflection.MethodInfo> GemmInstantiations =>
-        GemmLauncher<Strided, Im2col, ImageStore>.KernelMethods
+    /// <summary>The instantiations of generic kernels the convolution launches (compiled to PTX by the tests).</summary>
+    internal static IEnumerable<System.Reflection.MethodInfo> GenericInstantiations =>
+        BlockedInstantiations.Concat(GemmLauncher<Strided, Im2col, ImageStore>.KernelMethods)
             .Concat(GemmLauncher<PhaseWeights, Im2col, ImageStore>.KernelMethods)
             .Concat(GemmLauncher<ChannelMajor, Im2col, MatrixStore>.KernelMethods);
 
