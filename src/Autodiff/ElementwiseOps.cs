@@ -6,7 +6,7 @@ using IlgpuDdpm.Kernels.Resample;
 namespace IlgpuDdpm.Autodiff;
 
 /// <summary>
-/// Differentiable elementwise and resampling ops (SiLU, add, scale, per-channel bias, channel concat,
+/// Differentiable elementwise and resampling ops (any unary operator struct — the activations —, add, scale, per-channel bias, channel concat,
 /// nearest ×2 upsampling, dropout) and the timestep embedding. Each runs its forward kernel from
 /// <see cref="ElementwiseKernels"/> / <see cref="ResampleKernels"/> and records a backward step that
 /// ADDS into the inputs' gradients. Ops never synchronise.
@@ -15,16 +15,30 @@ public static class ElementwiseOps
 {
     private static ElementwiseKernels K(Tape tape) => tape.Device.Kernels<ElementwiseKernels>();
 
-    /// <summary>y = x·σ(x), any shape.</summary>
-    public static Tensor Silu(this Tape tape, Tensor x)
+    /// <summary>
+    /// y = op(x) elementwise, any shape; the backward ADDS dy·op′(x) (<see cref="IUnaryOp.Backward"/>).
+    /// Every activation is this op with its operator struct.
+    /// </summary>
+    public static Tensor Unary<TOp>(this Tape tape, Tensor x, TOp op) where TOp : struct, IUnaryOp
     {
         var k = K(tape);
         var y = tape.NewTensor(x.Shape);
-        k.Silu(x.View, y.View);
+        k.Unary(op, x.View, y.View);
         if (tape.NeedsGrad(x))
-            tape.Record(y, dy => k.SiluBackward(x.View, dy.View, tape.GradOf(x).View));
+            tape.Record(y, dy => k.UnaryBackward(op, x.View, dy.View, tape.GradOf(x).View));
         return y;
     }
+
+    /// <summary>The activation <paramref name="activation"/> applied to x (see <see cref="Activation"/>).</summary>
+    public static Tensor Activate(this Tape tape, Tensor x, Activation activation) => activation switch
+    {
+        Activation.Silu => tape.Unary(x, new SiluOp()),
+        Activation.Gelu => tape.Unary(x, new GeluOp()),
+        _ => throw new ArgumentOutOfRangeException(nameof(activation), activation, "unknown activation"),
+    };
+
+    /// <summary>y = x·σ(x), any shape.</summary>
+    public static Tensor Silu(this Tape tape, Tensor x) => tape.Unary(x, new SiluOp());
 
     /// <summary>y = a + b; a and b must have the same shape.</summary>
     public static Tensor Add(this Tape tape, Tensor a, Tensor b)
@@ -144,4 +158,18 @@ public static class ElementwiseOps
         K(tape).TimestepSinusoid(t, y.View, n, dim);
         return y;
     }
+}
+
+/// <summary>
+/// The network's nonlinearity, chosen in the config; <see cref="ElementwiseOps.Activate"/> maps each to its
+/// operator struct (Kernels/Elementwise/ElementwiseOps.cs). Adding one: the struct, an entry here and its arm there.
+/// </summary>
+[System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<Activation>))]
+public enum Activation
+{
+    /// <summary>SiLU / swish, x·σ(x) (the DDPM U-Net's).</summary>
+    Silu,
+
+    /// <summary>GELU, tanh approximation (PyTorch <c>approximate='tanh'</c>).</summary>
+    Gelu,
 }

@@ -3,6 +3,7 @@ using IlgpuDdpm.Autodiff;
 using IlgpuDdpm.Diffusion.Schedules;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Diffusion;
+using IlgpuDdpm.Kernels.Elementwise;
 using IlgpuDdpm.Kernels.Random;
 using IlgpuDdpm.Network;
 
@@ -19,6 +20,7 @@ public sealed class GaussianDiffusion : IDisposable
     private readonly ComputeDevice device;
     private readonly DiffusionKernels kernels;
     private readonly RandomKernels random;
+    private readonly ElementwiseKernels elementwise;
     private readonly DeviceBuffer<float> sqrtAlphasBar;
     private readonly DeviceBuffer<float> sqrtOneMinusAlphasBar;
 
@@ -29,6 +31,7 @@ public sealed class GaussianDiffusion : IDisposable
         Schedule = schedule;
         kernels = device.Kernels<DiffusionKernels>();
         random = device.Kernels<RandomKernels>();
+        elementwise = device.Kernels<ElementwiseKernels>();
         sqrtAlphasBar = device.Pool.Rent<float>(schedule.Timesteps);
         sqrtAlphasBar.CopyFrom(NoiseSchedule.ToFloat(schedule.SqrtAlphasBar));
         sqrtOneMinusAlphasBar = device.Pool.Rent<float>(schedule.Timesteps);
@@ -84,9 +87,9 @@ public sealed class GaussianDiffusion : IDisposable
     }
 
     /// <summary>
-    /// Generates images. DDPM (Algorithm 2): x_T ~ N(0, I); for t = T..1, x_{t−1} = μ_θ(x_t, t) + σ_t z with
-    /// no noise at the last step, one fused kernel per step. DDIM: the deterministic (η = 0) or stochastic
-    /// update on an evenly strided subsequence of <see cref="SampleOptions.Steps"/> timesteps.
+    /// Generates images with the sampler the options name (<see cref="Samplers.For"/>): x_T ~ N(0, I), then for
+    /// each timestep the sampler visits, one network evaluation and one fused reverse-step kernel with the
+    /// sampler's coefficients (DDPM: Algorithm 2, no noise at the last step; DDIM: η = 0 deterministic or stochastic).
     /// The result is bit-identical for the same options on the same accelerator.
     /// </summary>
     public SampleResult Sample(UNet model, SampleOptions options, Action<int, int>? progress = null)
@@ -94,7 +97,8 @@ public sealed class GaussianDiffusion : IDisposable
         var config = model.Config;
         int count = options.Count, c = config.InChannels, h = config.ImageSize, w = config.ImageSize, d = c * h * w;
         if (count <= 0) throw new ArgumentException($"the number of images must be positive, got {count}");
-        var timesteps = SamplingTimesteps(options);
+        var sampler = Samplers.For(options);
+        var timesteps = sampler.Timesteps(Schedule);
         int batch = options.BatchSize > 0 ? Math.Min(options.BatchSize, count) : count;
         var images = new float[count * d];
         var frames = new List<float[]>();
@@ -121,14 +125,8 @@ public sealed class GaussianDiffusion : IDisposable
                     SetTimestep(tBuffer, tHost, t);
                     var eps = model.Forward(tape, x, tBuffer.View, default);
                     var key = new PhiloxKey(options.Seed, RandomStreams.SampleSteps, ((ulong)s * (ulong)count + (ulong)start) * (ulong)d);
-                    if (options.Sampler == SamplerKind.Ddpm)
-                        kernels.PosteriorStep(x.View, eps.View, PosteriorCoefficients(t, options.Variance, options.Clip, sampling: true), key, next.View);
-                    else
-                    {
-                        int tPrev = s + 1 < timesteps.Length ? timesteps[s + 1] : -1;
-                        double alphaBarPrev = tPrev >= 0 ? Schedule.AlphasBar[tPrev] : 1.0;
-                        kernels.DdimStep(x.View, eps.View, DdimStepCoefficients.Create(Schedule.AlphasBar[t], alphaBarPrev, options.Eta, options.Clip), key, next.View);
-                    }
+                    var step = sampler.Step(Schedule, t, s + 1 < timesteps.Length ? timesteps[s + 1] : -1);
+                    kernels.ReverseStep(x.View, eps.View, step, key, next.View);
                     tape.Clear();
                     (x, next) = (next, x);
                     CaptureFrame(frameSteps, s + 1, x, frames, start, d);
@@ -181,16 +179,18 @@ public sealed class GaussianDiffusion : IDisposable
                 SetTimestep(t, tHost, step);
                 var (xt, _) = Noised(tape, x0, t.View, new PhiloxKey(seed, RandomStreams.Evaluation, ((ulong)step * (ulong)count + (ulong)start) * (ulong)d));
                 var predicted = model.Forward(tape, xt, t.View, default);
-                var coefficients = PosteriorCoefficients(step, variance, clip: false, sampling: false);
+                // μ_θ(x_t, t): the DDPM step without noise or clipping; log σ² of p_θ and of q (DESIGN.md §3).
                 var modelMean = tape.NewTensor(x0.Shape);
-                kernels.PosteriorMean(xt.View, predicted.View, coefficients, modelMean.View);
+                kernels.ReverseStep(xt.View, predicted.View, DdpmSampler.Coefficients(Schedule, step, clip: false, sigma: 0), default, modelMean.View);
+                float modelLogVariance = (float)DdpmSampler.LogVariance(Schedule, variance, step);
                 if (step == 0)
-                    kernels.DiscretizedGaussianNll(x0.View, modelMean.View, coefficients.ModelLogVariance, decoderBits.View, n, d, toBits);
+                    kernels.DiscretizedGaussianNll(x0.View, modelMean.View, modelLogVariance, decoderBits.View, n, d, toBits);
                 else
                 {
+                    // μ̃_t(x_t, x_0) = coef_x0·x_0 + coef_xt·x_t, the mean of q(x_{t−1} | x_t, x_0).
                     var trueMean = tape.NewTensor(x0.Shape);
-                    kernels.PosteriorMeanFromX0(x0.View, xt.View, coefficients, trueMean.View);
-                    kernels.GaussianKL(trueMean.View, coefficients.PosteriorLogVariance, modelMean.View, coefficients.ModelLogVariance,
+                    elementwise.Binary(new WeightedSumOp((float)Schedule.PosteriorMeanCoefX0[step], (float)Schedule.PosteriorMeanCoefXt[step]), x0.View, xt.View, trueMean.View);
+                    kernels.GaussianKL(trueMean.View, (float)Schedule.PosteriorLogVariancesClipped[step], modelMean.View, modelLogVariance,
                                        termBits.View, n, d, toBits, accumulate: true);
                 }
                 tape.Clear();
@@ -202,41 +202,6 @@ public sealed class GaussianDiffusion : IDisposable
             done++;
         }
         return new BpdResult((prior + terms + decoder) / count, prior / count, terms / count, decoder / count, count);
-    }
-
-    /// <summary>
-    /// The float coefficients of reverse step <paramref name="t"/> from the float64 tables: sampling uses
-    /// σ_t² = β_t (large, β̃_2 at the first step) or β̃_t (small) and no noise at t = 0; the bound uses the
-    /// log-variances of p_θ (large: log β_t, log β̃_2 at t = 0; small: log β̃_t clipped) and of q (log β̃_t clipped).
-    /// </summary>
-    public PosteriorStepCoefficients PosteriorCoefficients(int t, VarianceKind variance, bool clip, bool sampling)
-    {
-        var s = Schedule;
-        double modelVariance = variance == VarianceKind.Large ? s.LargeVariances[t] : s.PosteriorVariances[t];
-        double modelLogVariance = variance == VarianceKind.Large ? Math.Log(s.LargeVariances[t]) : s.PosteriorLogVariancesClipped[t];
-        double noiseVariance = sampling && t > 0 ? modelVariance : 0;
-        return PosteriorStepCoefficients.Create(s.Betas[t], s.AlphasBar[t], s.AlphasBarPrev[t], noiseVariance, clip,
-                                                modelLogVariance, s.PosteriorLogVariancesClipped[t]);
-    }
-
-    /// <summary>The timesteps a sampler visits, from the noisiest down: all T for DDPM, an even stride for DDIM.</summary>
-    public int[] SamplingTimesteps(SampleOptions options)
-    {
-        if (options.Sampler == SamplerKind.Ddpm)
-        {
-            if (options.Steps != 0 && options.Steps != Timesteps)
-                throw new ArgumentException($"the DDPM sampler runs all {Timesteps} steps; use --sampler ddim for {options.Steps} steps");
-            return Enumerable.Range(0, Timesteps).Reverse().ToArray();
-        }
-        int steps = options.Steps == 0 ? Math.Min(50, Timesteps) : options.Steps;
-        if (steps < 1 || steps > Timesteps)
-            throw new ArgumentException($"DDIM steps must be between 1 and {Timesteps}, got {steps}");
-        if (options.Eta < 0) throw new ArgumentException($"DDIM eta must be ≥ 0, got {options.Eta}");
-        // Evenly spaced, always ending at t = 0 (index 0): t_k = round(k·(T−1)/(S−1)) for k = S−1..0.
-        var result = new int[steps];
-        for (int k = 0; k < steps; k++)
-            result[steps - 1 - k] = steps == 1 ? Timesteps - 1 : (int)Math.Round(k * (Timesteps - 1.0) / (steps - 1));
-        return result.Distinct().ToArray();
     }
 
     /// <summary>

@@ -100,6 +100,8 @@ public sealed class OpGradientTests
     public void ElementwiseOps()
     {
         CheckGradients("silu", [[2, 3, 4]], (t, x) => t.Silu(x[0]));
+        CheckGradients("gelu (Activate)", [[2, 3, 4]], (t, x) => t.Activate(x[0], Activation.Gelu));
+        CheckGradients("silu (Activate)", [[2, 3, 4]], (t, x) => t.Activate(x[0], Activation.Silu));
         CheckGradients("x + x (a tensor used twice accumulates)", [[2, 5]], (t, x) => t.Add(x[0], t.Scale(x[0], 3f)));
         CheckGradients("channel vector", [[2, 3, 2, 2], [2, 3]], (t, x) => t.AddChannelVector(x[0], x[1]));
         CheckGradients("concat", [[2, 2, 3, 3], [2, 3, 3, 3]], (t, x) => t.Concat(x[0], x[1]));

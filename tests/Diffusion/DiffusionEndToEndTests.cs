@@ -117,8 +117,8 @@ public sealed class DiffusionEndToEndTests
     [Test]
     public void DdpmRefusesAStepCountOtherThanT()
     {
-        Assert.That(() => diffusion.SamplingTimesteps(new SampleOptions { Steps = 10 }), Throws.ArgumentException.With.Message.Contains("ddim"));
-        var ddim = diffusion.SamplingTimesteps(new SampleOptions { Sampler = SamplerKind.Ddim, Steps = 10 });
+        Assert.That(() => Samplers.For(new SampleOptions { Steps = 10 }).Timesteps(diffusion.Schedule), Throws.ArgumentException.With.Message.Contains("ddim"));
+        var ddim = Samplers.For(new SampleOptions { Sampler = SamplerKind.Ddim, Steps = 10 }).Timesteps(diffusion.Schedule);
         Assert.That(ddim, Has.Length.EqualTo(10));
         Assert.That(ddim[0], Is.EqualTo(99));
         Assert.That(ddim[^1], Is.EqualTo(0));

@@ -1,5 +1,8 @@
+using IlgpuDdpm.Diffusion;
+using IlgpuDdpm.Diffusion.Schedules;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Diffusion;
+using IlgpuDdpm.Kernels.Elementwise;
 using IlgpuDdpm.Kernels.Random;
 using NUnit.Framework;
 using R = IlgpuDdpm.Tests.Kernels.DiffusionKernelReference;
@@ -92,40 +95,41 @@ public sealed class DiffusionKernelTests
         Assert.That(() => K.Noise(x.View, t.View, table.View, shortTable.View, key, x.View, x.View, 3, 4), Throws.ArgumentException);
     }
 
-    // ------------------------------------------------------------------ DDPM reverse step
+    // ------------------------------------------------------------------ the reverse step (DDPM and DDIM coefficients)
 
-    private static float[] StepOnDevice(float[] xt, float[] eps, PosteriorStepCoefficients c, PhiloxKey key)
+    /// <summary>The same schedule as <see cref="Betas"/>, as the samplers see it.</summary>
+    private static readonly NoiseSchedule Schedule = NoiseSchedule.Linear(1000);
+
+    private static ReverseStepCoefficients Ddpm(int t, bool fixedLarge, bool clip) =>
+        new DdpmSampler(fixedLarge ? VarianceKind.Large : VarianceKind.Small, clip).Step(Schedule, t, t - 1);
+
+    private static ReverseStepCoefficients Ddim(int t, int tPrev, double eta, bool clip) =>
+        new DdimSampler(0, eta, clip).Step(Schedule, t, tPrev);
+
+    private static float[] StepOnDevice(float[] xt, float[] eps, ReverseStepCoefficients c, PhiloxKey key)
     {
         using var dxt = Upload(xt);
         using var deps = Upload(eps);
         using var output = Device.Pool.Rent<float>(xt.Length);
-        K.PosteriorStep(dxt.View, deps.View, c, key, output.View);
+        K.ReverseStep(dxt.View, deps.View, c, key, output.View);
         return output.ToArray();
     }
 
-    private static float[] MeanOnDevice(float[] xt, float[] eps, PosteriorStepCoefficients c)
-    {
-        using var dxt = Upload(xt);
-        using var deps = Upload(eps);
-        using var output = Device.Pool.Rent<float>(xt.Length);
-        K.PosteriorMean(dxt.View, deps.View, c, output.View);
-        return output.ToArray();
-    }
+    private static float[] MeanOnDevice(float[] xt, float[] eps, ReverseStepCoefficients c) => StepOnDevice(xt, eps, c.WithoutNoise(), default);
 
     [TestCase(7, 1, true, 0UL)]
     [TestCase(7, 0, true, 0UL)]
     [TestCase(1001, 10, false, 5UL)]
     [TestCase(4099, 500, true, 2UL)]
     [TestCase(300, 999, false, 0UL)]
-    public void PosteriorStepMatchesTheReference(int n, int t, bool fixedLarge, ulong offset)
+    public void DdpmStepMatchesTheReference(int n, int t, bool fixedLarge, ulong offset)
     {
         var xt = TestData.Uniform(n, 21, 2f);
         var eps = TestData.Uniform(n, 22, 2f);
         var key = new PhiloxKey(5, 9, offset);
-        var variance = fixedLarge ? PosteriorVariance.FixedLarge : PosteriorVariance.FixedSmall;
         foreach (bool clip in new[] { false, true })
         {
-            var c = PosteriorStepCoefficients.FromBetas(Betas, t, variance, clip);
+            var c = Ddpm(t, fixedLarge, clip);
             var got = StepOnDevice(xt, eps, c, key);
             Check.Close(got, R.PosteriorStep(xt, eps, Betas, t, fixedLarge, clip, key), 1e-5, 2e-5, $"x_(t-1), clip {clip}");
             Check.BitIdentical(StepOnDevice(xt, eps, c, key), got, "rerun");
@@ -150,10 +154,8 @@ public sealed class DiffusionKernelTests
         double worst = epsForm.Zip(x0Form, (u, v) => Math.Abs(u - v)).Max();
         Assert.That(worst, Is.LessThan(1e-9), "reference: ε form vs x0 form");
 
-        var unclipped = MeanOnDevice(xt, eps, PosteriorStepCoefficients.FromBetas(Betas, t, PosteriorVariance.FixedLarge, clip: false));
-        var clipped = MeanOnDevice(xt, eps, PosteriorStepCoefficients.FromBetas(Betas, t, PosteriorVariance.FixedLarge, clip: true));
-        Check.Close(unclipped, epsForm, 1e-5, 1e-5, "kernel ε form");
-        Check.Close(clipped, epsForm, 1e-5, 1e-5, "kernel x0 form (no clipping active)");
+        Check.Close(MeanOnDevice(xt, eps, Ddpm(t, true, clip: false)), epsForm, 1e-5, 1e-5, "kernel, no clipping");
+        Check.Close(MeanOnDevice(xt, eps, Ddpm(t, true, clip: true)), epsForm, 1e-5, 1e-5, "kernel, clipping not active");
     }
 
     [Test]
@@ -162,18 +164,20 @@ public sealed class DiffusionKernelTests
         const int n = 333;
         var xt = TestData.Uniform(n, 41, 2f);
         var eps = TestData.Uniform(n, 42, 2f);
-        foreach (var variance in new[] { PosteriorVariance.FixedLarge, PosteriorVariance.FixedSmall })
+        foreach (bool fixedLarge in new[] { true, false })
         {
-            var c = PosteriorStepCoefficients.FromBetas(Betas, 0, variance, clip: true);
+            var c = Ddpm(0, fixedLarge, clip: true);
             Assert.That(c.Sigma, Is.EqualTo(0f), "σ at t = 0");
-            Assert.That(float.IsFinite(c.ModelLogVariance) && float.IsFinite(c.PosteriorLogVariance), "the VLB log-variances stay finite at t = 0");
+            var variance = fixedLarge ? VarianceKind.Large : VarianceKind.Small;
+            Assert.That(double.IsFinite(DdpmSampler.LogVariance(Schedule, variance, 0)) && double.IsFinite(Schedule.PosteriorLogVariancesClipped[0]),
+                        "the VLB log-variances stay finite at t = 0");
             var a = StepOnDevice(xt, eps, c, new PhiloxKey(1, 1, 0));
             var b = StepOnDevice(xt, eps, c, new PhiloxKey(2, 7, 123));
             Check.BitIdentical(a, b, "two keys at t = 0");
             Check.BitIdentical(a, MeanOnDevice(xt, eps, c), "step = mean at t = 0");
         }
         // …while at t = 1 the noise is there: the step differs from the mean by σ z.
-        var c1 = PosteriorStepCoefficients.FromBetas(Betas, 1, PosteriorVariance.FixedLarge, clip: false);
+        var c1 = Ddpm(1, true, clip: false);
         var key = new PhiloxKey(3, 3, 0);
         var step = StepOnDevice(xt, eps, c1, key);
         var mean = MeanOnDevice(xt, eps, c1);
@@ -182,31 +186,29 @@ public sealed class DiffusionKernelTests
     }
 
     [Test]
-    public void CoefficientsFollowTheSchedule()
+    public void DdpmCoefficientsFollowTheSchedule()
     {
         int t = 37;
         double beta = Betas[t], a = R.AlphaBar(Betas, t), ap = R.AlphaBar(Betas, t - 1);
-        var c = PosteriorStepCoefficients.FromBetas(Betas, t, PosteriorVariance.FixedSmall, clip: true);
-        Assert.That(c.RecipSqrtAlpha, Is.EqualTo((float)(1 / Math.Sqrt(1 - beta))));
-        Assert.That(c.EpsCoefficient, Is.EqualTo((float)(beta / Math.Sqrt(1 - a))));
-        Assert.That(c.SqrtRecipAlphaBar, Is.EqualTo((float)Math.Sqrt(1 / a)));
-        Assert.That(c.SqrtRecipAlphaBarMinusOne, Is.EqualTo((float)Math.Sqrt(1 / a - 1)));
-        Assert.That(c.PosteriorCoefX0, Is.EqualTo((float)(Math.Sqrt(ap) * beta / (1 - a))));
-        Assert.That(c.PosteriorCoefXt, Is.EqualTo((float)(Math.Sqrt(1 - beta) * (1 - ap) / (1 - a))));
+        var c = Ddpm(t, fixedLarge: false, clip: true);
+        Assert.That(c.P, Is.EqualTo((float)Math.Sqrt(1 / a)).Within(1).Ulps);
+        Assert.That(c.Q, Is.EqualTo((float)Math.Sqrt(1 / a - 1)).Within(1).Ulps);
+        Assert.That(c.A, Is.EqualTo((float)(Math.Sqrt(ap) * beta / (1 - a))).Within(1).Ulps);
+        Assert.That(c.B, Is.EqualTo((float)(Math.Sqrt(1 - beta) * (1 - ap) / (1 - a))).Within(1).Ulps);
         double tilde = beta * (1 - ap) / (1 - a);
-        Assert.That(c.Sigma, Is.EqualTo((float)Math.Sqrt(tilde)));
-        Assert.That(c.ModelLogVariance, Is.EqualTo((float)Math.Log(tilde)));
-        Assert.That(c.PosteriorLogVariance, Is.EqualTo((float)Math.Log(tilde)));
+        Assert.That(c.Sigma, Is.EqualTo((float)Math.Sqrt(tilde)).Within(1).Ulps);
+        Assert.That(DdpmSampler.LogVariance(Schedule, VarianceKind.Small, t), Is.EqualTo(Math.Log(tilde)).Within(1e-9));
+        Assert.That(Schedule.PosteriorLogVariancesClipped[t], Is.EqualTo(Math.Log(tilde)).Within(1e-9));
         Assert.That(c.Clip);
-        var large = PosteriorStepCoefficients.FromBetas(Betas, t, PosteriorVariance.FixedLarge, clip: false);
-        Assert.That(large.Sigma, Is.EqualTo((float)Math.Sqrt(beta)));
-        Assert.That(large.ModelLogVariance, Is.EqualTo((float)Math.Log(beta)));
+        var large = Ddpm(t, fixedLarge: true, clip: false);
+        Assert.That(large.Sigma, Is.EqualTo((float)Math.Sqrt(beta)).Within(1).Ulps);
+        Assert.That(DdpmSampler.LogVariance(Schedule, VarianceKind.Large, t), Is.EqualTo(Math.Log(beta)).Within(1e-9));
         Assert.That(large.Clip, Is.False);
         // t = 0: the seed's code uses β̃ of index 1 as the variance (only its log matters: no noise).
         double tilde1 = Betas[1] * (1 - R.AlphaBar(Betas, 0)) / (1 - R.AlphaBar(Betas, 1));
-        Assert.That(PosteriorStepCoefficients.FromBetas(Betas, 0, PosteriorVariance.FixedLarge, false).ModelLogVariance, Is.EqualTo((float)Math.Log(tilde1)));
-        Assert.That(() => PosteriorStepCoefficients.FromBetas(Betas, 1000, PosteriorVariance.FixedLarge, false), Throws.ArgumentException);
-        Assert.That(() => PosteriorStepCoefficients.FromBetas([0.5, 1.5], 0, PosteriorVariance.FixedLarge, false), Throws.ArgumentException);
+        Assert.That(DdpmSampler.LogVariance(Schedule, VarianceKind.Large, 0), Is.EqualTo(Math.Log(tilde1)).Within(1e-9));
+        Assert.That(() => new ReverseStepCoefficients(double.NaN, 1, 1, 1, 0, false), Throws.ArgumentException);
+        Assert.That(() => new ReverseStepCoefficients(1, 1, 1, 1, -0.5, false), Throws.ArgumentException);
     }
 
     [TestCase(7, 0)]
@@ -214,36 +216,25 @@ public sealed class DiffusionKernelTests
     [TestCase(2049, 500)]
     public void PosteriorMeanFromX0MatchesTheReference(int n, int t)
     {
+        // μ̃(x_t, x_0) = coef_x0·x_0 + coef_xt·x_t: the element-wise weighted sum the bound uses.
         var x0 = TestData.Uniform(n, 51);
         var xt = TestData.Uniform(n, 52, 2f);
-        var c = PosteriorStepCoefficients.FromBetas(Betas, t, PosteriorVariance.FixedLarge, clip: false);
         using var dx0 = Upload(x0);
         using var dxt = Upload(xt);
         using var mean = Device.Pool.Rent<float>(n);
-        K.PosteriorMeanFromX0(dx0.View, dxt.View, c, mean.View);
+        var op = new WeightedSumOp((float)Schedule.PosteriorMeanCoefX0[t], (float)Schedule.PosteriorMeanCoefXt[t]);
+        Device.Kernels<ElementwiseKernels>().Binary(op, dx0.View, dxt.View, mean.View);
         Check.Close(mean.ToArray(), R.MeanFromX0(TestData.ToDouble(x0), xt, Betas, t), 1e-5, 1e-6, "μ̃(x_t, x_0)");
     }
 
     [Test]
-    public void PosteriorStepRejectsMismatchedLengths()
+    public void ReverseStepRejectsMismatchedLengths()
     {
         using var a = Device.Pool.Rent<float>(10);
         using var b = Device.Pool.Rent<float>(9);
-        var c = PosteriorStepCoefficients.FromBetas(Betas, 5, PosteriorVariance.FixedLarge, false);
-        Assert.That(() => K.PosteriorStep(a.View, b.View, c, default, a.View), Throws.ArgumentException);
-        Assert.That(() => K.PosteriorMean(a.View, a.View, c, b.View), Throws.ArgumentException);
-        Assert.That(() => K.PosteriorMeanFromX0(b.View, a.View, c, a.View), Throws.ArgumentException);
-    }
-
-    // ------------------------------------------------------------------ DDIM
-
-    private static float[] DdimOnDevice(float[] xt, float[] eps, DdimStepCoefficients c, PhiloxKey key)
-    {
-        using var dxt = Upload(xt);
-        using var deps = Upload(eps);
-        using var output = Device.Pool.Rent<float>(xt.Length);
-        K.DdimStep(dxt.View, deps.View, c, key, output.View);
-        return output.ToArray();
+        var c = Ddpm(5, true, false);
+        Assert.That(() => K.ReverseStep(a.View, b.View, c, default, a.View), Throws.ArgumentException);
+        Assert.That(() => K.ReverseStep(a.View, a.View, c, default, b.View), Throws.ArgumentException);
     }
 
     [TestCase(9, 999, 979, 0.0)]
@@ -258,12 +249,12 @@ public sealed class DiffusionKernelTests
         var key = new PhiloxKey(8, 2, 3);
         foreach (bool clip in new[] { false, true })
         {
-            var c = DdimStepCoefficients.FromBetas(Betas, t, tPrev, eta, clip);
-            var got = DdimOnDevice(xt, eps, c, key);
+            var c = Ddim(t, tPrev, eta, clip);
+            var got = StepOnDevice(xt, eps, c, key);
             Check.Close(got, R.Ddim(xt, eps, Betas, t, tPrev, eta, clip, key), 1e-5, 3e-5, $"DDIM x_prev, clip {clip}");
-            Check.BitIdentical(DdimOnDevice(xt, eps, c, key), got, "rerun");
+            Check.BitIdentical(StepOnDevice(xt, eps, c, key), got, "rerun");
             if (eta == 0)
-                Check.BitIdentical(DdimOnDevice(xt, eps, c, new PhiloxKey(99, 99, 99)), got, "η = 0 does not depend on the key");
+                Check.BitIdentical(StepOnDevice(xt, eps, c, new PhiloxKey(99, 99, 99)), got, "η = 0 does not depend on the key");
         }
     }
 
@@ -273,7 +264,7 @@ public sealed class DiffusionKernelTests
         const int n = 100;
         var xt = TestData.Uniform(n, 71, 2f);
         var eps = TestData.Uniform(n, 72, 2f);
-        var got = DdimOnDevice(xt, eps, DdimStepCoefficients.FromBetas(Betas, 9, -1, 0, clip: false), default);
+        var got = StepOnDevice(xt, eps, Ddim(9, -1, 0, clip: false), default);
         Check.Close(got, R.PredictX0(xt, eps, R.AlphaBar(Betas, 9), clip: false), 1e-5, 1e-5, "x̂0");
     }
 
@@ -287,20 +278,26 @@ public sealed class DiffusionKernelTests
         var xt = TestData.Uniform(n, 81, 2f);
         var eps = TestData.Uniform(n, 82, 2f);
         var key = new PhiloxKey(4, 4, 4);
-        var ddim = DdimOnDevice(xt, eps, DdimStepCoefficients.FromBetas(Betas, t, t - 1, 1.0, clip: false), key);
-        var ddpm = StepOnDevice(xt, eps, PosteriorStepCoefficients.FromBetas(Betas, t, PosteriorVariance.FixedSmall, clip: false), key);
+        var ddim = StepOnDevice(xt, eps, Ddim(t, t - 1, 1.0, clip: false), key);
+        var ddpm = StepOnDevice(xt, eps, Ddpm(t, fixedLarge: false, clip: false), key);
         Check.Close(ddim, ToFloat(TestData.ToDouble(ddpm)), 1e-4, 1e-4, "DDIM(η=1) vs DDPM(β̃)");
     }
 
     [Test]
-    public void DdimRejectsBadSteps()
+    public void SamplersStateTheirStepCountRuleOnce()
     {
-        Assert.That(() => DdimStepCoefficients.FromBetas(Betas, 10, 10, 0, false), Throws.ArgumentException);
-        Assert.That(() => DdimStepCoefficients.FromBetas(Betas, 10, -2, 0, false), Throws.ArgumentException);
-        Assert.That(() => DdimStepCoefficients.FromBetas(Betas, 10, 5, -1, false), Throws.ArgumentException);
-        using var a = Device.Pool.Rent<float>(10);
-        using var b = Device.Pool.Rent<float>(9);
-        Assert.That(() => K.DdimStep(a.View, b.View, DdimStepCoefficients.FromBetas(Betas, 10, 5, 0, false), default, a.View), Throws.ArgumentException);
+        Assert.That(new DdpmSampler(VarianceKind.Large, true).Timesteps(Schedule), Is.EqualTo(Enumerable.Range(0, 1000).Reverse()));
+        Assert.That(new DdpmSampler(VarianceKind.Large, true, 1000).Timesteps(Schedule), Has.Length.EqualTo(1000));
+        Assert.That(() => new DdpmSampler(VarianceKind.Large, true, 50).Timesteps(Schedule), Throws.ArgumentException.With.Message.Contains("ddim"));
+        var ddim = new DdimSampler(0, 0, true).Timesteps(Schedule);
+        Assert.That(ddim, Has.Length.EqualTo(DdimSampler.DefaultSteps));
+        Assert.That(ddim[0], Is.EqualTo(999));
+        Assert.That(ddim[^1], Is.EqualTo(0));
+        Assert.That(ddim.Zip(ddim.Skip(1), (u, v) => u > v).All(x => x), "strictly decreasing");
+        Assert.That(new DdimSampler(1, 0, true).Timesteps(Schedule), Is.EqualTo(new[] { 999 }));
+        Assert.That(() => new DdimSampler(1001, 0, true).Timesteps(Schedule), Throws.ArgumentException);
+        Assert.That(() => new DdimSampler(-1, 0, true).Timesteps(Schedule), Throws.ArgumentException);
+        Assert.That(() => new DdimSampler(10, -1, true).Timesteps(Schedule), Throws.ArgumentException);
     }
 
     // ------------------------------------------------------------------ variational bound terms

@@ -13,6 +13,9 @@ public static class ElementwiseReference
     /// <summary>y = x·σ(x).</summary>
     public static double[] Silu(double[] x) => Array.ConvertAll(x, v => v * Sigmoid(v));
 
+    /// <summary>GELU, tanh approximation as PyTorch's approximate='tanh': ½x(1 + tanh(√(2/π)(x + 0.044715x³))).</summary>
+    public static double[] Gelu(double[] x) => Array.ConvertAll(x, v => 0.5 * v * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (v + 0.044715 * v * v * v))));
+
     /// <summary>y = a + b.</summary>
     public static double[] Add(double[] a, double[] b)
     {

@@ -95,6 +95,46 @@ public sealed class ElementwiseTests
         CheckVjp(R.Silu, x, dy, prior, dxb.ToArray(), $"silu backward n={n}", h: 1e-4);
     }
 
+    // ------------------------------------------------------------------ GELU (the generic unary kernel with GeluOp)
+
+    [Test]
+    public void GeluMatchesReference([ValueSource(nameof(Variants))] int variant, [ValueSource(nameof(Lengths))] int n)
+    {
+        var x = TestData.Uniform(n, 11, 6f);
+        using var xb = Upload(x);
+        using var yb = Device.Pool.Rent<float>(n);
+        Family(variant).Unary(new GeluOp(), xb.View, yb.View);
+        Check.Close(yb.ToArray(), R.Gelu(TestData.ToDouble(x)), 1e-5, 1e-6, $"gelu n={n}");
+    }
+
+    [Test]
+    public void GeluBackwardAddsTheVectorJacobianProduct([ValueSource(nameof(Variants))] int variant, [ValueSource(nameof(Lengths))] int n)
+    {
+        var x = TestData.Uniform(n, 12, 6f);
+        var dy = TestData.Uniform(n, 13);
+        var prior = TestData.Uniform(n, 14);
+        using var xb = Upload(x);
+        using var dyb = Upload(dy);
+        using var dxb = Upload(prior);
+        Family(variant).UnaryBackward(new GeluOp(), xb.View, dyb.View, dxb.View);
+        CheckVjp(R.Gelu, x, dy, prior, dxb.ToArray(), $"gelu backward n={n}", h: 1e-4);
+    }
+
+    [Test]
+    public void GeluIsFiniteForLargeInputs()
+    {
+        float[] x = [-200f, -90f, -30f, 0f, 30f, 90f, 200f];
+        using var xb = Upload(x);
+        using var yb = Device.Pool.Rent<float>(x.Length);
+        using var dyb = Upload(Enumerable.Repeat(1f, x.Length).ToArray());
+        using var dxb = Device.Pool.RentZeroed<float>(x.Length);
+        var k = Family(0);
+        k.Unary(new GeluOp(), xb.View, yb.View);
+        k.UnaryBackward(new GeluOp(), xb.View, dyb.View, dxb.View);
+        Check.Close(yb.ToArray(), R.Gelu(TestData.ToDouble(x)), 1e-6, 1e-6, "gelu at large |x|");
+        Check.Close(dxb.ToArray(), [0, 0, 0, 0.5, 1, 1, 1], 1e-6, 1e-6, "gelu' at large |x|");
+    }
+
     [Test]
     public void SiluIsFiniteForLargeInputs()
     {

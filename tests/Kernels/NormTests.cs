@@ -229,7 +229,7 @@ public sealed class NormTests
 
     [Test]
     public void AutoPicksTheBarrierFreeVariantOnTheCpu() =>
-        Assert.That(Kernels.Resolve(ReductionVariant.Auto), Is.EqualTo(ReductionVariant.PerThreadLoop));
+        Assert.That(Device.Kernels<ReduceKernels>().Resolve(ReductionVariant.Auto), Is.EqualTo(ReductionVariant.PerThreadLoop));
 
     [Test]
     public void BadShapesAreRejectedWithOneClearLine()

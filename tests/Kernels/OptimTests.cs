@@ -1,6 +1,7 @@
 using ILGPU;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Optim;
+using IlgpuDdpm.Kernels.Reduce;
 using NUnit.Framework;
 
 namespace IlgpuDdpm.Tests.Kernels;
@@ -121,21 +122,21 @@ public sealed class OptimTests
     [TestCase(5)]
     [TestCase(1000)]
     [TestCase(70001)]
-    [TestCase(300007)] // more than 1024 partials' worth: stage 1 clamps at 1024 threads
-    public void SumOfSquaresBarrierFreeMatchesTheReference(int n)
+    [TestCase(300007)] // 74 segments: two stages
+    public void SumOfSquaresPerThreadLoopMatchesTheReference(int n)
     {
         var x = TestData.Uniform(n, n);
-        float got = SumOfSquaresOnDevice(x, ReductionVariant.BarrierFree);
+        float got = SumOfSquaresOnDevice(x, ReductionVariant.PerThreadLoop);
         Check.Close([got], [OptimReference.SumOfSquares(x)], 1e-5, 0, "Σx²");
     }
 
     [TestCase(1)]
     [TestCase(300)]
-    [TestCase(5000)]  // 3 groups of 128 threads, ragged
-    public void SumOfSquaresGroupedMatchesTheReference(int n)
+    [TestCase(5000)]  // 2 segments, the second ragged
+    public void SumOfSquaresGroupTreeMatchesTheReference(int n)
     {
         var x = TestData.Uniform(n, n + 1);
-        float got = SumOfSquaresOnDevice(x, ReductionVariant.Grouped);
+        float got = SumOfSquaresOnDevice(x, ReductionVariant.GroupTree);
         Check.Close([got], [OptimReference.SumOfSquares(x)], 1e-5, 0, "Σx²");
     }
 
@@ -144,7 +145,7 @@ public sealed class OptimTests
     {
         using var buffer = Device.Pool.Rent<float>(4);
         using var partials = Device.Pool.Rent<float>(1);
-        foreach (var variant in new[] { ReductionVariant.BarrierFree, ReductionVariant.Grouped })
+        foreach (var variant in new[] { ReductionVariant.PerThreadLoop, ReductionVariant.GroupTree })
         {
             partials.CopyFrom([7f]);
             K.SumOfSquares(buffer.View.SubView(0, 0), partials.View, 0, variant);
@@ -156,7 +157,7 @@ public sealed class OptimTests
     [TestCase(true, 4099)]
     public void SumOfSquaresIsBitIdenticalAcrossRuns(bool grouped, int n)
     {
-        var variant = grouped ? ReductionVariant.Grouped : ReductionVariant.BarrierFree;
+        var variant = grouped ? ReductionVariant.GroupTree : ReductionVariant.PerThreadLoop;
         // Values of very different magnitudes, so a different summation order would change the bits.
         var x = TestData.Uniform(n, 9);
         for (int i = 0; i < n; i += 7) x[i] *= 1000f;

@@ -2,11 +2,8 @@ using System.Reflection;
 using ILGPU;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
-using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
-using IlgpuDdpm.Kernels.Conv;
 using IlgpuDdpm.Kernels.Device;
-using IlgpuDdpm.Kernels.Matmul;
 using NUnit.Framework;
 
 namespace IlgpuDdpm.Tests.Kernels;
@@ -14,19 +11,70 @@ namespace IlgpuDdpm.Tests.Kernels;
 /// <summary>
 /// Every kernel compiles to PTX for sm_90 with ILGPU's PTX backend — offline, no GPU needed — and the
 /// PTX calls no undefined external function (what <c>MathF.FusedMultiplyAdd</c> turns into, for one):
-/// such a kernel would fail only when a GPU loads it. Kernels are found by convention: every static
-/// method named <c>…Kernel</c> in the IlgpuDdpm.Kernels assembly.
+/// such a kernel would fail only when a GPU loads it. Kernels are found by convention in the
+/// IlgpuDdpm.Kernels assembly: every kernel struct (<see cref="IThreadKernel"/>, <see cref="IGroupKernel"/>,
+/// <see cref="IElementKernel"/> — a generic one once per combination of the operator structs its
+/// constraints admit, or those its family lists as <c>LaunchedKernels</c>) through its <see cref="KernelEntry"/> entry point, and every static method named
+/// <c>…Kernel</c> (the families still launched through StreamingKernelLoader).
 /// </summary>
 [TestFixture]
 public sealed class PtxCompileTests
 {
-    public static IEnumerable<MethodInfo> AllKernels() =>
-        typeof(ComputeDevice).Assembly.GetTypes()
+    private static readonly Type[] AssemblyTypes = typeof(ComputeDevice).Assembly.GetTypes();
+
+    public static IEnumerable<TestCaseData> AllKernels()
+    {
+        var methods = AssemblyTypes
             .SelectMany(t => t.GetMethods(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
             .Where(m => m.Name.EndsWith("Kernel", StringComparison.Ordinal) && m.ReturnType == typeof(void) && !m.IsGenericMethodDefinition)
-            .OrderBy(m => m.DeclaringType!.Name).ThenBy(m => m.Name)
-            .Concat(MatmulKernels.GemmInstantiations)   // the generic GEMM core, once per operand/epilogue combination launched
-            .Concat(ConvKernels.GenericInstantiations);
+            .Select(m => (Name: $"{m.DeclaringType!.Name}.{m.Name}", Entry: m));
+        var structs = AssemblyTypes.Where(t => t.IsValueType && t != typeof(GridStrideKernel<>))
+            .SelectMany(Instantiations)
+            .SelectMany(EntryPoints);
+        return methods.Concat(structs).OrderBy(k => k.Name).Select(k => new TestCaseData(k.Entry).SetName($"PtxCompiles({k.Name})"));
+    }
+
+    // Kernel structs a family lists as the ones it launches (a static LaunchedKernels property): for a generic
+    // kernel with many admissible combinations (the GEMM core: every operand × operand × epilogue), only those.
+    private static readonly Type[] Launched = AssemblyTypes
+        .Where(t => !t.ContainsGenericParameters)
+        .Select(t => t.GetProperty("LaunchedKernels", BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic))
+        .Where(p => p is not null && p.PropertyType == typeof(IEnumerable<Type>))
+        .SelectMany(p => (IEnumerable<Type>)p!.GetValue(null)!)
+        .ToArray();
+
+    // The closed kernel types of a struct: itself, the instantiations listed as launched, or every admissible
+    // combination of its type arguments.
+    private static IEnumerable<Type> Instantiations(Type type)
+    {
+        if (!type.IsGenericTypeDefinition) return [type];
+        var listed = Launched.Where(t => t.IsGenericType && t.GetGenericTypeDefinition() == type).ToArray();
+        if (listed.Length > 0) return listed;
+        IEnumerable<Type[]> combos = [[]];
+        foreach (var parameter in type.GetGenericArguments())
+        {
+            var constraints = parameter.GetGenericParameterConstraints();
+            var candidates = AssemblyTypes.Where(c => c.IsValueType && !c.IsGenericTypeDefinition && constraints.All(k => k.IsAssignableFrom(c))).ToArray();
+            combos = combos.SelectMany(prefix => candidates.Select(c => prefix.Append(c).ToArray()));
+        }
+        return combos.Select(args => type.MakeGenericType(args));
+    }
+
+    private static IEnumerable<(string Name, MethodInfo Entry)> EntryPoints(Type kernel)
+    {
+        string name = Describe(kernel);
+        var entry = typeof(KernelEntry);
+        if (typeof(IThreadKernel).IsAssignableFrom(kernel))
+            yield return (name, entry.GetMethod(nameof(KernelEntry.Threads))!.MakeGenericMethod(kernel));
+        if (typeof(IGroupKernel).IsAssignableFrom(kernel))
+            yield return (name, entry.GetMethod(nameof(KernelEntry.Groups))!.MakeGenericMethod(kernel));
+        if (typeof(IElementKernel).IsAssignableFrom(kernel))
+            yield return (name, entry.GetMethod(nameof(KernelEntry.Threads))!.MakeGenericMethod(typeof(GridStrideKernel<>).MakeGenericType(kernel)));
+    }
+
+    private static string Describe(Type t) =>
+        (t.DeclaringType is { } outer ? outer.Name + "." : "") +
+        (t.IsGenericType ? $"{t.Name[..t.Name.IndexOf('`')]}<{string.Join(", ", t.GetGenericArguments().Select(a => a.Name))}>" : t.Name);
 
     [Test]
     public void KernelsAreFoundByConvention() =>
@@ -44,8 +92,9 @@ public sealed class PtxCompileTests
             ? EntryPointDescription.FromImplicitlyGroupedKernel(kernel)
             : EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
         var compiled = (PTXCompiledKernel)backend.Compile(entry, default);
-        Assert.That(compiled.PTXAssembly, Does.Contain(".entry"), $"{kernel.DeclaringType!.Name}.{kernel.Name}: no entry point in the PTX");
+        string name = $"{kernel.DeclaringType!.Name}.{kernel.Name}<{string.Join(", ", kernel.GetGenericArguments().Select(a => a.Name))}>";
+        Assert.That(compiled.PTXAssembly, Does.Contain(".entry"), $"{name}: no entry point in the PTX");
         Assert.That(compiled.PTXAssembly, Does.Not.Contain(".extern .func"),
-            $"{kernel.DeclaringType!.Name}.{kernel.Name}: the PTX calls an undefined external function (FusedMultiplyAdd? a Math function with no PTX intrinsic?)");
+            $"{name}: the PTX calls an undefined external function (FusedMultiplyAdd? a Math function with no PTX intrinsic?)");
     }
 }

@@ -26,14 +26,14 @@ public sealed class ReduceTests
     private static float Sum(DeviceBuffer<float> x, ReductionVariant variant, int width = TreeWidth, float scale = 1f)
     {
         using var output = Device.Pool.Rent<float>(1);
-        Kernels.Reduce(x.View, x.View, output.View, scale, 0, variant, width);
+        Kernels.Sum(x.View, output.View, scale, variant, width);
         return output.ToArray()[0];
     }
 
     private static float SumOfSquaredDifferences(DeviceBuffer<float> a, DeviceBuffer<float> b, ReductionVariant variant, int width = TreeWidth, float scale = 1f)
     {
         using var output = Device.Pool.Rent<float>(1);
-        Kernels.Reduce(a.View, b.View, output.View, scale, 1, variant, width);
+        Kernels.SumOfSquaredDifferences(a.View, b.View, output.View, scale, variant, width);
         return output.ToArray()[0];
     }
 

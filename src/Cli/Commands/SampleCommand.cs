@@ -61,10 +61,6 @@ internal static class SampleCommand
             int timesteps = loaded.Schedule.Timesteps;
             var kind = parse.GetValue(sampler) == "ddim" ? SamplerKind.Ddim : SamplerKind.Ddpm;
             int requested = parse.GetValue(steps);
-            if (requested > timesteps)
-                throw new UsageException($"--steps {requested} exceeds the model's T = {timesteps}");
-            if (kind == SamplerKind.Ddpm && requested != 0 && requested != timesteps)
-                throw new UsageException($"--steps {requested}: the ddpm sampler runs all T = {timesteps} steps; use --sampler ddim for fewer");
             var options = new SampleOptions
             {
                 Count = parse.GetValue(count),
@@ -75,11 +71,15 @@ internal static class SampleCommand
                 Seed = parse.GetValue(seed),
                 FrameCount = gifPath is null ? 0 : parse.GetValue(frames),
             };
-            int total = requested != 0 ? requested : kind == SamplerKind.Ddpm ? timesteps : Math.Min(50, timesteps);
+            // The step-count rule is the sampler's (ISampler.Timesteps); its one-line refusal is a usage error here.
+            var plan = Samplers.For(options);
+            int total;
+            try { total = plan.Timesteps(loaded.Schedule).Length; }
+            catch (ArgumentException e) { throw new UsageException($"--steps {requested}: {e.Message}"); }
 
             context.Output.WriteLine($"device: {Format.Device(dev)}");
             context.Output.WriteLine($"model: {loaded.Config} at step {loaded.Step:N0} ({(loaded.UsedEma ? "EMA" : "raw")} weights), T = {timesteps}");
-            context.Output.WriteLine($"sampling {options.Count} images: {kind.ToString().ToLowerInvariant()}, {total} steps{(kind == SamplerKind.Ddpm ? $", variance {options.Variance.ToString().ToLowerInvariant()}" : ", η = 0")}{(options.Clip ? "" : ", no clipping")}, seed {options.Seed}");
+            context.Output.WriteLine($"sampling {options.Count} images: {plan.Describe(loaded.Schedule)}, seed {options.Seed}");
 
             using var diffusion = new GaussianDiffusion(dev, loaded.Schedule);
             var clock = Stopwatch.StartNew();

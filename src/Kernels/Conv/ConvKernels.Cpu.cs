@@ -59,28 +59,6 @@ public sealed partial class ConvKernels
     }
 
 
-    private Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<Float4>, Packing> packInput = null!;
-    private Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<Float4>, int, int, int, int, int> packWeights = null!;
-    private Action<AcceleratorStream, Index1D, ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked> forward3x3S1 = null!;
-    private Action<AcceleratorStream, Index1D, ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked> forward3x3S2 = null!;
-    private Action<AcceleratorStream, Index1D, ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked> forward1x1 = null!;
-    private Action<AcceleratorStream, Index1D, ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked> weightGrad3x3S1 = null!;
-    private Action<AcceleratorStream, Index1D, ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked> weightGrad3x3S2 = null!;
-    private Action<AcceleratorStream, Index1D, ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked> weightGrad1x1 = null!;
-
-    private void LoadBlockedKernels()
-    {
-        // Barrier-free kernels: one thread per group on the CPU accelerator (see StreamingKernelLoader).
-        packInput = device.LoadStreamingKernel<ArrayView<float>, ArrayView<Float4>, Packing>(PackInputKernel);
-        packWeights = device.LoadStreamingKernel<ArrayView<float>, ArrayView<Float4>, int, int, int, int, int>(PackWeightsKernel);
-        forward3x3S1 = device.LoadStreamingKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(Forward3x3BlockedKernel<Stride1>);
-        forward3x3S2 = device.LoadStreamingKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(Forward3x3BlockedKernel<Stride2>);
-        forward1x1 = device.LoadStreamingKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(Forward1x1BlockedKernel);
-        weightGrad3x3S1 = device.LoadStreamingKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked>(WeightGrad3x3BlockedKernel<Stride1>);
-        weightGrad3x3S2 = device.LoadStreamingKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked>(WeightGrad3x3BlockedKernel<Stride2>);
-        weightGrad1x1 = device.LoadStreamingKernel<ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked>(WeightGrad1x1BlockedKernel);
-    }
-
     /// <summary>The 1×1, stride-1, unpadded case: a plain product per image.</summary>
     private static bool IsPointwise(ConvShape s) => s.K == 1 && s.Stride == 1 && s.Padding == 0;
 
@@ -98,7 +76,7 @@ public sealed partial class ConvKernels
             var g = new Blocked { N = s.N, Cin = pack.Cp, Hp = 1, Wp4 = pack.Wp4, Cout = s.Cout, CoB = Blocks4(s.Cout), Ho = 1, Wo = pixels, XB = xb, HasBias = hasBias };
             using var xp = PackInput(x, s.N, pack);
             using var wp = PackWeights(w, s.Cout, s.Cin, 1, pack.Cp, transpose: false);
-            forward1x1(device.Stream, s.N * g.CoB * xb, View4(xp), View4(wp), bias, y, g);
+            device.Launch(s.N * g.CoB * xb, new Forward1x1BlockedKernel(View4(xp), View4(wp), bias, y, g));
             return;
         }
         int stride = s.Stride;
@@ -122,7 +100,7 @@ public sealed partial class ConvKernels
             var g = new Blocked { N = s.N, Cin = pack.Cp, Hp = 1, Wp4 = pack.Wp4, Cout = s.Cin, CoB = Blocks4(s.Cin), Ho = 1, Wo = pixels, XB = xb, Accumulate = 1 };
             using var dyp = PackInput(dy, s.N, pack);
             using var wp = PackWeights(w, s.Cout, s.Cin, 1, pack.Cp, transpose: true);
-            forward1x1(device.Stream, s.N * g.CoB * xb, View4(dyp), View4(wp), dx, dx, g);
+            device.Launch(s.N * g.CoB * xb, new Forward1x1BlockedKernel(View4(dyp), View4(wp), dx, dx, g));
             return true;
         }
         if (s.K != 3 || s.Stride != 1) return false;
@@ -149,7 +127,7 @@ public sealed partial class ConvKernels
             var g = new Blocked { N = s.N, Cin = xPack.Cp, Wp4 = p4, Cout = s.Cout, CoB = coB, CoutP = coB * 4, Ci = s.Cin, CiB = Blocks4(s.Cin) };
             using var xp = PackInput(x, s.N, xPack);
             using var dyp = PackInput(dy, s.N, dyPack);
-            weightGrad1x1(device.Stream, coB * g.CiB, View4(xp), View4(dyp), dw, g);
+            device.Launch(coB * g.CiB, new WeightGrad1x1BlockedKernel(View4(xp), View4(dyp), dw, g));
             return;
         }
         var (hp, wp4, xbs) = Plan3x3(s.Stride, s.Ho, s.Wo);
@@ -158,7 +136,8 @@ public sealed partial class ConvKernels
         var geometry = new Blocked { N = s.N, Cin = s.Cin, Hp = hp, Wp4 = wp4, Cout = s.Cout, CoB = coB, CoutP = coB * 4, Ci = s.Cin, Ho = s.Ho, Wo = s.Wo, XB = xbs };
         using var packedX = PackInput(x, s.N, packing);
         using var packedDy = PackInput(dy, s.N, dyPacking);
-        (s.Stride == 1 ? weightGrad3x3S1 : weightGrad3x3S2)(device.Stream, coB * s.Cin, View4(packedX), View4(packedDy), dw, geometry);
+        if (s.Stride == 1) device.Launch(coB * s.Cin, new WeightGrad3x3BlockedKernel<Stride1>(View4(packedX), View4(packedDy), dw, geometry));
+        else device.Launch(coB * s.Cin, new WeightGrad3x3BlockedKernel<Stride2>(View4(packedX), View4(packedDy), dw, geometry));
     }
 
     /// <summary>The packed input rows and Float4s per row a 3×3 kernel reads for an ho × wo output, and its 4-pixel blocks per row.</summary>
@@ -171,23 +150,16 @@ public sealed partial class ConvKernels
 
     private void Launch3x3(int stride, DeviceBuffer<float> input, DeviceBuffer<float> weights, ArrayView<float> bias, ArrayView<float> output, Blocked g)
     {
-        (stride == 1 ? forward3x3S1 : forward3x3S2)(device.Stream, g.N * g.CoB * g.Ho * g.XB, View4(input), View4(weights), bias, output, g);
+        int threads = g.N * g.CoB * g.Ho * g.XB;
+        if (stride == 1) device.Launch(threads, new Forward3x3BlockedKernel<Stride1>(View4(input), View4(weights), bias, output, g));
+        else device.Launch(threads, new Forward3x3BlockedKernel<Stride2>(View4(input), View4(weights), bias, output, g));
     }
-
-    /// <summary>The generic blocked kernels' instantiations (compiled to PTX by the tests).</summary>
-    private static IEnumerable<System.Reflection.MethodInfo> BlockedInstantiations =>
-    [
-        new Action<Index1D, ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(Forward3x3BlockedKernel<Stride1>).Method,
-        new Action<Index1D, ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, ArrayView<float>, Blocked>(Forward3x3BlockedKernel<Stride2>).Method,
-        new Action<Index1D, ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked>(WeightGrad3x3BlockedKernel<Stride1>).Method,
-        new Action<Index1D, ArrayView<Float4>, ArrayView<Float4>, ArrayView<float>, Blocked>(WeightGrad3x3BlockedKernel<Stride2>).Method,
-    ];
 
     /// <summary>A pooled zero-padded copy of <paramref name="source"/> laid out by <paramref name="p"/>.</summary>
     private DeviceBuffer<float> PackInput(ArrayView<float> source, int n, Packing p)
     {
         var buffer = device.Pool.Rent<float>(p.Floats(n));
-        packInput(device.Stream, p.Rows(n), source, View4(buffer), p);
+        device.Launch(p.Rows(n), new PackInputKernel(source, View4(buffer), p));
         return buffer;
     }
 
@@ -200,7 +172,7 @@ public sealed partial class ConvKernels
         int blocks = Blocks4(transpose ? cin : cout);
         int count = blocks * reduction * kk;
         var buffer = device.Pool.Rent<float>(count * 4);
-        packWeights(device.Stream, count, w, View4(buffer), cout, cin, kk, reduction, transpose ? 1 : 0);
+        device.Launch(count, new PackWeightsKernel(w, View4(buffer), cout, cin, kk, reduction, transpose ? 1 : 0));
         return buffer;
     }
 
@@ -214,51 +186,54 @@ public sealed partial class ConvKernels
 
     // src [N,C,H,W] -> dst [N,Cp,Hp,Wp4·4]: dst[n,c,r,q] = src[n,c,(r−PadTop)/d,(q−PadLeft)/d] when c < C and both
     // offsets are non-negative multiples of d inside the source, else 0. One thread per destination row.
-    internal static void PackInputKernel(Index1D row, ArrayView<float> src, ArrayView<Float4> dst, Packing p)
+    internal readonly struct PackInputKernel(ArrayView<float> src, ArrayView<Float4> dst, Packing p) : IThreadKernel
     {
-        int r = row % p.Hp;
-        int nc = row / p.Hp;
-        int c = nc % p.Cp;
-        int n = nc / p.Cp;
-        int sy = r - p.PadTop;
-        int dstRow = row * p.Wp4;
-        Float4 zero = default;
-        if (c >= p.C || sy < 0 || sy % p.Dilation != 0 || sy / p.Dilation >= p.H)
+        public void Execute(int row)
         {
-            for (int q = 0; q < p.Wp4; q++) dst[dstRow + q] = zero;
-            return;
-        }
-        int srcRow = ((n * p.C + c) * p.H + sy / p.Dilation) * p.W;
-        if (p.Dilation == 1)
-        {
+            int r = row % p.Hp;
+            int nc = row / p.Hp;
+            int c = nc % p.Cp;
+            int n = nc / p.Cp;
+            int sy = r - p.PadTop;
+            int dstRow = row * p.Wp4;
+            Float4 zero = default;
+            if (c >= p.C || sy < 0 || sy % p.Dilation != 0 || sy / p.Dilation >= p.H)
+            {
+                for (int q = 0; q < p.Wp4; q++) dst[dstRow + q] = zero;
+                return;
+            }
+            int srcRow = ((n * p.C + c) * p.H + sy / p.Dilation) * p.W;
+            if (p.Dilation == 1)
+            {
+                for (int q = 0; q < p.Wp4; q++)
+                {
+                    int sx = 4 * q - p.PadLeft;
+                    Float4 v;
+                    if (sx >= 0 && sx + 3 < p.W)
+                    {
+                        v.X = src[srcRow + sx]; v.Y = src[srcRow + sx + 1]; v.Z = src[srcRow + sx + 2]; v.W = src[srcRow + sx + 3];
+                    }
+                    else
+                    {
+                        v.X = sx >= 0 && sx < p.W ? src[srcRow + sx] : 0f;
+                        v.Y = sx + 1 >= 0 && sx + 1 < p.W ? src[srcRow + sx + 1] : 0f;
+                        v.Z = sx + 2 >= 0 && sx + 2 < p.W ? src[srcRow + sx + 2] : 0f;
+                        v.W = sx + 3 >= 0 && sx + 3 < p.W ? src[srcRow + sx + 3] : 0f;
+                    }
+                    dst[dstRow + q] = v;
+                }
+                return;
+            }
             for (int q = 0; q < p.Wp4; q++)
             {
                 int sx = 4 * q - p.PadLeft;
                 Float4 v;
-                if (sx >= 0 && sx + 3 < p.W)
-                {
-                    v.X = src[srcRow + sx]; v.Y = src[srcRow + sx + 1]; v.Z = src[srcRow + sx + 2]; v.W = src[srcRow + sx + 3];
-                }
-                else
-                {
-                    v.X = sx >= 0 && sx < p.W ? src[srcRow + sx] : 0f;
-                    v.Y = sx + 1 >= 0 && sx + 1 < p.W ? src[srcRow + sx + 1] : 0f;
-                    v.Z = sx + 2 >= 0 && sx + 2 < p.W ? src[srcRow + sx + 2] : 0f;
-                    v.W = sx + 3 >= 0 && sx + 3 < p.W ? src[srcRow + sx + 3] : 0f;
-                }
+                v.X = Fetch(src, srcRow, sx, p);
+                v.Y = Fetch(src, srcRow, sx + 1, p);
+                v.Z = Fetch(src, srcRow, sx + 2, p);
+                v.W = Fetch(src, srcRow, sx + 3, p);
                 dst[dstRow + q] = v;
             }
-            return;
-        }
-        for (int q = 0; q < p.Wp4; q++)
-        {
-            int sx = 4 * q - p.PadLeft;
-            Float4 v;
-            v.X = Fetch(src, srcRow, sx, p);
-            v.Y = Fetch(src, srcRow, sx + 1, p);
-            v.Z = Fetch(src, srcRow, sx + 2, p);
-            v.W = Fetch(src, srcRow, sx + 3, p);
-            dst[dstRow + q] = v;
         }
     }
 
@@ -269,33 +244,36 @@ public sealed partial class ConvKernels
     // w [Cout,Cin,K·K] -> dst [blocks][reduction][K·K] Float4:
     //   forward    dst[(b·reduction + ci)·KK + k] = (w[4b+i, ci, k])_{i<4}, zero for 4b+i ≥ Cout or ci ≥ Cin
     //   transposed dst[(b·reduction + co)·KK + k] = (w[co, 4b+i, KK−1−k])_{i<4}, zero for 4b+i ≥ Cin or co ≥ Cout
-    internal static void PackWeightsKernel(Index1D i, ArrayView<float> w, ArrayView<Float4> dst, int cout, int cin, int kk, int reduction, int transpose)
+    internal readonly struct PackWeightsKernel(ArrayView<float> w, ArrayView<Float4> dst, int cout, int cin, int kk, int reduction, int transpose) : IThreadKernel
     {
-        int k = i % kk;
-        int rest = i / kk;
-        int red = rest % reduction;
-        int block = rest / reduction;
-        Float4 v = default;
-        if (transpose == 0)
+        public void Execute(int i)
         {
-            if (red < cin)
+            int k = i % kk;
+            int rest = i / kk;
+            int red = rest % reduction;
+            int block = rest / reduction;
+            Float4 v = default;
+            if (transpose == 0)
             {
-                int co = 4 * block, stride = cin * kk, at = (co * cin + red) * kk + k;
-                if (co < cout) v.X = w[at];
-                if (co + 1 < cout) v.Y = w[at + stride];
-                if (co + 2 < cout) v.Z = w[at + 2 * stride];
-                if (co + 3 < cout) v.W = w[at + 3 * stride];
+                if (red < cin)
+                {
+                    int co = 4 * block, stride = cin * kk, at = (co * cin + red) * kk + k;
+                    if (co < cout) v.X = w[at];
+                    if (co + 1 < cout) v.Y = w[at + stride];
+                    if (co + 2 < cout) v.Z = w[at + 2 * stride];
+                    if (co + 3 < cout) v.W = w[at + 3 * stride];
+                }
             }
+            else if (red < cout)
+            {
+                int ci = 4 * block, at = (red * cin + ci) * kk + (kk - 1 - k);
+                if (ci < cin) v.X = w[at];
+                if (ci + 1 < cin) v.Y = w[at + kk];
+                if (ci + 2 < cin) v.Z = w[at + 2 * kk];
+                if (ci + 3 < cin) v.W = w[at + 3 * kk];
+            }
+            dst[i] = v;
         }
-        else if (red < cout)
-        {
-            int ci = 4 * block, at = (red * cin + ci) * kk + (kk - 1 - k);
-            if (ci < cin) v.X = w[at];
-            if (ci + 1 < cin) v.Y = w[at + kk];
-            if (ci + 2 < cin) v.Z = w[at + 2 * kk];
-            if (ci + 3 < cin) v.W = w[at + 3 * kk];
-        }
-        dst[i] = v;
     }
 
     // =====================================================================================================
@@ -403,62 +381,67 @@ public sealed partial class ConvKernels
     // (6 Float4 at stride 1, 9 at stride 2) and 9 Float4 of weights, then one 9-term dot product into each of
     // the 16 sums: 144 multiply-adds per 15 loads at stride 1. (An 8-channel version, 288 per 24, used about
     // twice the CPU time: its 32 sums and 18 weight Float4s no longer fit in registers.)
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Forward3x3BlockedKernel<TStride>(Index1D index, ArrayView<Float4> xp, ArrayView<Float4> wp, ArrayView<float> bias, ArrayView<float> y, Blocked g)
-        where TStride : struct, IStride
+    internal readonly struct Forward3x3BlockedKernel<TStride>(ArrayView<Float4> xp, ArrayView<Float4> wp, ArrayView<float> bias, ArrayView<float> y, Blocked g) : IThreadKernel where TStride : struct, IStride
     {
-        int t = index;
-        int xb = t % g.XB; t /= g.XB;
-        int oy = t % g.Ho; t /= g.Ho;
-        int cb = t % g.CoB;
-        int n = t / g.CoB;
-        TStride stride = default;
-        Float4 a0 = default, a1 = default, a2 = default, a3 = default;
-        int row = (n * g.Cin * g.Hp + stride.Step * oy) * g.Wp4 + stride.Step * xb;
-        int plane = g.Hp * g.Wp4;
-        int wi = cb * g.Cin * 9;
-        for (int ci = 0; ci < g.Cin; ci++, row += plane, wi += 9)
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Execute(int index)
         {
-            Row3 r0 = stride.Load(xp, row), r1 = stride.Load(xp, row + g.Wp4), r2 = stride.Load(xp, row + 2 * g.Wp4);
-            Float4 k0 = wp[wi], k1 = wp[wi + 1], k2 = wp[wi + 2], k3 = wp[wi + 3], k4 = wp[wi + 4];
-            Float4 k5 = wp[wi + 5], k6 = wp[wi + 6], k7 = wp[wi + 7], k8 = wp[wi + 8];
-            a0 = Taps(a0, k0.X, k1.X, k2.X, k3.X, k4.X, k5.X, k6.X, k7.X, k8.X, r0, r1, r2);
-            a1 = Taps(a1, k0.Y, k1.Y, k2.Y, k3.Y, k4.Y, k5.Y, k6.Y, k7.Y, k8.Y, r0, r1, r2);
-            a2 = Taps(a2, k0.Z, k1.Z, k2.Z, k3.Z, k4.Z, k5.Z, k6.Z, k7.Z, k8.Z, r0, r1, r2);
-            a3 = Taps(a3, k0.W, k1.W, k2.W, k3.W, k4.W, k5.W, k6.W, k7.W, k8.W, r0, r1, r2);
+            int t = index;
+            int xb = t % g.XB; t /= g.XB;
+            int oy = t % g.Ho; t /= g.Ho;
+            int cb = t % g.CoB;
+            int n = t / g.CoB;
+            TStride stride = default;
+            Float4 a0 = default, a1 = default, a2 = default, a3 = default;
+            int row = (n * g.Cin * g.Hp + stride.Step * oy) * g.Wp4 + stride.Step * xb;
+            int plane = g.Hp * g.Wp4;
+            int wi = cb * g.Cin * 9;
+            for (int ci = 0; ci < g.Cin; ci++, row += plane, wi += 9)
+            {
+                Row3 r0 = stride.Load(xp, row), r1 = stride.Load(xp, row + g.Wp4), r2 = stride.Load(xp, row + 2 * g.Wp4);
+                Float4 k0 = wp[wi], k1 = wp[wi + 1], k2 = wp[wi + 2], k3 = wp[wi + 3], k4 = wp[wi + 4];
+                Float4 k5 = wp[wi + 5], k6 = wp[wi + 6], k7 = wp[wi + 7], k8 = wp[wi + 8];
+                a0 = Taps(a0, k0.X, k1.X, k2.X, k3.X, k4.X, k5.X, k6.X, k7.X, k8.X, r0, r1, r2);
+                a1 = Taps(a1, k0.Y, k1.Y, k2.Y, k3.Y, k4.Y, k5.Y, k6.Y, k7.Y, k8.Y, r0, r1, r2);
+                a2 = Taps(a2, k0.Z, k1.Z, k2.Z, k3.Z, k4.Z, k5.Z, k6.Z, k7.Z, k8.Z, r0, r1, r2);
+                a3 = Taps(a3, k0.W, k1.W, k2.W, k3.W, k4.W, k5.W, k6.W, k7.W, k8.W, r0, r1, r2);
+            }
+            StoreBlock(y, bias, g, n, cb, oy, xb * 4, a0, a1, a2, a3);
         }
-        StoreBlock(y, bias, g, n, cb, oy, xb * 4, a0, a1, a2, a3);
     }
 
     // xp [N,Cin(padded to 4),1,P] Float4, wp [CoB,Cin,1] Float4 -> y [N,Cout,P] (P = H·W flattened)
     // y[n,co,p] = b[co] + Σ_ci w[co,ci]·x[n,ci,p]
     // Thread: 4 output channels × 8 consecutive pixels; per 4 input channels 8 Float4 of x and 4 of weights,
     // then a 4-term dot product into each of the 32 sums. 128 multiply-adds per 12 loads.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Forward1x1BlockedKernel(Index1D index, ArrayView<Float4> xp, ArrayView<Float4> wp, ArrayView<float> bias, ArrayView<float> y, Blocked g)
+    internal readonly struct Forward1x1BlockedKernel(ArrayView<Float4> xp, ArrayView<Float4> wp, ArrayView<float> bias, ArrayView<float> y, Blocked g) : IThreadKernel
     {
-        int t = index;
-        int xb = t % g.XB; t /= g.XB;
-        int cb = t % g.CoB;
-        int n = t / g.CoB;
-        Float4 a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
-        int row = n * g.Cin * g.Wp4 + 2 * xb;
-        int wi = cb * g.Cin;
-        for (int ci = 0; ci < g.Cin; ci += 4, row += 4 * g.Wp4, wi += 4)
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Execute(int index)
         {
-            Float4 p0 = xp[row], q0 = xp[row + 1];
-            Float4 p1 = xp[row + g.Wp4], q1 = xp[row + g.Wp4 + 1];
-            Float4 p2 = xp[row + 2 * g.Wp4], q2 = xp[row + 2 * g.Wp4 + 1];
-            Float4 p3 = xp[row + 3 * g.Wp4], q3 = xp[row + 3 * g.Wp4 + 1];
-            Float4 k0 = wp[wi], k1 = wp[wi + 1], k2 = wp[wi + 2], k3 = wp[wi + 3];
-            a0 = Channels4(a0, k0.X, k1.X, k2.X, k3.X, p0, p1, p2, p3); b0 = Channels4(b0, k0.X, k1.X, k2.X, k3.X, q0, q1, q2, q3);
-            a1 = Channels4(a1, k0.Y, k1.Y, k2.Y, k3.Y, p0, p1, p2, p3); b1 = Channels4(b1, k0.Y, k1.Y, k2.Y, k3.Y, q0, q1, q2, q3);
-            a2 = Channels4(a2, k0.Z, k1.Z, k2.Z, k3.Z, p0, p1, p2, p3); b2 = Channels4(b2, k0.Z, k1.Z, k2.Z, k3.Z, q0, q1, q2, q3);
-            a3 = Channels4(a3, k0.W, k1.W, k2.W, k3.W, p0, p1, p2, p3); b3 = Channels4(b3, k0.W, k1.W, k2.W, k3.W, q0, q1, q2, q3);
+            int t = index;
+            int xb = t % g.XB; t /= g.XB;
+            int cb = t % g.CoB;
+            int n = t / g.CoB;
+            Float4 a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            int row = n * g.Cin * g.Wp4 + 2 * xb;
+            int wi = cb * g.Cin;
+            for (int ci = 0; ci < g.Cin; ci += 4, row += 4 * g.Wp4, wi += 4)
+            {
+                Float4 p0 = xp[row], q0 = xp[row + 1];
+                Float4 p1 = xp[row + g.Wp4], q1 = xp[row + g.Wp4 + 1];
+                Float4 p2 = xp[row + 2 * g.Wp4], q2 = xp[row + 2 * g.Wp4 + 1];
+                Float4 p3 = xp[row + 3 * g.Wp4], q3 = xp[row + 3 * g.Wp4 + 1];
+                Float4 k0 = wp[wi], k1 = wp[wi + 1], k2 = wp[wi + 2], k3 = wp[wi + 3];
+                a0 = Channels4(a0, k0.X, k1.X, k2.X, k3.X, p0, p1, p2, p3); b0 = Channels4(b0, k0.X, k1.X, k2.X, k3.X, q0, q1, q2, q3);
+                a1 = Channels4(a1, k0.Y, k1.Y, k2.Y, k3.Y, p0, p1, p2, p3); b1 = Channels4(b1, k0.Y, k1.Y, k2.Y, k3.Y, q0, q1, q2, q3);
+                a2 = Channels4(a2, k0.Z, k1.Z, k2.Z, k3.Z, p0, p1, p2, p3); b2 = Channels4(b2, k0.Z, k1.Z, k2.Z, k3.Z, q0, q1, q2, q3);
+                a3 = Channels4(a3, k0.W, k1.W, k2.W, k3.W, p0, p1, p2, p3); b3 = Channels4(b3, k0.W, k1.W, k2.W, k3.W, q0, q1, q2, q3);
+            }
+            int px = 8 * xb;
+            StoreBlock(y, bias, g, n, cb, 0, px, a0, a1, a2, a3);
+            if (px + 4 < g.Wo) StoreBlock(y, bias, g, n, cb, 0, px + 4, b0, b1, b2, b3);
         }
-        int px = 8 * xb;
-        StoreBlock(y, bias, g, n, cb, 0, px, a0, a1, a2, a3);
-        if (px + 4 < g.Wo) StoreBlock(y, bias, g, n, cb, 0, px + 4, b0, b1, b2, b3);
     }
 
     /// <summary>Writes (or adds) a 4-channel × 4-pixel block at row oy, columns ox0.., skipping what lies outside.</summary>
@@ -499,69 +482,74 @@ public sealed partial class ConvKernels
     // whole Float4s) -> dw [Cout,Cin,3,3]:  dw[co,ci,ky,kx] += Σ_{n,oy,ox} dy[n,co,oy,ox]·xp[n,ci,s·oy+ky,s·ox+kx]
     // Thread: 4 output channels × one input channel × all 9 taps (36 sums). Per 4 pixels of a row: 4 Float4
     // of dy, 3 packed rows of x, and a 4-term dot product into each sum. 144 multiply-adds per 10 loads at stride 1.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void WeightGrad3x3BlockedKernel<TStride>(Index1D index, ArrayView<Float4> xp, ArrayView<Float4> dyp, ArrayView<float> dw, Blocked g)
-        where TStride : struct, IStride
+    internal readonly struct WeightGrad3x3BlockedKernel<TStride>(ArrayView<Float4> xp, ArrayView<Float4> dyp, ArrayView<float> dw, Blocked g) : IThreadKernel where TStride : struct, IStride
     {
-        int ci = index % g.Cin;
-        int cb = index / g.Cin;
-        TStride stride = default;
-        Taps9 s0 = default, s1 = default, s2 = default, s3 = default;
-        int dyPlane = g.Ho * g.XB;
-        for (int n = 0; n < g.N; n++)
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Execute(int index)
         {
-            for (int oy = 0; oy < g.Ho; oy++)
+            int ci = index % g.Cin;
+            int cb = index / g.Cin;
+            TStride stride = default;
+            Taps9 s0 = default, s1 = default, s2 = default, s3 = default;
+            int dyPlane = g.Ho * g.XB;
+            for (int n = 0; n < g.N; n++)
             {
-                int xr = ((n * g.Cin + ci) * g.Hp + stride.Step * oy) * g.Wp4;
-                int dr = ((n * g.CoutP + 4 * cb) * g.Ho + oy) * g.XB;
-                for (int xb = 0; xb < g.XB; xb++)
+                for (int oy = 0; oy < g.Ho; oy++)
                 {
-                    Float4 d0 = dyp[dr + xb], d1 = dyp[dr + dyPlane + xb], d2 = dyp[dr + 2 * dyPlane + xb], d3 = dyp[dr + 3 * dyPlane + xb];
-                    int at = xr + stride.Step * xb;
-                    Row3 r0 = stride.Load(xp, at), r1 = stride.Load(xp, at + g.Wp4), r2 = stride.Load(xp, at + 2 * g.Wp4);
-                    s0.Add(d0, r0, r1, r2);
-                    s1.Add(d1, r0, r1, r2);
-                    s2.Add(d2, r0, r1, r2);
-                    s3.Add(d3, r0, r1, r2);
+                    int xr = ((n * g.Cin + ci) * g.Hp + stride.Step * oy) * g.Wp4;
+                    int dr = ((n * g.CoutP + 4 * cb) * g.Ho + oy) * g.XB;
+                    for (int xb = 0; xb < g.XB; xb++)
+                    {
+                        Float4 d0 = dyp[dr + xb], d1 = dyp[dr + dyPlane + xb], d2 = dyp[dr + 2 * dyPlane + xb], d3 = dyp[dr + 3 * dyPlane + xb];
+                        int at = xr + stride.Step * xb;
+                        Row3 r0 = stride.Load(xp, at), r1 = stride.Load(xp, at + g.Wp4), r2 = stride.Load(xp, at + 2 * g.Wp4);
+                        s0.Add(d0, r0, r1, r2);
+                        s1.Add(d1, r0, r1, r2);
+                        s2.Add(d2, r0, r1, r2);
+                        s3.Add(d3, r0, r1, r2);
+                    }
                 }
             }
+            int co = 4 * cb;
+            int at0 = (co * g.Ci + ci) * 9, channel = g.Ci * 9;
+            s0.AddTo(dw, at0);
+            if (co + 1 < g.Cout) s1.AddTo(dw, at0 + channel);
+            if (co + 2 < g.Cout) s2.AddTo(dw, at0 + 2 * channel);
+            if (co + 3 < g.Cout) s3.AddTo(dw, at0 + 3 * channel);
         }
-        int co = 4 * cb;
-        int at0 = (co * g.Ci + ci) * 9, channel = g.Ci * 9;
-        s0.AddTo(dw, at0);
-        if (co + 1 < g.Cout) s1.AddTo(dw, at0 + channel);
-        if (co + 2 < g.Cout) s2.AddTo(dw, at0 + 2 * channel);
-        if (co + 3 < g.Cout) s3.AddTo(dw, at0 + 3 * channel);
     }
 
     // xp [N,Cin(padded to 4),P4] Float4, dyp [N,CoutP,P4] Float4 (P = H·W flattened, zero tail) -> dw [Cout,Cin]
     // dw[co,ci] += Σ_{n,p} dy[n,co,p]·x[n,ci,p]
     // Thread: 4 output × 4 input channels (16 sums); per 4 pixels 4 + 4 Float4 and a 4-term dot product per sum.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void WeightGrad1x1BlockedKernel(Index1D index, ArrayView<Float4> xp, ArrayView<Float4> dyp, ArrayView<float> dw, Blocked g)
+    internal readonly struct WeightGrad1x1BlockedKernel(ArrayView<Float4> xp, ArrayView<Float4> dyp, ArrayView<float> dw, Blocked g) : IThreadKernel
     {
-        int cib = index % g.CiB;
-        int cb = index / g.CiB;
-        Float4 s0 = default, s1 = default, s2 = default, s3 = default;
-        int p4 = g.Wp4;
-        for (int n = 0; n < g.N; n++)
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Execute(int index)
         {
-            int xr = (n * g.Cin + 4 * cib) * p4;
-            int dr = (n * g.CoutP + 4 * cb) * p4;
-            for (int j = 0; j < p4; j++)
+            int cib = index % g.CiB;
+            int cb = index / g.CiB;
+            Float4 s0 = default, s1 = default, s2 = default, s3 = default;
+            int p4 = g.Wp4;
+            for (int n = 0; n < g.N; n++)
             {
-                Float4 x0 = xp[xr + j], x1 = xp[xr + p4 + j], x2 = xp[xr + 2 * p4 + j], x3 = xp[xr + 3 * p4 + j];
-                s0 = Dots(s0, dyp[dr + j], x0, x1, x2, x3);
-                s1 = Dots(s1, dyp[dr + p4 + j], x0, x1, x2, x3);
-                s2 = Dots(s2, dyp[dr + 2 * p4 + j], x0, x1, x2, x3);
-                s3 = Dots(s3, dyp[dr + 3 * p4 + j], x0, x1, x2, x3);
+                int xr = (n * g.Cin + 4 * cib) * p4;
+                int dr = (n * g.CoutP + 4 * cb) * p4;
+                for (int j = 0; j < p4; j++)
+                {
+                    Float4 x0 = xp[xr + j], x1 = xp[xr + p4 + j], x2 = xp[xr + 2 * p4 + j], x3 = xp[xr + 3 * p4 + j];
+                    s0 = Dots(s0, dyp[dr + j], x0, x1, x2, x3);
+                    s1 = Dots(s1, dyp[dr + p4 + j], x0, x1, x2, x3);
+                    s2 = Dots(s2, dyp[dr + 2 * p4 + j], x0, x1, x2, x3);
+                    s3 = Dots(s3, dyp[dr + 3 * p4 + j], x0, x1, x2, x3);
+                }
             }
+            int co = 4 * cb, ci = 4 * cib;
+            AddRow(dw, g, co, ci, s0);
+            if (co + 1 < g.Cout) AddRow(dw, g, co + 1, ci, s1);
+            if (co + 2 < g.Cout) AddRow(dw, g, co + 2, ci, s2);
+            if (co + 3 < g.Cout) AddRow(dw, g, co + 3, ci, s3);
         }
-        int co = 4 * cb, ci = 4 * cib;
-        AddRow(dw, g, co, ci, s0);
-        if (co + 1 < g.Cout) AddRow(dw, g, co + 1, ci, s1);
-        if (co + 2 < g.Cout) AddRow(dw, g, co + 2, ci, s2);
-        if (co + 3 < g.Cout) AddRow(dw, g, co + 3, ci, s3);
     }
 
     private static void AddRow(ArrayView<float> dw, Blocked g, int co, int ci, Float4 v)

@@ -125,16 +125,8 @@ internal enum ConvVariant
 public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
 {
     private readonly ComputeDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int, int> biasGrad;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int> sumPartials;
 
-    private ConvKernels(ComputeDevice device)
-    {
-        this.device = device;
-        biasGrad = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, int>(BiasGradKernel);
-        sumPartials = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int>(SumPartialsKernel);
-        LoadBlockedKernels();
-    }
+    private ConvKernels(ComputeDevice device) => this.device = device;
 
     /// <inheritdoc/>
     public static ConvKernels Create(ComputeDevice device) => new(device);
@@ -169,7 +161,7 @@ public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
     {
         Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
         Require(db, s.Cout, "bias gradient", "Cout", s);
-        biasGrad(device.Stream, s.Cout, dy, db, s.N, s.Cout, s.Ho * s.Wo);
+        device.Launch(s.Cout, new BiasGradKernel(dy, db, s.N, s.Cout, s.Ho * s.Wo));
     }
 
     /// <summary><see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ConvShape)"/> with a chosen implementation.</summary>
@@ -192,8 +184,7 @@ public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
         int reduction = s.Cin * s.K * s.K;
         var image = Im2col.Of(x, s.N, s.Cin, s.H, s.W, s.K, s.K, s.Ho, s.Wo, s.Stride, 1, -s.Padding, -s.Padding);
         var store = new ImageStore { Y = y, Bias = bias, HasBias = hasBias, C = s.Cout, H = s.Ho, W = s.Wo, GridH = s.Ho, GridW = s.Wo, Step = 1 };
-        device.Kernels<GemmLauncher<Strided, Im2col, ImageStore>>().Run(
-            Strided.A(w, s.Cout, reduction, false, 0), image, store, 1, s.Cout, s.N * s.Ho * s.Wo, reduction, tiled);
+        GemmCore.Run(device, Strided.A(w, s.Cout, reduction, false, 0), image, store, 1, s.Cout, s.N * s.Ho * s.Wo, reduction, tiled);
     }
 
     /// <summary><see cref="BackwardInput(ArrayView{float}, ArrayView{float}, ArrayView{float}, ConvShape)"/> with a chosen implementation.</summary>
@@ -210,7 +201,6 @@ public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
         // ky ≡ py + p (mod s), kx ≡ px + p (mod s), from dy[n, co, qy + a − ty, qx + b − tx] where
         // ky = ry + s·ty, ry = (py + p) mod s, qy = (py + p − ry)/s (same for x): one GEMM per phase with
         // reduction Cout·(taps of the phase), none of the zeros a stride-dilated dy would insert.
-        var launcher = device.Kernels<GemmLauncher<PhaseWeights, Im2col, ImageStore>>();
         for (int py = 0; py < s.Stride; py++)
         {
             var (ry, qy, tapsY, rows) = Phase(py, s.Padding, s.Stride, s.K, s.H);
@@ -221,7 +211,7 @@ public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
                 var weights = new PhaseWeights { W = w, Cin = s.Cin, K = s.K, TapsY = tapsY, TapsX = tapsX, Step = s.Stride, OffY = ry, OffX = rx };
                 var gradient = Im2col.Of(dy, s.N, s.Cout, s.Ho, s.Wo, tapsY, tapsX, rows, cols, 1, -1, qy, qx);
                 var store = new ImageStore { Y = dx, Bias = dx, Accumulate = 1, C = s.Cin, H = s.H, W = s.W, GridH = rows, GridW = cols, Step = s.Stride, OffY = py, OffX = px };
-                launcher.Run(weights, gradient, store, 1, s.Cin, s.N * rows * cols, s.Cout * tapsY * tapsX, tiled);
+                GemmCore.Run(device, weights, gradient, store, 1, s.Cin, s.N * rows * cols, s.Cout * tapsY * tapsX, tiled);
             }
         }
     }
@@ -273,18 +263,17 @@ public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
         var image = Im2col.Of(x, s.N, s.Cin, s.H, s.W, s.K, s.K, s.Ho, s.Wo, s.Stride, 1, -s.Padding, -s.Padding);
         image.Transposed = 1;
         image.SplitLength = length;
-        var launcher = device.Kernels<GemmLauncher<ChannelMajor, Im2col, MatrixStore>>();
         if (splits == 1)
         {
             var into = new MatrixStore { C = dw, Bias = dw, M = s.Cout, N = columns, Alpha = 1f, Accumulate = 1 };
-            launcher.Run(gradient, image, into, 1, s.Cout, columns, length, tiled);
+            GemmCore.Run(device, gradient, image, into, 1, s.Cout, columns, length, tiled);
             return;
         }
         int count = s.WeightLength;
         using var partial = device.Pool.Rent<float>(splits * count);
         var store = new MatrixStore { C = partial.View, Bias = partial.View, M = s.Cout, N = columns, Alpha = 1f };
-        launcher.Run(gradient, image, store, splits, s.Cout, columns, length, tiled);
-        sumPartials(device.Stream, count, partial.View, dw, splits, count);
+        GemmCore.Run(device, gradient, image, store, splits, s.Cout, columns, length, tiled);
+        device.Launch(count, new SumPartialsKernel(partial.View, dw, splits, count));
     }
 
     private ConvVariant Resolve(ConvVariant variant) =>
@@ -296,11 +285,11 @@ public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
             throw new ArgumentException($"conv {what}: expected {formula} = {expected} values, got {view.Length} ({s})");
     }
 
-    /// <summary>The instantiations of generic kernels the convolution launches (compiled to PTX by the tests).</summary>
-    internal static IEnumerable<System.Reflection.MethodInfo> GenericInstantiations =>
-        BlockedInstantiations.Concat(GemmLauncher<Strided, Im2col, ImageStore>.KernelMethods)
-            .Concat(GemmLauncher<PhaseWeights, Im2col, ImageStore>.KernelMethods)
-            .Concat(GemmLauncher<ChannelMajor, Im2col, MatrixStore>.KernelMethods);
+    /// <summary>The GEMM-core kernel structs the convolution launches (compiled to PTX by the tests).</summary>
+    internal static IEnumerable<Type> LaunchedKernels =>
+        GemmCore.Kernels<Strided, Im2col, ImageStore>()
+            .Concat(GemmCore.Kernels<PhaseWeights, Im2col, ImageStore>())
+            .Concat(GemmCore.Kernels<ChannelMajor, Im2col, MatrixStore>());
 
     // =====================================================================================================
     // GEMM operands and epilogue of the convolution
@@ -408,29 +397,35 @@ public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
     // =====================================================================================================
 
     // dy [N,Cout,HW] -> db [Cout]:  db[co] += Σ_n Σ_p dy[n,co,p]   (one thread per channel, 4 running sums)
-    internal static void BiasGradKernel(Index1D co, ArrayView<float> dy, ArrayView<float> db, int n, int cout, int hw)
+    internal readonly struct BiasGradKernel(ArrayView<float> dy, ArrayView<float> db, int n, int cout, int hw) : IThreadKernel
     {
-        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-        int full = hw & ~3;
-        for (int i = 0; i < n; i++)
+        public void Execute(int co)
         {
-            int at = (i * cout + co) * hw;
-            int p = 0;
-            for (; p < full; p += 4)
+            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+            int full = hw & ~3;
+            for (int i = 0; i < n; i++)
             {
-                s0 += dy[at + p]; s1 += dy[at + p + 1]; s2 += dy[at + p + 2]; s3 += dy[at + p + 3];
+                int at = (i * cout + co) * hw;
+                int p = 0;
+                for (; p < full; p += 4)
+                {
+                    s0 += dy[at + p]; s1 += dy[at + p + 1]; s2 += dy[at + p + 2]; s3 += dy[at + p + 3];
+                }
+                for (; p < hw; p++) s0 += dy[at + p];
             }
-            for (; p < hw; p++) s0 += dy[at + p];
+            db[co] += (s0 + s1) + (s2 + s3);
         }
-        db[co] += (s0 + s1) + (s2 + s3);
     }
 
     // partial [splits, count] -> out [count]:  out[i] += Σ_{z in order} partial[z, i]
-    internal static void SumPartialsKernel(Index1D i, ArrayView<float> partial, ArrayView<float> output, int splits, int count)
+    internal readonly struct SumPartialsKernel(ArrayView<float> partial, ArrayView<float> output, int splits, int count) : IThreadKernel
     {
-        float sum = 0f;
-        for (int z = 0; z < splits; z++) sum += partial[z * count + i];
-        output[i] += sum;
+        public void Execute(int i)
+        {
+            float sum = 0f;
+            for (int z = 0; z < splits; z++) sum += partial[z * count + i];
+            output[i] += sum;
+        }
     }
 }
 

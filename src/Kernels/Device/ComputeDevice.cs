@@ -31,6 +31,7 @@ public sealed class ComputeDevice : IDisposable
     public const int CpuThreadsPerGroup = 256;
 
     private readonly ConcurrentDictionary<Type, object> families = new();
+    private readonly KernelCache kernels;
 
     private ComputeDevice(Context context, Accelerator accelerator, DeviceKind kind, IReadOnlyList<string> report)
     {
@@ -40,6 +41,8 @@ public sealed class ComputeDevice : IDisposable
         SelectionReport = report;
         Stream = accelerator.DefaultStream;
         Pool = new BufferPool(accelerator, Stream);
+        kernels = new KernelCache(accelerator, IsCpu);
+        ElementShape = GridStride.For(this);
     }
 
     /// <summary>The ILGPU context (one per device, so its settings are this device's).</summary>
@@ -71,6 +74,38 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>The kernel family <typeparamref name="T"/>, compiled on first use and cached.</summary>
     public T Kernels<T>() where T : class, IKernelFamily<T> =>
         (T)families.GetOrAdd(typeof(T), _ => T.Create(this));
+
+    /// <summary>How <see cref="LaunchElements{TElement}(int, in TElement)"/> sizes its grid-stride launches here.</summary>
+    public GridStride ElementShape { get; }
+
+    /// <summary>
+    /// THE launch path of every kernel. <paramref name="kernel"/> is a struct holding the kernel's arguments;
+    /// its compiled form is loaded on the first launch of that struct type on this device and cached (see
+    /// <see cref="KernelCache"/>, which alone decides the grouping). A family's wrapper is then one typed line,
+    /// e.g. <c>device.Launch(rows, new RowStats(x, mean, rstd, m, eps))</c>; nothing is boxed.
+    /// Runs <paramref name="threads"/> threads of an <see cref="IThreadKernel"/>, ordered on <see cref="Stream"/>.
+    /// </summary>
+    public void Launch<TKernel>(int threads, in TKernel kernel) where TKernel : struct, IThreadKernel =>
+        kernels.Threads<TKernel>()(Stream, threads, kernel);
+
+    /// <summary>Runs an explicitly grouped <see cref="IGroupKernel"/> with the grid and group of <paramref name="config"/>.</summary>
+    public void Launch<TKernel>(KernelConfig config, in TKernel kernel) where TKernel : struct, IGroupKernel =>
+        kernels.Groups<TKernel>()(Stream, config, kernel);
+
+    /// <summary>
+    /// Runs <paramref name="element"/> over units 0 … <paramref name="units"/> − 1 as a grid-stride loop
+    /// (<see cref="GridStrideKernel{TElement}"/>) with the thread count <paramref name="shape"/> gives; no launch for 0 units.
+    /// </summary>
+    public void LaunchElements<TElement>(GridStride shape, int units, in TElement element) where TElement : struct, IElementKernel
+    {
+        if (units <= 0) return;
+        int threads = shape.Threads(units);
+        Launch(threads, new GridStrideKernel<TElement>(element, units, threads));
+    }
+
+    /// <summary><see cref="LaunchElements{TElement}(GridStride, int, in TElement)"/> with this device's <see cref="ElementShape"/>.</summary>
+    public void LaunchElements<TElement>(int units, in TElement element) where TElement : struct, IElementKernel =>
+        LaunchElements(ElementShape, units, element);
 
     /// <summary>Waits until all queued work is done.</summary>
     public void Synchronize() => Stream.Synchronize();

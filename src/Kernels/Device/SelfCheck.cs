@@ -491,34 +491,17 @@ public static class SelfCheck
             kernels.Noise(x0.View, t.View, sa.View, sb.View, key, eps.View, xt.View, n, d);
             return [eps.ToArray(), xt.ToArray()];
         });
-        foreach (var (step, variance, clip) in new[] { (999, PosteriorVariance.FixedLarge, true), (500, PosteriorVariance.FixedSmall, false), (0, PosteriorVariance.FixedLarge, true) })
+        // The reverse step of every sampler: x̂0 = clip?(P·x_t − Q·ε̂), x_prev = A·x̂0 + B·x_t + σ·z (coefficients
+        // of the DDPM step at t = 999 and t = 500 and of a DDIM step; the samplers compute them in src/Diffusion).
+        foreach (var (p, q, a, b, sigma, clip) in new[] { (158.2, 158.2, 1.3e-4, 0.99, 0.14, true), (1.7, 1.4, 0.05, 0.97, 0.0, false), (3.1, 2.9, 0.4, 0.31, 0.2, true) })
         {
-            yield return new Probe($"PosteriorStep t={step} {variance} clip={clip}, PosteriorMean, PosteriorMeanFromX0", k =>
+            yield return new Probe($"ReverseStep P={p} Q={q} A={a} B={b} σ={sigma} clip={clip}", k =>
             {
                 var kernels = k.Device.Kernels<DiffusionKernels>();
-                var c = PosteriorStepCoefficients.FromBetas(betas, step, variance, clip);
                 var xt = k.Upload(Data(n * d, 42, -3f, 3f));
                 var eps = k.Upload(Data(n * d, 43, -2f, 2f));
-                var x0 = k.Upload(Data(n * d, 44, -1f, 1f));
                 var next = k.Zeros(n * d);
-                var mean = k.Zeros(n * d);
-                var meanX0 = k.Zeros(n * d);
-                kernels.PosteriorStep(xt.View, eps.View, c, key, next.View);
-                kernels.PosteriorMean(xt.View, eps.View, c, mean.View);
-                kernels.PosteriorMeanFromX0(x0.View, xt.View, c, meanX0.View);
-                return [next.ToArray(), mean.ToArray(), meanX0.ToArray()];
-            });
-        }
-        foreach (var (step, prev, eta) in new[] { (999, 979, 0.0), (500, 250, 1.0), (10, -1, 0.5) })
-        {
-            yield return new Probe($"DdimStep {step}→{prev} η={eta}", k =>
-            {
-                var kernels = k.Device.Kernels<DiffusionKernels>();
-                var c = DdimStepCoefficients.FromBetas(betas, step, prev, eta, clip: true);
-                var xt = k.Upload(Data(n * d, 45, -3f, 3f));
-                var eps = k.Upload(Data(n * d, 46, -2f, 2f));
-                var next = k.Zeros(n * d);
-                kernels.DdimStep(xt.View, eps.View, c, key, next.View);
+                kernels.ReverseStep(xt.View, eps.View, new ReverseStepCoefficients(p, q, a, b, sigma, clip), key, next.View);
                 return [next.ToArray()];
             });
         }

@@ -3,162 +3,44 @@ using ILGPU;
 using ILGPU.Runtime;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Random;
+using IlgpuDdpm.Kernels.Reduce;
 
 namespace IlgpuDdpm.Kernels.Diffusion;
 
 // Notation (DESIGN.md §3, seed 000_92cdfaa6972a9857): β_t, α_t = 1 − β_t, ᾱ_t = Π_{i≤t} α_i; timesteps are
 // 0-based in code (index t is the paper's step t+1), and ᾱ_{−1} = 1.
 
-/// <summary>The reverse-process variance σ_t² of the DDPM sampler.</summary>
-public enum PosteriorVariance
-{
-    /// <summary>σ_t² = β_t ("fixed large"; at t = 0 the VLB uses β̃ of index 1, as the seed's code does).</summary>
-    FixedLarge,
-    /// <summary>σ_t² = β̃_t = β_t (1 − ᾱ_{t−1})/(1 − ᾱ_t) ("fixed small"; log-variance clipped to β̃ of index 1 at t = 0).</summary>
-    FixedSmall,
-}
-
-/// <summary>Host-side schedule arithmetic in double shared by the coefficient factories.</summary>
-internal static class Schedule
-{
-    /// <summary>ᾱ_t = Π_{i≤t}(1 − β_i) in double; ᾱ_{−1} = 1.</summary>
-    public static double AlphaBar(ReadOnlySpan<double> betas, int t)
-    {
-        double a = 1;
-        for (int i = 0; i <= t; i++) a *= 1 - betas[i];
-        return a;
-    }
-
-    public static void CheckBetas(ReadOnlySpan<double> betas, string what)
-    {
-        if (betas.Length == 0) throw new ArgumentException($"{what}: the schedule has no timesteps");
-        foreach (double b in betas)
-            if (!(b > 0 && b < 1)) throw new ArgumentException($"{what}: every beta must be in (0, 1), got {b}");
-    }
-
-    public static void CheckStep(int t, int count, string what)
-    {
-        if (t < 0 || t >= count) throw new ArgumentException($"{what}: timestep {t} is outside [0, {count})");
-    }
-}
-
 /// <summary>
-/// Float coefficients of one DDPM reverse step at 0-based timestep t (Algorithm 2, line 4), computed on the
-/// host in double (<see cref="FromBetas"/> or <see cref="Create"/>) and passed to the kernel by value.
-/// ε form: μ = (x_t − β_t/√(1−ᾱ_t) ε)/√α_t. x0 form (clipped): x̂0 = clip(√(1/ᾱ_t) x_t − √(1/ᾱ_t − 1) ε, −1, 1),
-/// μ = coef_x0 x̂0 + coef_xt x_t with the posterior coefficients of q(x_{t−1} | x_t, x_0).
+/// The float coefficients of one reverse step, computed on the host in double by a sampler
+/// (src/Diffusion/Sampling) and passed to <see cref="DiffusionKernels.ReverseStep"/> by value:
+/// x̂0 = clip?(P·x_t − Q·ε̂) (clipped to [−1, 1] when <see cref="ClipFlag"/> is 1), x_prev = A·x̂0 + B·x_t + σ·z.
+/// DDPM (posterior mean of q(x_{t−1} | x_t, x̂0)) and DDIM (Song et al. 2021, eq. 12) are both this form.
 /// </summary>
-public readonly struct PosteriorStepCoefficients
+public readonly struct ReverseStepCoefficients
 {
-    /// <summary>1/√α_t.</summary>
-    public readonly float RecipSqrtAlpha;
-    /// <summary>β_t/√(1 − ᾱ_t).</summary>
-    public readonly float EpsCoefficient;
-    /// <summary>√(1/ᾱ_t).</summary>
-    public readonly float SqrtRecipAlphaBar;
-    /// <summary>√(1/ᾱ_t − 1).</summary>
-    public readonly float SqrtRecipAlphaBarMinusOne;
-    /// <summary>coef_x0 = √ᾱ_{t−1} β_t/(1 − ᾱ_t).</summary>
-    public readonly float PosteriorCoefX0;
-    /// <summary>coef_xt = √α_t (1 − ᾱ_{t−1})/(1 − ᾱ_t).</summary>
-    public readonly float PosteriorCoefXt;
-    /// <summary>σ_t, the standard deviation of the noise the step adds; 0 at t = 0 (no noise at the last step).</summary>
+    /// <summary>P: x̂0 = P·x_t − Q·ε̂ (1/√ᾱ_t).</summary>
+    public readonly float P;
+    /// <summary>Q (√(1/ᾱ_t − 1)).</summary>
+    public readonly float Q;
+    /// <summary>A, the weight of x̂0.</summary>
+    public readonly float A;
+    /// <summary>B, the weight of x_t.</summary>
+    public readonly float B;
+    /// <summary>σ, the standard deviation of the added noise; 0 draws no numbers.</summary>
     public readonly float Sigma;
-    /// <summary>1 = predict x̂0, clip it to [−1, 1] and use the x0 form; 0 = ε form.</summary>
-    public readonly int ClipFlag;
-    /// <summary>log σ² of p_θ(x_{t−1} | x_t) for the variational bound (never −∞: at t = 0 it is log β̃ of index 1). Not used by the kernels.</summary>
-    public readonly float ModelLogVariance;
-    /// <summary>log β̃_t of q(x_{t−1} | x_t, x_0), clipped at t = 0 to log β̃ of index 1. Not used by the kernels.</summary>
-    public readonly float PosteriorLogVariance;
-
-    private PosteriorStepCoefficients(double beta, double alphaBar, double alphaBarPrev, double sigma, bool clip,
-                                      double modelLogVariance, double posteriorLogVariance)
-    {
-        double alpha = 1 - beta;
-        RecipSqrtAlpha = (float)(1 / Math.Sqrt(alpha));
-        EpsCoefficient = (float)(beta / Math.Sqrt(1 - alphaBar));
-        SqrtRecipAlphaBar = (float)Math.Sqrt(1 / alphaBar);
-        SqrtRecipAlphaBarMinusOne = (float)Math.Sqrt(1 / alphaBar - 1);
-        PosteriorCoefX0 = (float)(Math.Sqrt(alphaBarPrev) * beta / (1 - alphaBar));
-        PosteriorCoefXt = (float)(Math.Sqrt(alpha) * (1 - alphaBarPrev) / (1 - alphaBar));
-        Sigma = (float)sigma;
-        ClipFlag = clip ? 1 : 0;
-        ModelLogVariance = (float)modelLogVariance;
-        PosteriorLogVariance = (float)posteriorLogVariance;
-    }
-
-    /// <summary>True when the step clips the predicted x̂0 to [−1, 1].</summary>
-    public bool Clip => ClipFlag != 0;
-
-    /// <summary>
-    /// From scalars in double: β_t, ᾱ_t, ᾱ_{t−1} (1 at t = 0), the sampling variance σ_t² (pass 0 for the last
-    /// step: no noise) and the log-variances the variational bound uses.
-    /// </summary>
-    public static PosteriorStepCoefficients Create(double beta, double alphaBar, double alphaBarPrev, double variance, bool clip,
-                                                   double modelLogVariance = double.NaN, double posteriorLogVariance = double.NaN)
-    {
-        if (!(beta > 0 && beta < 1)) throw new ArgumentException($"posterior step: beta must be in (0, 1), got {beta}");
-        if (!(alphaBar > 0 && alphaBar < 1)) throw new ArgumentException($"posterior step: alphaBar must be in (0, 1), got {alphaBar}");
-        if (!(alphaBarPrev > 0 && alphaBarPrev <= 1)) throw new ArgumentException($"posterior step: alphaBarPrev must be in (0, 1], got {alphaBarPrev}");
-        if (!(variance >= 0) || double.IsInfinity(variance)) throw new ArgumentException($"posterior step: variance must be finite and ≥ 0, got {variance}");
-        return new PosteriorStepCoefficients(beta, alphaBar, alphaBarPrev, Math.Sqrt(variance), clip, modelLogVariance, posteriorLogVariance);
-    }
-
-    /// <summary>
-    /// The coefficients of step <paramref name="t"/> (0-based) of the schedule <paramref name="betas"/> (β in
-    /// double, length T). σ_t² = β_t (FixedLarge) or β̃_t (FixedSmall), and σ = 0 at t = 0. The log-variances
-    /// follow the DDPM / improved-DDPM code: at t = 0 both use β̃ of index 1 (β_0 when T = 1).
-    /// </summary>
-    public static PosteriorStepCoefficients FromBetas(ReadOnlySpan<double> betas, int t, PosteriorVariance variance, bool clip)
-    {
-        Schedule.CheckBetas(betas, "posterior step");
-        Schedule.CheckStep(t, betas.Length, "posterior step");
-        double alphaBar = Schedule.AlphaBar(betas, t);
-        double alphaBarPrev = Schedule.AlphaBar(betas, t - 1);
-        double beta = betas[t];
-        double posteriorVariance = beta * (1 - alphaBarPrev) / (1 - alphaBar); // β̃_t
-        double clippedPosteriorVariance = t > 0 ? posteriorVariance
-            : betas.Length > 1 ? betas[1] * (1 - Schedule.AlphaBar(betas, 0)) / (1 - Schedule.AlphaBar(betas, 1))
-            : beta;
-        double sampling = variance == PosteriorVariance.FixedLarge ? beta : posteriorVariance;
-        double modelVariance = t == 0 ? clippedPosteriorVariance : sampling;
-        return new PosteriorStepCoefficients(beta, alphaBar, alphaBarPrev, t == 0 ? 0 : Math.Sqrt(sampling), clip,
-                                             Math.Log(modelVariance), Math.Log(clippedPosteriorVariance));
-    }
-}
-
-/// <summary>
-/// Float coefficients of one DDIM step (Song et al. 2021, eq. 12) from timestep t to t_prev (any earlier
-/// timestep; −1 = the end, ᾱ = 1), computed on the host in double. σ = η √((1−ᾱ_prev)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev).
-/// </summary>
-public readonly struct DdimStepCoefficients
-{
-    /// <summary>√ᾱ_t.</summary>
-    public readonly float SqrtAlphaBar;
-    /// <summary>1/√ᾱ_t.</summary>
-    public readonly float RecipSqrtAlphaBar;
-    /// <summary>√(1 − ᾱ_t).</summary>
-    public readonly float SqrtOneMinusAlphaBar;
-    /// <summary>1/√(1 − ᾱ_t).</summary>
-    public readonly float RecipSqrtOneMinusAlphaBar;
-    /// <summary>√ᾱ_prev.</summary>
-    public readonly float SqrtAlphaBarPrev;
-    /// <summary>√(1 − ᾱ_prev − σ²), the coefficient of the "direction pointing to x_t".</summary>
-    public readonly float DirectionCoefficient;
-    /// <summary>σ (0 when η = 0: deterministic).</summary>
-    public readonly float Sigma;
-    /// <summary>1 = clip x̂0 to [−1, 1] (and re-derive ε from it).</summary>
+    /// <summary>1 = clip x̂0 to [−1, 1].</summary>
     public readonly int ClipFlag;
 
-    private DdimStepCoefficients(double alphaBar, double alphaBarPrev, double eta, bool clip)
+    /// <summary>From the coefficients in double; <paramref name="sigma"/> must be finite and ≥ 0.</summary>
+    public ReverseStepCoefficients(double p, double q, double a, double b, double sigma, bool clip)
     {
-        double sigma = eta * Math.Sqrt((1 - alphaBarPrev) / (1 - alphaBar)) * Math.Sqrt(Math.Max(0, 1 - alphaBar / alphaBarPrev));
-        SqrtAlphaBar = (float)Math.Sqrt(alphaBar);
-        RecipSqrtAlphaBar = (float)(1 / Math.Sqrt(alphaBar));
-        SqrtOneMinusAlphaBar = (float)Math.Sqrt(1 - alphaBar);
-        RecipSqrtOneMinusAlphaBar = (float)(1 / Math.Sqrt(1 - alphaBar));
-        SqrtAlphaBarPrev = (float)Math.Sqrt(alphaBarPrev);
-        DirectionCoefficient = (float)Math.Sqrt(Math.Max(0, 1 - alphaBarPrev - sigma * sigma));
+        if (!double.IsFinite(p) || !double.IsFinite(q) || !double.IsFinite(a) || !double.IsFinite(b))
+            throw new ArgumentException($"reverse step: coefficients must be finite, got P = {p}, Q = {q}, A = {a}, B = {b}");
+        if (!(sigma >= 0) || double.IsInfinity(sigma)) throw new ArgumentException($"reverse step: sigma must be finite and ≥ 0, got {sigma}");
+        P = (float)p;
+        Q = (float)q;
+        A = (float)a;
+        B = (float)b;
         Sigma = (float)sigma;
         ClipFlag = clip ? 1 : 0;
     }
@@ -166,59 +48,32 @@ public readonly struct DdimStepCoefficients
     /// <summary>True when x̂0 is clipped to [−1, 1].</summary>
     public bool Clip => ClipFlag != 0;
 
-    /// <summary>From ᾱ_t and ᾱ_prev (1 for the final step) in double; η ≥ 0 (0 = deterministic DDIM, 1 = DDPM-like).</summary>
-    public static DdimStepCoefficients Create(double alphaBar, double alphaBarPrev, double eta, bool clip)
-    {
-        if (!(alphaBar > 0 && alphaBar < 1)) throw new ArgumentException($"DDIM step: alphaBar must be in (0, 1), got {alphaBar}");
-        if (!(alphaBarPrev >= alphaBar && alphaBarPrev <= 1)) throw new ArgumentException($"DDIM step: alphaBarPrev must be in [alphaBar, 1] = [{alphaBar}, 1], got {alphaBarPrev}");
-        if (!(eta >= 0) || double.IsInfinity(eta)) throw new ArgumentException($"DDIM step: eta must be finite and ≥ 0, got {eta}");
-        return new DdimStepCoefficients(alphaBar, alphaBarPrev, eta, clip);
-    }
+    /// <summary>The same step without noise (the mean only), e.g. for the variational bound.</summary>
+    public ReverseStepCoefficients WithoutNoise() => new(P, Q, A, B, 0, Clip);
 
-    /// <summary>The step from 0-based timestep <paramref name="t"/> to <paramref name="tPrev"/> (−1 ≤ tPrev &lt; t) of the schedule <paramref name="betas"/>.</summary>
-    public static DdimStepCoefficients FromBetas(ReadOnlySpan<double> betas, int t, int tPrev, double eta, bool clip)
-    {
-        Schedule.CheckBetas(betas, "DDIM step");
-        Schedule.CheckStep(t, betas.Length, "DDIM step");
-        if (tPrev < -1 || tPrev >= t) throw new ArgumentException($"DDIM step: tPrev must be in [-1, {t}) (−1 = the end), got {tPrev}");
-        return Create(Schedule.AlphaBar(betas, t), Schedule.AlphaBar(betas, tPrev), eta, clip);
-    }
+    /// <inheritdoc/>
+    public override string ToString() => $"P={P}, Q={Q}, A={A}, B={B}, σ={Sigma}, clip={Clip}";
 }
 
 /// <summary>
 /// The fused diffusion kernels (DESIGN.md §3), used directly by the training loop and the samplers:
-/// noising (Algorithm 1, lines 3–5), the DDPM reverse step (Algorithm 2, line 4), the DDIM step, and the
+/// noising (Algorithm 1, lines 3–5), the reverse step of every sampler (DDPM's Algorithm 2, line 4, and DDIM), and the
 /// per-sample terms of the variational bound (Gaussian KL, discretized Gaussian decoder NLL).
 /// Noise is Philox4x32-10 (<see cref="Philox.Normal"/>): element i of a call gets stream number
 /// key.Offset + i, so a call consumes n·d numbers (advance the key by that much). The elementwise kernels
 /// give each thread one Philox block, i.e. the (up to) 4 consecutive elements whose stream numbers share it,
-/// and compute those 4 normals with one block and two Box–Muller pairs. No atomics; reductions are
-/// fixed two-stage sums, so every result is bit-repeatable.
+/// and compute those 4 normals with one block and two Box–Muller pairs. No atomics:
+/// the per-sample sums of the bound are row reductions of <see cref="ReduceKernels.Rows{TTerm, TSink}"/>, so every result is bit-repeatable.
 /// </summary>
 public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
 {
-    /// <summary>Elements of one sample summed by one stage-1 thread of the VLB reductions (strided by the chunk count).</summary>
-    internal const int VlbChunk = 256;
-
     private readonly ComputeDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ulong, uint, ulong, int, int> noise;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, PosteriorStepCoefficients, int, ulong, uint, ulong, int> posteriorStep;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, PosteriorStepCoefficients, int> posteriorMeanFromX0;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, DdimStepCoefficients, ulong, uint, ulong, int> ddimStep;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, float, ArrayView<float>, float, ArrayView<float>, int, int> squaredDifferencePartials;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, float, ArrayView<float>, int, int> discretizedNllPartials;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, int, ArrayView<float>, float, float, int> finishPerSample;
+    private readonly ReduceKernels reduce;
 
     private DiffusionKernels(ComputeDevice device)
     {
         this.device = device;
-        noise = device.LoadStreamingKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ulong, uint, ulong, int, int>(NoiseKernel);
-        posteriorStep = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, PosteriorStepCoefficients, int, ulong, uint, ulong, int>(PosteriorStepKernel);
-        posteriorMeanFromX0 = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, PosteriorStepCoefficients, int>(PosteriorMeanFromX0Kernel);
-        ddimStep = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, DdimStepCoefficients, ulong, uint, ulong, int>(DdimStepKernel);
-        squaredDifferencePartials = device.LoadStreamingKernel<ArrayView<float>, float, ArrayView<float>, float, ArrayView<float>, int, int>(SquaredDifferencePartialsKernel);
-        discretizedNllPartials = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, float, ArrayView<float>, int, int>(DiscretizedNllPartialsKernel);
-        finishPerSample = device.LoadStreamingKernel<ArrayView<float>, int, ArrayView<float>, float, float, int>(FinishPerSampleKernel);
+        reduce = device.Kernels<ReduceKernels>();
     }
 
     /// <inheritdoc/>
@@ -257,16 +112,18 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
     //   xt[i]  = √ᾱ_{t[s]} x0[i] + √(1−ᾱ_{t[s]}) eps[i],  s = i / d      (seed: Algorithm 1, lines 3–5;
     //   q(x_t | x_0) = N(√ᾱ_t x_0, (1−ᾱ_t) I), the closed form of the forward process)
     // Thread j covers Philox block (offset >> 2) + j, i.e. elements i with offset + i in that block.
-    internal static void NoiseKernel(Index1D j, ArrayView<float> x0, ArrayView<int> t, ArrayView<float> sqrtAlphaBar, ArrayView<float> sqrtOneMinusAlphaBar,
-                                     ArrayView<float> eps, ArrayView<float> xt, ulong seed, uint stream, ulong offset, int n, int d)
+    internal readonly struct NoiseKernel(ArrayView<float> x0, ArrayView<int> t, ArrayView<float> sqrtAlphaBar, ArrayView<float> sqrtOneMinusAlphaBar, ArrayView<float> eps, ArrayView<float> xt, ulong seed, uint stream, ulong offset, int n, int d) : IThreadKernel
     {
-        ulong block = (offset >> 2) + (ulong)j.X;
-        NormalQuad(seed, stream, block, out float z0, out float z1, out float z2, out float z3);
-        ulong first = (block << 2) - offset; // element of lane 0 (wraps around for lanes before the offset)
-        NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first, z0, n, d);
-        NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 1, z1, n, d);
-        NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 2, z2, n, d);
-        NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 3, z3, n, d);
+        public void Execute(int j)
+        {
+            ulong block = (offset >> 2) + (ulong)j;
+            NormalQuad(seed, stream, block, out float z0, out float z1, out float z2, out float z3);
+            ulong first = (block << 2) - offset; // element of lane 0 (wraps around for lanes before the offset)
+            NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first, z0, n, d);
+            NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 1, z1, n, d);
+            NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 2, z2, n, d);
+            NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 3, z3, n, d);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -296,163 +153,63 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
         if (sqrtAlphaBar.Length == 0 || sqrtOneMinusAlphaBar.Length != sqrtAlphaBar.Length)
             throw new ArgumentException($"Noise: sqrtAlphaBar and sqrtOneMinusAlphaBar must be non-empty tables of equal length T, got {sqrtAlphaBar.Length} and {sqrtOneMinusAlphaBar.Length}");
         if (total == 0) return;
-        noise(device.Stream, QuadThreads(key.Offset, total), x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, key.Seed, key.Stream, key.Offset, total, d);
+        device.Launch(QuadThreads(key.Offset, total), new NoiseKernel(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, key.Seed, key.Stream, key.Offset, total, d));
     }
 
-    // ---------------------------------------------------------------- DDPM reverse step (sampling)
+    // ---------------------------------------------------------------- the reverse step (sampling)
 
-    // xt, eps [n] → output [n]:  x_{t−1} = μ_θ(x_t, t) + σ_t z   (seed: Algorithm 2, line 4; z = 0 at t = 0)
-    //   ε form:   μ = (x_t − β_t/√(1−ᾱ_t) ε)/√α_t                      (seed: μ̃_t in ε form)
-    //   x0 form:  x̂0 = clip(√(1/ᾱ_t) x_t − √(1/ᾱ_t − 1) ε, −1, 1)      (seed: x_0 = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t)
-    //             μ = √ᾱ_{t−1} β_t/(1−ᾱ_t) x̂0 + √α_t (1−ᾱ_{t−1})/(1−ᾱ_t) x_t   (seed: μ̃_t(x_t, x_0))
-    // addNoise = 0 writes the mean only. Quad-mapped like NoiseKernel.
-    internal static void PosteriorStepKernel(Index1D j, ArrayView<float> xt, ArrayView<float> eps, ArrayView<float> output, PosteriorStepCoefficients c,
-                                             int addNoise, ulong seed, uint stream, ulong offset, int n)
+    // xt, eps [n] → output [n]:  x̂0 = clip?(P·x_t − Q·ε̂),  x_prev = A·x̂0 + B·x_t + σ·z   (z from the key
+    // when σ ≠ 0). DDPM (Algorithm 2, line 4, with the posterior mean μ̃_t(x_t, x̂0)) and DDIM (Song et al.
+    // 2021, eq. 12) are this one form; src/Diffusion/Sampling computes their coefficients. Quad-mapped like NoiseKernel.
+    internal readonly struct ReverseStepKernel(ArrayView<float> xt, ArrayView<float> eps, ArrayView<float> output, ReverseStepCoefficients c, PhiloxKey key, int n) : IThreadKernel
     {
-        ulong block = (offset >> 2) + (ulong)j.X;
-        float z0 = 0f, z1 = 0f, z2 = 0f, z3 = 0f;
-        if (addNoise != 0) NormalQuad(seed, stream, block, out z0, out z1, out z2, out z3);
-        ulong first = (block << 2) - offset;
-        PosteriorElement(xt, eps, output, c, addNoise, first, z0, n);
-        PosteriorElement(xt, eps, output, c, addNoise, first + 1, z1, n);
-        PosteriorElement(xt, eps, output, c, addNoise, first + 2, z2, n);
-        PosteriorElement(xt, eps, output, c, addNoise, first + 3, z3, n);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PosteriorElement(ArrayView<float> xt, ArrayView<float> eps, ArrayView<float> output, PosteriorStepCoefficients c,
-                                         int addNoise, ulong element, float z, int n)
-    {
-        if (element >= (ulong)n) return;
-        int i = (int)element;
-        float x = xt[i];
-        float e = eps[i];
-        float mean;
-        if (c.ClipFlag != 0)
+        public void Execute(int j)
         {
-            float x0 = Clamp1(c.SqrtRecipAlphaBar * x - c.SqrtRecipAlphaBarMinusOne * e);
-            mean = c.PosteriorCoefX0 * x0 + c.PosteriorCoefXt * x;
+            ulong block = (key.Offset >> 2) + (ulong)j;
+            float z0 = 0f, z1 = 0f, z2 = 0f, z3 = 0f;
+            if (c.Sigma != 0f) NormalQuad(key.Seed, key.Stream, block, out z0, out z1, out z2, out z3);
+            ulong first = (block << 2) - key.Offset;
+            Element(first, z0);
+            Element(first + 1, z1);
+            Element(first + 2, z2);
+            Element(first + 3, z3);
         }
-        else
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void Element(ulong element, float z)
         {
-            mean = c.RecipSqrtAlpha * (x - c.EpsCoefficient * e);
+            if (element >= (ulong)n) return;
+            int i = (int)element;
+            float x = xt[i];
+            float x0 = c.P * x - c.Q * eps[i];
+            if (c.ClipFlag != 0) x0 = Clamp1(x0);
+            float result = c.A * x0 + c.B * x;
+            output[i] = c.Sigma != 0f ? result + c.Sigma * z : result;
         }
-        output[i] = addNoise != 0 ? mean + c.Sigma * z : mean;
     }
 
     /// <summary>
-    /// One DDPM reverse step (Algorithm 2, line 4): output = μ_θ(x_t, t) + σ_t z with z = Philox.Normal(key, i),
-    /// μ from the model's ε prediction in ε form, or via the clipped x̂0 when <c>c.Clip</c>. No noise (and no
-    /// random numbers drawn) when σ_t = 0, i.e. at t = 0. xt, eps, output [n]; output may be xt (in place).
-    /// Consumes n numbers of the key's stream.
+    /// One reverse step: x̂0 = clip?(P·x_t − Q·ε̂), output = A·x̂0 + B·x_t + σ·z with z = Philox.Normal(key, i).
+    /// No noise (and no random numbers drawn) when σ = 0. xt, eps, output [n]; output may be xt (in place).
+    /// Consumes n numbers of the key's stream when σ ≠ 0.
     /// </summary>
-    public void PosteriorStep(ArrayView<float> xt, ArrayView<float> eps, in PosteriorStepCoefficients c, PhiloxKey key, ArrayView<float> output)
+    public void ReverseStep(ArrayView<float> xt, ArrayView<float> eps, in ReverseStepCoefficients c, PhiloxKey key, ArrayView<float> output)
     {
-        int n = CheckSameLength(xt, eps, output, "PosteriorStep", "xt, eps and output");
+        int n = CheckSameLength(xt, eps, output, "ReverseStep", "xt, eps and output");
         if (n == 0) return;
-        int addNoise = c.Sigma != 0f ? 1 : 0;
-        posteriorStep(device.Stream, QuadThreads(key.Offset, n), xt, eps, output, c, addNoise, key.Seed, key.Stream, key.Offset, n);
-    }
-
-    /// <summary>
-    /// The mean μ_θ(x_t, t) of the reverse step only (σ = 0), ε or clipped-x0 form as <c>c.Clip</c> says — for the
-    /// variational bound. xt, eps, mean [n]; mean may be xt.
-    /// </summary>
-    public void PosteriorMean(ArrayView<float> xt, ArrayView<float> eps, in PosteriorStepCoefficients c, ArrayView<float> mean)
-    {
-        int n = CheckSameLength(xt, eps, mean, "PosteriorMean", "xt, eps and mean");
-        if (n == 0) return;
-        posteriorStep(device.Stream, QuadThreads(0, n), xt, eps, mean, c, 0, 0UL, 0u, 0UL, n);
-    }
-
-    // x0, xt [n] → mean [n]: μ̃_t(x_t, x_0) = √ᾱ_{t−1} β_t/(1−ᾱ_t) x_0 + √α_t (1−ᾱ_{t−1})/(1−ᾱ_t) x_t
-    // (seed: the mean of q(x_{t−1} | x_t, x_0)). 4 elements per thread.
-    internal static void PosteriorMeanFromX0Kernel(Index1D j, ArrayView<float> x0, ArrayView<float> xt, ArrayView<float> mean, PosteriorStepCoefficients c, int n)
-    {
-        int i = j * 4;
-        int end = i + 4 < n ? i + 4 : n;
-        for (; i < end; i++) mean[i] = c.PosteriorCoefX0 * x0[i] + c.PosteriorCoefXt * xt[i];
-    }
-
-    /// <summary>
-    /// The mean of the true posterior q(x_{t−1} | x_t, x_0): coef_x0·x0 + coef_xt·xt (for the variational bound's
-    /// KL terms; its log-variance is <c>c.PosteriorLogVariance</c>). x0, xt, mean [n]; mean may alias either.
-    /// </summary>
-    public void PosteriorMeanFromX0(ArrayView<float> x0, ArrayView<float> xt, in PosteriorStepCoefficients c, ArrayView<float> mean)
-    {
-        int n = CheckSameLength(x0, xt, mean, "PosteriorMeanFromX0", "x0, xt and mean");
-        if (n == 0) return;
-        posteriorMeanFromX0(device.Stream, (n + 3) / 4, x0, xt, mean, c, n);
-    }
-
-    // ---------------------------------------------------------------- DDIM step
-
-    // xt, eps [n] → output [n]   (Song et al. 2021, eq. 12):
-    //   x̂0 = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t   (clipped to [−1, 1] when asked; then ε is re-derived from it,
-    //         ε' = (x_t − √ᾱ_t x̂0)/√(1−ᾱ_t), as the improved-DDPM and diffusers samplers do)
-    //   x_prev = √ᾱ_prev x̂0 + √(1 − ᾱ_prev − σ²) ε' + σ z
-    internal static void DdimStepKernel(Index1D j, ArrayView<float> xt, ArrayView<float> eps, ArrayView<float> output, DdimStepCoefficients c,
-                                        ulong seed, uint stream, ulong offset, int n)
-    {
-        ulong block = (offset >> 2) + (ulong)j.X;
-        float z0 = 0f, z1 = 0f, z2 = 0f, z3 = 0f;
-        if (c.Sigma != 0f) NormalQuad(seed, stream, block, out z0, out z1, out z2, out z3);
-        ulong first = (block << 2) - offset;
-        DdimElement(xt, eps, output, c, first, z0, n);
-        DdimElement(xt, eps, output, c, first + 1, z1, n);
-        DdimElement(xt, eps, output, c, first + 2, z2, n);
-        DdimElement(xt, eps, output, c, first + 3, z3, n);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void DdimElement(ArrayView<float> xt, ArrayView<float> eps, ArrayView<float> output, DdimStepCoefficients c, ulong element, float z, int n)
-    {
-        if (element >= (ulong)n) return;
-        int i = (int)element;
-        float x = xt[i];
-        float e = eps[i];
-        float x0 = (x - c.SqrtOneMinusAlphaBar * e) * c.RecipSqrtAlphaBar;
-        if (c.ClipFlag != 0)
-        {
-            x0 = Clamp1(x0);
-            e = (x - c.SqrtAlphaBar * x0) * c.RecipSqrtOneMinusAlphaBar;
-        }
-        float result = c.SqrtAlphaBarPrev * x0 + c.DirectionCoefficient * e;
-        output[i] = c.Sigma != 0f ? result + c.Sigma * z : result;
-    }
-
-    /// <summary>
-    /// One DDIM step (Song et al. 2021, eq. 12) from t to t_prev: x̂0 = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t (clipped, with ε
-    /// re-derived, when <c>c.Clip</c>), x_prev = √ᾱ_prev x̂0 + √(1−ᾱ_prev−σ²) ε + σ z. With η = 0 (σ = 0) it is
-    /// deterministic and draws no numbers. xt, eps, output [n]; output may be xt. Consumes n numbers when σ &gt; 0.
-    /// </summary>
-    public void DdimStep(ArrayView<float> xt, ArrayView<float> eps, in DdimStepCoefficients c, PhiloxKey key, ArrayView<float> output)
-    {
-        int n = CheckSameLength(xt, eps, output, "DdimStep", "xt, eps and output");
-        if (n == 0) return;
-        ddimStep(device.Stream, QuadThreads(key.Offset, n), xt, eps, output, c, key.Seed, key.Stream, key.Offset, n);
+        device.Launch(QuadThreads(c.Sigma != 0f ? key.Offset : 0, n), new ReverseStepKernel(xt, eps, output, c, c.Sigma != 0f ? key : default, n));
     }
 
     // ---------------------------------------------------------------- variational bound terms
 
-    // Stage 1. a, b [n·d] → partials [n·chunks]: partials[s·chunks + c] = Σ_{e = c, c+chunks, …} (sa·a[s,e] − sb·b[s,e])²,
-    // e ascending. Thread s·chunks + c.
-    internal static void SquaredDifferencePartialsKernel(Index1D j, ArrayView<float> a, float sa, ArrayView<float> b, float sb, ArrayView<float> partials, int d, int chunks)
+    // (sa·a[i] − sb·b[i])², the squared-difference term of the Gaussian KL.
+    internal readonly struct ScaledSquaredDifferenceTerm(ArrayView<float> a, float sa, ArrayView<float> b, float sb) : IReductionTerm
     {
-        int s = j / chunks;
-        int c = j - s * chunks;
-        int rowStart = s * d;
-        float acc0 = 0f, acc1 = 0f;
-        int e = c;
-        for (; e + chunks < d; e += 2 * chunks)
+        public float At(int row, int i)
         {
-            float u = sa * a[rowStart + e] - sb * b[rowStart + e];
-            float w = sa * a[rowStart + e + chunks] - sb * b[rowStart + e + chunks];
-            acc0 += u * u;
-            acc1 += w * w;
+            float u = sa * a[i] - sb * b[i];
+            return u * u;
         }
-        if (e < d) { float u = sa * a[rowStart + e] - sb * b[rowStart + e]; acc0 += u * u; }
-        partials[j] = acc0 + acc1;
     }
 
     /// <summary>
@@ -484,31 +241,20 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
         return -MathF.Log(p > 1e-12f ? p : 1e-12f);
     }
 
-    // Stage 1. x0, means [n·d] → partials [n·chunks]: partials[s·chunks + c] = Σ_{e = c, c+chunks, …} −log p(x0 | μ, σ).
-    internal static void DiscretizedNllPartialsKernel(Index1D j, ArrayView<float> x0, ArrayView<float> means, float invStd, ArrayView<float> partials, int d, int chunks)
+    // −log p(x0[i] | means[i], σ), the decoder term.
+    internal readonly struct DiscretizedNllTerm(ArrayView<float> x0, ArrayView<float> means, float invStd) : IReductionTerm
     {
-        int s = j / chunks;
-        int c = j - s * chunks;
-        int rowStart = s * d;
-        float acc0 = 0f, acc1 = 0f;
-        int e = c;
-        for (; e + chunks < d; e += 2 * chunks)
-        {
-            acc0 += DiscretizedNll(x0[rowStart + e], means[rowStart + e], invStd);
-            acc1 += DiscretizedNll(x0[rowStart + e + chunks], means[rowStart + e + chunks], invStd);
-        }
-        if (e < d) acc0 += DiscretizedNll(x0[rowStart + e], means[rowStart + e], invStd);
-        partials[j] = acc0 + acc1;
+        public float At(int row, int i) => DiscretizedNll(x0[i], means[i], invStd);
     }
 
-    // Stage 2. partials [n·chunks] → output [n]: output[s] = (accumulate ? output[s] : 0) + constant + factor·Σ_c partials[s·chunks + c].
-    internal static void FinishPerSampleKernel(Index1D s, ArrayView<float> partials, int chunks, ArrayView<float> output, float constant, float factor, int accumulate)
+    // output[s] = (accumulate ? output[s] : 0) + constant + factor·Σ_row.
+    internal readonly struct PerSampleSink(ArrayView<float> output, float constant, float factor, int accumulate) : IReductionSink
     {
-        float sum = 0f;
-        int start = s * chunks;
-        for (int c = 0; c < chunks; c++) sum += partials[start + c];
-        float value = constant + factor * sum;
-        output[s] = accumulate != 0 ? output[s] + value : value;
+        public void Write(int s, float total)
+        {
+            float value = constant + factor * total;
+            output[s] = accumulate != 0 ? output[s] + value : value;
+        }
     }
 
     /// <summary>
@@ -547,11 +293,7 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
         if (n == 0) return;
         double c0 = 0.5 * (-1 + lv2 - lv1 + Math.Exp(lv1 - lv2));
         double c1 = 0.5 * Math.Exp(-lv2);
-        if (d == 0) { FinishOnly(output, n, (float)(0.0), accumulate); return; }
-        int chunks = (d + VlbChunk - 1) / VlbChunk;
-        using var partials = device.Pool.Rent<float>(n * chunks);
-        squaredDifferencePartials(device.Stream, n * chunks, a, sa, b, sb, partials.View, d, chunks);
-        finishPerSample(device.Stream, n, partials.View, chunks, output, (float)(scale * d * c0), (float)(scale * c1), accumulate ? 1 : 0);
+        reduce.Rows(new ScaledSquaredDifferenceTerm(a, sa, b, sb), new PerSampleSink(output, (float)(scale * d * c0), (float)(scale * c1), accumulate ? 1 : 0), n, d);
     }
 
     /// <summary>
@@ -571,19 +313,8 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
         if (!float.IsFinite(logVariance)) throw new ArgumentException($"DiscretizedGaussianNll: logVariance must be finite, got {logVariance}");
         if (!float.IsFinite(scale)) throw new ArgumentException($"DiscretizedGaussianNll: scale must be finite, got {scale}");
         if (n == 0) return;
-        if (d == 0) { FinishOnly(output, n, 0f, accumulate); return; }
         float invStd = (float)Math.Exp(-0.5 * logVariance);
-        int chunks = (d + VlbChunk - 1) / VlbChunk;
-        using var partials = device.Pool.Rent<float>(n * chunks);
-        discretizedNllPartials(device.Stream, n * chunks, x0, means, invStd, partials.View, d, chunks);
-        finishPerSample(device.Stream, n, partials.View, chunks, output, 0f, scale, accumulate ? 1 : 0);
-    }
-
-    // d == 0: every per-sample sum is empty.
-    private void FinishOnly(ArrayView<float> output, int n, float constant, bool accumulate)
-    {
-        using var empty = device.Pool.Rent<float>(1);
-        finishPerSample(device.Stream, n, empty.View, 0, output, constant, 0f, accumulate ? 1 : 0);
+        reduce.Rows(new DiscretizedNllTerm(x0, means, invStd), new PerSampleSink(output, 0f, scale, accumulate ? 1 : 0), n, d);
     }
 
     // ---------------------------------------------------------------- validation

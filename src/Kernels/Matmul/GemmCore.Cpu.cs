@@ -1,4 +1,4 @@
-using ILGPU;
+using IlgpuDdpm.Kernels.Device;
 
 namespace IlgpuDdpm.Kernels.Matmul;
 
@@ -6,15 +6,31 @@ public static partial class GemmCore
 {
     /// <summary>Rows and columns of C one thread computes in the register-blocked (CPU) kernel.</summary>
     internal const int Block = 16;
+}
 
-    // Register-blocked, barrier-free GEMM (ILGPU's CPU accelerator): one thread per 16×16 block of C, as
-    // four 8×8 blocks. Per k the thread loads 16 values of op(A) and 16 of op(B) and does 256 multiply-adds:
-    // on the CPU accelerator every view access pays range and buffer checks, so the cost is loads per
-    // multiply-add ((16 + 16)/256 here; a 4×4 block measured ~5× slower at 256³). Rows and columns past the
-    // edge are clamped for loading (no branches in the k loop) and not stored. k ascends, as in TiledKernel.
-    internal static void BlockedKernel<TA, TB, TE>(Index1D index, TA a, TB b, TE epilogue, GemmSize s)
-        where TA : struct, IGemmOperand where TB : struct, IGemmOperand where TE : struct, IGemmEpilogue
+/// <summary>
+/// Register-blocked, barrier-free GEMM (ILGPU's CPU accelerator): one thread per 16×16 block of C, as four
+/// 8×8 blocks. Per k the thread loads 16 values of op(A) and 16 of op(B) and does 256 multiply-adds: on the
+/// CPU accelerator every view access pays range and buffer checks, so the cost is loads per multiply-add
+/// ((16 + 16)/256 here; a 4×4 block measured ~5× slower at 256³). Rows and columns past the edge are
+/// clamped for loading (no branches in the k loop) and not stored. k ascends, as in <see cref="TiledGemm{TA, TB, TE}"/>.
+/// </summary>
+internal struct BlockedGemm<TA, TB, TE> : IThreadKernel
+    where TA : struct, IGemmOperand where TB : struct, IGemmOperand where TE : struct, IGemmEpilogue
+{
+    public TA A;
+    public TB B;
+    public TE E;
+    public GemmSize S;
+
+    private const int Block = GemmCore.Block;
+
+    /// <inheritdoc/>
+    public readonly void Execute(int index)
     {
+        TA a = A;
+        TB b = B;
+        GemmSize s = S;
         int perMatrix = (s.M + Block - 1) / Block * s.BlocksN;
         int batch = index / perMatrix, blockIndex = index - batch * perMatrix;
         int i0 = blockIndex / s.BlocksN * Block, j0 = blockIndex % s.BlocksN * Block;
@@ -46,9 +62,9 @@ public static partial class GemmCore
             bottom.Add(a8, a9, a10, a11, a12, a13, a14, a15, b0, b1, b2, b3, b4, b5, b6, b7);
             bottomRight.Add(a8, a9, a10, a11, a12, a13, a14, a15, b8, b9, b10, b11, b12, b13, b14, b15);
         }
-        top.Store(epilogue, s, batch, i0, j0, 1);
-        topRight.Store(epilogue, s, batch, i0, j0 + 8, 1);
-        bottom.Store(epilogue, s, batch, i0 + 8, j0, 1);
-        bottomRight.Store(epilogue, s, batch, i0 + 8, j0 + 8, 1);
+        top.Store(E, s, batch, i0, j0, 1);
+        topRight.Store(E, s, batch, i0, j0 + 8, 1);
+        bottom.Store(E, s, batch, i0 + 8, j0, 1);
+        bottomRight.Store(E, s, batch, i0 + 8, j0 + 8, 1);
     }
 }

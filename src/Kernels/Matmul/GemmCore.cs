@@ -1,4 +1,3 @@
-using System.Reflection;
 using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
@@ -159,7 +158,11 @@ internal struct Block8x8
     }
 }
 
-/// <summary>The GEMM kernels, generic over operands and epilogue; <see cref="GemmLauncher{TA, TB, TE}"/> launches them.</summary>
+/// <summary>
+/// The GEMM core: <see cref="Run{TA, TB, TE}"/> launches <see cref="TiledGemm{TA, TB, TE}"/> on GPUs (or when
+/// asked) and <see cref="BlockedGemm{TA, TB, TE}"/> on the CPU accelerator, through the one launch path
+/// (<see cref="ComputeDevice.Launch{TKernel}(int, in TKernel)"/>), which loads each instantiation once per device.
+/// </summary>
 public static partial class GemmCore
 {
     /// <summary>Edge of the C tile one group of the tiled kernel computes.</summary>
@@ -171,34 +174,71 @@ public static partial class GemmCore
     /// <summary>Threads per group edge in the tiled kernel (8×8 = 64 threads, 8×8 outputs each).</summary>
     internal const int GroupSide = 8;
 
-    /// <summary>Shared-memory row stride: 64 + 1 padding so that stores in either order avoid bank conflicts.</summary>
-    private const int TileStride = Tile + 1;
-
-    // Tiled GEMM (GPUs), explicitly grouped: group (x, y, z) computes the 64×64 tile of C at rows 64y..,
-    // columns 64x.. of product z. Thread (tx, ty) of the 8×8 group owns rows 64y + ty + 8r and columns
-    // 64x + tx + 8c (r, c < 8), so shared reads are broadcasts or consecutive and stores coalesce along tx.
-    // Per 16-deep slice the group stages op(A) 64×16 and op(B) 16×64 k-major in shared memory (zero outside
-    // the matrices), then each thread does 16 k steps of 8 + 8 shared loads for 64 multiply-adds (4 per
-    // load), hand-unrolled 4 deep.
-    internal static void TiledKernel<TA, TB, TE>(TA a, TB b, TE epilogue, GemmSize s)
+    /// <summary>
+    /// <paramref name="batch"/> products of op(A) M×K by op(B) K×N into the epilogue; <paramref name="tiled"/>
+    /// picks the shared-memory kernel, else the register-blocked one.
+    /// </summary>
+    public static void Run<TA, TB, TE>(ComputeDevice device, TA a, TB b, TE epilogue, int batch, int m, int n, int k, bool tiled)
         where TA : struct, IGemmOperand where TB : struct, IGemmOperand where TE : struct, IGemmEpilogue
+    {
+        if (tiled)
+        {
+            var size = new GemmSize { M = m, N = n, K = k, BlocksN = (n + Tile - 1) / Tile };
+            var groups = new Index3D(size.BlocksN, (m + Tile - 1) / Tile, batch);
+            device.Launch(new KernelConfig(groups, new Index3D(GroupSide, GroupSide, 1)), new TiledGemm<TA, TB, TE> { A = a, B = b, E = epilogue, S = size });
+            return;
+        }
+        var blocked = new GemmSize { M = m, N = n, K = k, BlocksN = (n + Block - 1) / Block };
+        long threads = (long)batch * ((m + Block - 1) / Block) * blocked.BlocksN;
+        if (threads > int.MaxValue) throw new ArgumentException($"gemm {batch}×{m}×{n}×{k}: too many register blocks for a 32-bit launch");
+        device.Launch((int)threads, new BlockedGemm<TA, TB, TE> { A = a, B = b, E = epilogue, S = blocked });
+    }
+
+    /// <summary>The two kernel structs of one operand/epilogue choice (the PTX tests compile those launched).</summary>
+    internal static IEnumerable<Type> Kernels<TA, TB, TE>()
+        where TA : struct, IGemmOperand where TB : struct, IGemmOperand where TE : struct, IGemmEpilogue =>
+        [typeof(TiledGemm<TA, TB, TE>), typeof(BlockedGemm<TA, TB, TE>)];
+}
+
+/// <summary>
+/// Tiled GEMM (GPUs), explicitly grouped: group (x, y, z) computes the 64×64 tile of C at rows 64y..,
+/// columns 64x.. of product z. Thread (tx, ty) of the 8×8 group owns rows 64y + ty + 8r and columns
+/// 64x + tx + 8c (r, c &lt; 8), so shared reads are broadcasts or consecutive and stores coalesce along tx.
+/// Per 16-deep slice the group stages op(A) 64×16 and op(B) 16×64 k-major in shared memory (zero outside
+/// the matrices), then each thread does 16 k steps of 8 + 8 shared loads for 64 multiply-adds (4 per
+/// load), hand-unrolled 4 deep. The sum over k ascends, as in <see cref="BlockedGemm{TA, TB, TE}"/>.
+/// </summary>
+internal struct TiledGemm<TA, TB, TE> : IGroupKernel
+    where TA : struct, IGemmOperand where TB : struct, IGemmOperand where TE : struct, IGemmEpilogue
+{
+    public TA A;
+    public TB B;
+    public TE E;
+    public GemmSize S;
+
+    /// <summary>Shared-memory row stride: 64 + 1 padding so that stores in either order avoid bank conflicts.</summary>
+    private const int TileStride = GemmCore.Tile + 1;
+    private const int Tile = GemmCore.Tile, TileK = GemmCore.TileK, GroupSide = GemmCore.GroupSide;
+
+    /// <inheritdoc/>
+    public readonly void Execute()
     {
         var tileA = SharedMemory.Allocate<float>(TileK * TileStride); // tileA[kk·65 + ii] = opA[i0 + ii, k0 + kk]
         var tileB = SharedMemory.Allocate<float>(TileK * TileStride); // tileB[kk·65 + jj] = opB[k0 + kk, j0 + jj]
         int tx = Group.IdxX, ty = Group.IdxY, tid = ty * GroupSide + tx;
         int i0 = Grid.IdxY * Tile, j0 = Grid.IdxX * Tile, batch = Grid.IdxZ;
-        bool aAlongK = a.ContiguousInK, bAlongK = b.ContiguousInK;
+        bool aAlongK = A.ContiguousInK, bAlongK = B.ContiguousInK;
         Block8x8 sums = default;
-        for (int k0 = 0; k0 < s.K; k0 += TileK)
+        for (int k0 = 0; k0 < S.K; k0 += TileK)
         {
             // Stage 1024 elements of each operand, 16 per thread, consecutive threads on consecutive addresses.
             for (int q = 0; q < Tile * TileK / (GroupSide * GroupSide); q++)
             {
                 int e = tid + q * GroupSide * GroupSide;
                 int ii = aAlongK ? e / TileK : e & (Tile - 1), ka = aAlongK ? e & (TileK - 1) : e / Tile;
-                tileA[ka * TileStride + ii] = i0 + ii < s.M && k0 + ka < s.K ? a.Load(batch, i0 + ii, k0 + ka) : 0f;
+                tileA[ka * TileStride + ii] = i0 + ii < S.M && k0 + ka < S.K ? A.Load(batch, i0 + ii, k0 + ka) : 0f;
                 int jj = bAlongK ? e / TileK : e & (Tile - 1), kb = bAlongK ? e & (TileK - 1) : e / Tile;
-                tileB[kb * TileStride + jj] = j0 + jj < s.N && k0 + kb < s.K ? b.Load(batch, k0 + kb, j0 + jj) : 0f;
+                tileB[kb * TileStride + jj] = j0 + jj < S.N && k0 + kb < S.K ? B.Load(batch, k0 + kb, j0 + jj) : 0f;
             }
             Group.Barrier();
             for (int t = 0; t < TileK * TileStride; t += 4 * TileStride)
@@ -210,7 +250,7 @@ public static partial class GemmCore
             }
             Group.Barrier();
         }
-        sums.Store(epilogue, s, batch, i0 + ty, j0 + tx, GroupSide);
+        sums.Store(E, S, batch, i0 + ty, j0 + tx, GroupSide);
     }
 
     /// <summary>One k step of a thread's 8×8 block: rows at ta + 8r of tileA, columns at tb + 8c of tileB.</summary>
@@ -218,53 +258,4 @@ public static partial class GemmCore
     private static void Step(ArrayView<float> tileA, ArrayView<float> tileB, int ta, int tb, ref Block8x8 sums) =>
         sums.Add(tileA[ta], tileA[ta + 8], tileA[ta + 16], tileA[ta + 24], tileA[ta + 32], tileA[ta + 40], tileA[ta + 48], tileA[ta + 56],
                  tileB[tb], tileB[tb + 8], tileB[tb + 16], tileB[tb + 24], tileB[tb + 32], tileB[tb + 40], tileB[tb + 48], tileB[tb + 56]);
-}
-
-/// <summary>
-/// Launches the GEMM core for one choice of operands and epilogue on one device: the tiled kernel on GPUs
-/// (or when asked), the barrier-free register-blocked one on the CPU accelerator. Loaded once per device
-/// and instantiation (<see cref="ComputeDevice.Kernels{T}"/>), each kernel on first use.
-/// </summary>
-public sealed class GemmLauncher<TA, TB, TE> : IKernelFamily<GemmLauncher<TA, TB, TE>>
-    where TA : struct, IGemmOperand where TB : struct, IGemmOperand where TE : struct, IGemmEpilogue
-{
-    private readonly ComputeDevice device;
-    private readonly Lazy<Action<AcceleratorStream, KernelConfig, TA, TB, TE, GemmSize>> tiled;
-    private readonly Lazy<Action<AcceleratorStream, Index1D, TA, TB, TE, GemmSize>> blocked;
-
-    private GemmLauncher(ComputeDevice device)
-    {
-        this.device = device;
-        tiled = new(() => device.Accelerator.LoadKernel<TA, TB, TE, GemmSize>(GemmCore.TiledKernel<TA, TB, TE>));
-        blocked = new(() => device.LoadStreamingKernel<TA, TB, TE, GemmSize>(GemmCore.BlockedKernel<TA, TB, TE>));
-    }
-
-    /// <inheritdoc/>
-    public static GemmLauncher<TA, TB, TE> Create(ComputeDevice device) => new(device);
-
-    /// <summary>The two kernel methods this launcher instantiates (the PTX tests compile each).</summary>
-    public static IEnumerable<MethodInfo> KernelMethods =>
-    [
-        new Action<TA, TB, TE, GemmSize>(GemmCore.TiledKernel<TA, TB, TE>).Method,
-        new Action<Index1D, TA, TB, TE, GemmSize>(GemmCore.BlockedKernel<TA, TB, TE>).Method,
-    ];
-
-    /// <summary>
-    /// <paramref name="batch"/> products of op(A) M×K by op(B) K×N into the epilogue; <paramref name="tiledKernel"/>
-    /// picks the shared-memory kernel, else the register-blocked one.
-    /// </summary>
-    public void Run(TA a, TB b, TE epilogue, int batch, int m, int n, int k, bool tiledKernel)
-    {
-        if (tiledKernel)
-        {
-            var size = new GemmSize { M = m, N = n, K = k, BlocksN = (n + GemmCore.Tile - 1) / GemmCore.Tile };
-            var groups = new Index3D(size.BlocksN, (m + GemmCore.Tile - 1) / GemmCore.Tile, batch);
-            tiled.Value(device.Stream, new KernelConfig(groups, new Index3D(GemmCore.GroupSide, GemmCore.GroupSide, 1)), a, b, epilogue, size);
-            return;
-        }
-        var blockedSize = new GemmSize { M = m, N = n, K = k, BlocksN = (n + GemmCore.Block - 1) / GemmCore.Block };
-        long threads = (long)batch * ((m + GemmCore.Block - 1) / GemmCore.Block) * blockedSize.BlocksN;
-        if (threads > int.MaxValue) throw new ArgumentException($"gemm {batch}×{m}×{n}×{k}: too many register blocks for a 32-bit launch");
-        blocked.Value(device.Stream, (int)threads, a, b, epilogue, blockedSize);
-    }
 }

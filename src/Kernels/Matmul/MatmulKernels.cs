@@ -44,13 +44,8 @@ public readonly record struct GemmDims(int Batch, int M, int N, int K, bool Tran
 public sealed class MatmulKernels : IKernelFamily<MatmulKernels>
 {
     private readonly ComputeDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int> biasBackward;
 
-    private MatmulKernels(ComputeDevice device)
-    {
-        this.device = device;
-        biasBackward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int>(BiasBackwardKernel);
-    }
+    private MatmulKernels(ComputeDevice device) => this.device = device;
 
     /// <inheritdoc/>
     public static MatmulKernels Create(ComputeDevice device) => new(device);
@@ -93,13 +88,13 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>
         CheckLength(c, (long)d.Batch * d.M * d.N, "C", "[batch, M, N]", d);
         if (variant == GemmVariant.Auto) variant = DefaultVariant;
         var epilogue = new MatrixStore { C = c, Bias = bias, M = d.M, N = d.N, Alpha = alpha, Accumulate = accumulate ? 1 : 0, HasBias = hasBias ? 1 : 0 };
-        device.Kernels<GemmLauncher<Strided, Strided, MatrixStore>>().Run(
+        GemmCore.Run(device,
             Strided.A(a, d.M, d.K, d.TransposeA, d.M * d.K), Strided.B(b, d.K, d.N, d.TransposeB, d.K * d.N), epilogue,
             d.Batch, d.M, d.N, d.K, variant == GemmVariant.Tiled);
     }
 
-    /// <summary>The GEMM-core instantiation matmul launches (compiled to PTX by the tests).</summary>
-    internal static IEnumerable<System.Reflection.MethodInfo> GemmInstantiations => GemmLauncher<Strided, Strided, MatrixStore>.KernelMethods;
+    /// <summary>The GEMM-core kernel structs matmul launches (compiled to PTX by the tests).</summary>
+    internal static IEnumerable<Type> LaunchedKernels => GemmCore.Kernels<Strided, Strided, MatrixStore>();
 
     private static void CheckLength(ArrayView<float> view, long expected, string name, string layout, GemmDims d)
     {
@@ -121,22 +116,25 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>
         if (rows <= 0 || cols <= 0) throw new ArgumentException($"bias backward: rows and cols must be positive, got {rows}×{cols}");
         if (dy.Length != (long)rows * cols) throw new ArgumentException($"bias backward: dy must be [{rows}, {cols}] = {(long)rows * cols} elements, got {dy.Length}");
         if (db.Length != cols) throw new ArgumentException($"bias backward: db must have {cols} elements, got {db.Length}");
-        biasBackward(device.Stream, cols, dy, db, rows, cols);
+        device.Launch(cols, new BiasBackwardKernel(dy, db, rows, cols));
     }
 
     // dy [rows, cols] -> db [cols] += column sums (Linear's ∂L/∂b = Σ_n ∂L/∂y[n, :])
-    internal static void BiasBackwardKernel(Index1D j, ArrayView<float> dy, ArrayView<float> db, int rows, int cols)
+    internal readonly struct BiasBackwardKernel(ArrayView<float> dy, ArrayView<float> db, int rows, int cols) : IThreadKernel
     {
-        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-        int r = 0, at = j.X;
-        for (; r + 4 <= rows; r += 4, at += 4 * cols)
+        public void Execute(int j)
         {
-            s0 += dy[at];
-            s1 += dy[at + cols];
-            s2 += dy[at + 2 * cols];
-            s3 += dy[at + 3 * cols];
+            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+            int r = 0, at = j;
+            for (; r + 4 <= rows; r += 4, at += 4 * cols)
+            {
+                s0 += dy[at];
+                s1 += dy[at + cols];
+                s2 += dy[at + 2 * cols];
+                s3 += dy[at + 3 * cols];
+            }
+            for (; r < rows; r++, at += cols) s0 += dy[at];
+            db[j] += (s0 + s1) + (s2 + s3);
         }
-        for (; r < rows; r++, at += cols) s0 += dy[at];
-        db[j] += (s0 + s1) + (s2 + s3);
     }
 }

@@ -56,37 +56,22 @@ public readonly struct GroupNormDims
 
 /// <summary>
 /// Group normalisation (Wu &amp; He 2018) forward and backward. Channels c of group g = c / (C/G) are
+/// <summary>
+/// Group normalisation (Wu &amp; He 2018) forward and backward. Channels c of group g = c / (C/G) are
 /// consecutive, so the M = C/G·S values of one (n, g) form one contiguous row of x: row r = n·G + g.
-/// Statistics are reductions over rows, done deterministically (fixed order, no atomics) in two
-/// variants — one thread per row looping (CPU accelerator) or one group per row with a fixed shared-memory
-/// tree (GPUs); see <see cref="ReductionVariant"/>.
+/// Every statistic and every gradient sum is a row reduction of <see cref="ReduceKernels.Rows{TTerm, TSink}"/>
+/// (deterministic: fixed order, no atomics, <see cref="ReductionVariant"/>); only the normalisation and
+/// the input gradient are element-wise kernels here.
 /// </summary>
 public sealed class NormKernels : IKernelFamily<NormKernels>
 {
     private readonly ComputeDevice device;
-    private readonly int treeWidth;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> statsLoop;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> statsTree;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int> normalize;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims> partialsLoop;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims> partialsTree;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int, int> channelGrads;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims> groupSums;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int> inputGrad;
+    private readonly ReduceKernels reduce;
 
     private NormKernels(ComputeDevice device)
     {
         this.device = device;
-        var acc = device.Accelerator;
-        treeWidth = ReduceKernels.TreeWidthFor(acc, ReduceKernels.MaxTreeWidth);
-        statsLoop = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RowStatsLoopKernel);
-        statsTree = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RowStatsTreeKernel);
-        normalize = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int>(GroupNormForwardKernel);
-        partialsLoop = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims>(ChannelPartialsLoopKernel);
-        partialsTree = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims>(ChannelPartialsTreeKernel);
-        channelGrads = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int, int>(GammaBetaBackwardKernel);
-        groupSums = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims>(GroupSumsKernel);
-        inputGrad = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GroupNormDims, int>(GroupNormInputBackwardKernel);
+        reduce = device.Kernels<ReduceKernels>();
     }
 
     /// <inheritdoc/>
@@ -98,80 +83,35 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     //   μ = (1/M) Σ x,  σ² = (1/M) Σ (x − μ)²  (biased, two passes: no E[x²] − E[x]² cancellation),
     //   rstd = 1/√(σ² + eps),  y = (x − μ)·rstd·γ[c] + β[c].
 
-    // Row statistics, one thread per row r (= n·G + g) of m contiguous values: pass 1 the mean, pass 2
-    // the centred sum of squares, each with 4 interleaved accumulators combined as (s0+s1)+(s2+s3).
-    internal static void RowStatsLoopKernel(Index1D r, ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, int m, float eps)
+    // Pass 1 sink: mean[r] = Σ x / M.
+    internal readonly struct MeanSink(ArrayView<float> mean, int m) : IReductionSink
     {
-        int start = r * m;
-        int end = start + m;
-        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-        int i = start;
-        for (; i + 4 <= end; i += 4)
-        {
-            s0 += x[i];
-            s1 += x[i + 1];
-            s2 += x[i + 2];
-            s3 += x[i + 3];
-        }
-        for (; i < end; i++) s0 += x[i];
-        float mu = ((s0 + s1) + (s2 + s3)) / m;
-
-        s0 = 0f; s1 = 0f; s2 = 0f; s3 = 0f;
-        i = start;
-        for (; i + 4 <= end; i += 4)
-        {
-            float d0 = x[i] - mu, d1 = x[i + 1] - mu, d2 = x[i + 2] - mu, d3 = x[i + 3] - mu;
-            s0 += d0 * d0;
-            s1 += d1 * d1;
-            s2 += d2 * d2;
-            s3 += d3 * d3;
-        }
-        for (; i < end; i++)
-        {
-            float d = x[i] - mu;
-            s0 += d * d;
-        }
-        float variance = ((s0 + s1) + (s2 + s3)) / m;
-        mean[r] = mu;
-        rstd[r] = 1f / MathF.Sqrt(variance + eps);
+        public void Write(int r, float total) => mean[r] = total / m;
     }
 
-    // Row statistics, one group per row (grid = N·G): strided per-thread sums (coalesced), the fixed
-    // shared-memory tree for the mean, then again for the centred sum of squares.
-    internal static void RowStatsTreeKernel(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, int m, float eps)
+    // Pass 2 term: (x[i] − μ_r)².
+    internal readonly struct CenteredSquareTerm(ArrayView<float> x, ArrayView<float> mean) : IReductionTerm
     {
-        var shared = SharedMemory.Allocate<float>(ReduceKernels.MaxTreeWidth);
-        int r = Grid.IdxX;
-        int start = r * m;
-        int end = start + m;
-        float s = 0f;
-        for (int i = start + Group.IdxX; i < end; i += Group.DimX) s += x[i];
-        float mu = ReduceKernels.GroupTreeSum(shared, s) / m;
-        float q = 0f;
-        for (int i = start + Group.IdxX; i < end; i += Group.DimX)
+        public float At(int r, int i)
         {
-            float d = x[i] - mu;
-            q += d * d;
-        }
-        float variance = ReduceKernels.GroupTreeSum(shared, q) / m;
-        if (Group.IdxX == 0)
-        {
-            mean[r] = mu;
-            rstd[r] = 1f / MathF.Sqrt(variance + eps);
+            float d = x[i] - mean[r];
+            return d * d;
         }
     }
 
-    // Normalise and scale, thread t handles elements [t·chunk, (t+1)·chunk): row r = i / M, channel c = (i / S) mod C.
-    internal static void GroupNormForwardKernel(Index1D t, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta,
-        ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> y, GroupNormDims d, int chunk)
+    // Pass 2 sink: rstd[r] = 1/√(Σ (x − μ)² / M + eps).
+    internal readonly struct RstdSink(ArrayView<float> rstd, int m, float eps) : IReductionSink
     {
-        int start = t * chunk;
-        int end = Math.Min(start + chunk, d.Length);
-        int m = d.GroupSize, s = d.Spatial, c = d.C;
-        for (int i = start; i < end; i++)
+        public void Write(int r, float total) => rstd[r] = 1f / MathF.Sqrt(total / m + eps);
+    }
+
+    // y[i] = (x[i] − μ_r)·rstd_r·γ[c] + β[c], row r = i / M, channel c = (i / S) mod C.
+    internal readonly struct GroupNormForwardKernel(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> y, int m, int spatial, int channels) : IElementKernel
+    {
+        public void Element(int i)
         {
             int r = i / m;
-            int ch = i / s % c;
+            int ch = i / spatial % channels;
             y[i] = (x[i] - mean[r]) * rstd[r] * gamma[ch] + beta[ch];
         }
     }
@@ -179,16 +119,11 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     /// <summary>
     /// x [N,C,S], gamma [C], beta [C] -> y [N,C,S]; also writes mean [N·G] and rstd [N·G] = 1/√(σ²+eps)
     /// for <see cref="Backward"/>. σ² is the biased variance over the C/G·S values of each (n, g).
+    /// <paramref name="maxTreeWidth"/> caps the tree variant's group (0 = the widest; tests use small ones).
     /// </summary>
     public void Forward(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> y,
-        ArrayView<float> mean, ArrayView<float> rstd, GroupNormDims dims, float eps = 1e-5f, ReductionVariant variant = ReductionVariant.Auto) =>
-        Forward(x, gamma, beta, y, mean, rstd, dims, eps, variant, treeWidth);
-
-    /// <summary><see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, GroupNormDims, float, ReductionVariant)"/> with the tree variant's group width capped at <paramref name="maxTreeWidth"/> (a power of two; tests use small ones: barriers are slow on the CPU accelerator).</summary>
-    internal void Forward(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> y,
-        ArrayView<float> mean, ArrayView<float> rstd, GroupNormDims dims, float eps, ReductionVariant variant, int maxTreeWidth)
+        ArrayView<float> mean, ArrayView<float> rstd, GroupNormDims dims, float eps = 1e-5f, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0)
     {
-        CheckTreeWidth(maxTreeWidth);
         Expect(x, dims.Length, "x", dims);
         Expect(y, dims.Length, "y", dims);
         Expect(gamma, dims.C, "gamma", dims);
@@ -196,14 +131,10 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         Expect(mean, dims.StatCount, "mean", dims);
         Expect(rstd, dims.StatCount, "rstd", dims);
         if (!(eps > 0f)) throw new ArgumentException($"group norm: eps must be positive, got {eps}");
-
-        if (Resolve(variant) == ReductionVariant.GroupTree)
-            statsTree(device.Stream, new KernelConfig(dims.StatCount, ReduceKernels.PowerOfTwoAtLeast(dims.GroupSize, maxTreeWidth)), x, mean, rstd, dims.GroupSize, eps);
-        else
-            statsLoop(device.Stream, dims.StatCount, x, mean, rstd, dims.GroupSize, eps);
-
-        int chunk = ReduceKernels.ElementChunk(device, dims.Length);
-        normalize(device.Stream, ReduceKernels.ThreadsFor(dims.Length, chunk), x, gamma, beta, mean, rstd, y, dims, chunk);
+        int m = dims.GroupSize;
+        reduce.Rows(new ValueTerm(x), new MeanSink(mean, m), dims.StatCount, m, variant, maxTreeWidth);
+        reduce.Rows(new CenteredSquareTerm(x, mean), new RstdSink(rstd, m, eps), dims.StatCount, m, variant, maxTreeWidth);
+        device.LaunchElements(dims.Length, new GroupNormForwardKernel(x, gamma, beta, mean, rstd, y, m, dims.Spatial, dims.C));
     }
 
     // =============================================================================================
@@ -214,114 +145,41 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     // same with the group as the normalisation set). Because γ is constant over a channel,
     //   Σ_row g = Σ_{c∈g} γ[c]·A[n,c],  Σ_row g·x̂ = Σ_{c∈g} γ[c]·B[n,c],
     // with the per-(n,c) sums A = Σ_s dy, B = Σ_s dy·x̂ — which also give dβ = Σ_n A, dγ = Σ_n B.
-    // Stages: (1) A, B per (n,c) [reduction, two variants]; (2) dγ, dβ per channel (one thread each,
-    // fixed order over n); (3) the two group sums per (n,g) (one thread each, fixed order over c);
-    // (4) dx element-wise.
+    // Every sum is a row reduction: (1) A, B over the S values of each (n,c); (2) dβ, dγ over n per channel;
+    // (3) Σγ·A, Σγ·B over the channels of each (n,g); then (4) dx element-wise.
 
-    // (1) one thread per (n,c) row of S values: A[nc] = Σ_s dy, B[nc] = Σ_s dy·x̂ (2 interleaved accumulators each).
-    internal static void ChannelPartialsLoopKernel(Index1D nc, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd,
-        ArrayView<float> partials, GroupNormDims d)
+    // (1) B's term: dy[i]·x̂[i] in (n,c) row nc, whose statistics row is n·G + c/(C/G) = nc / (C/G).
+    internal readonly struct NormalizedProductTerm(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd, int channelsPerGroup) : IReductionTerm
     {
-        int r = nc / d.C * d.Groups + nc % d.C / d.ChannelsPerGroup;
-        float mu = mean[r], rs = rstd[r];
-        int start = nc * d.Spatial;
-        int end = start + d.Spatial;
-        float a0 = 0f, a1 = 0f, b0 = 0f, b1 = 0f;
-        int i = start;
-        for (; i + 2 <= end; i += 2)
+        public float At(int nc, int i)
         {
-            float g0 = dy[i], g1 = dy[i + 1];
-            a0 += g0;
-            a1 += g1;
-            b0 += g0 * ((x[i] - mu) * rs);
-            b1 += g1 * ((x[i + 1] - mu) * rs);
-        }
-        if (i < end)
-        {
-            float g0 = dy[i];
-            a0 += g0;
-            b0 += g0 * ((x[i] - mu) * rs);
-        }
-        int count = d.N * d.C;
-        partials[nc] = a0 + a1;
-        partials[count + nc] = b0 + b1;
-    }
-
-    // (1) one group per (n,c) row (grid = N·C): strided per-thread sums, then the fixed tree for A and for B.
-    internal static void ChannelPartialsTreeKernel(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd,
-        ArrayView<float> partials, GroupNormDims d)
-    {
-        var shared = SharedMemory.Allocate<float>(ReduceKernels.MaxTreeWidth);
-        int nc = Grid.IdxX;
-        int r = nc / d.C * d.Groups + nc % d.C / d.ChannelsPerGroup;
-        float mu = mean[r], rs = rstd[r];
-        int start = nc * d.Spatial;
-        int end = start + d.Spatial;
-        float a = 0f, b = 0f;
-        for (int i = start + Group.IdxX; i < end; i += Group.DimX)
-        {
-            float g = dy[i];
-            a += g;
-            b += g * ((x[i] - mu) * rs);
-        }
-        float sumA = ReduceKernels.GroupTreeSum(shared, a);
-        float sumB = ReduceKernels.GroupTreeSum(shared, b);
-        if (Group.IdxX == 0)
-        {
-            partials[nc] = sumA;
-            partials[d.N * d.C + nc] = sumB;
+            int r = nc / channelsPerGroup;
+            return dy[i] * ((x[i] - mean[r]) * rstd[r]);
         }
     }
 
-    // (2) one thread per channel c: dβ[c] += Σ_n A[n,c], dγ[c] += Σ_n B[n,c], n ascending. Flags say which to write.
-    internal static void GammaBetaBackwardKernel(Index1D c, ArrayView<float> partials, ArrayView<float> dgamma, ArrayView<float> dbeta,
-        GroupNormDims d, int writeGamma, int writeBeta)
+    // (2) Row c, index i = c·N + n: partials[offset + n·C + c] (a channel's values over the batch).
+    internal readonly struct ChannelColumnTerm(ArrayView<float> partials, int offset, int n, int channels) : IReductionTerm
     {
-        int count = d.N * d.C;
-        float a = 0f, b = 0f;
-        for (int n = 0; n < d.N; n++)
-        {
-            a += partials[n * d.C + c];
-            b += partials[count + n * d.C + c];
-        }
-        if (writeBeta != 0) dbeta[c] += a;
-        if (writeGamma != 0) dgamma[c] += b;
+        public float At(int c, int i) => partials[offset + (i - c * n) * channels + c];
     }
 
-    // (3) one thread per row r = (n, g): sums[r] = Σ_{c∈g} γ[c]·A[n,c], sums[N·G + r] = Σ_{c∈g} γ[c]·B[n,c], c ascending.
-    internal static void GroupSumsKernel(Index1D r, ArrayView<float> partials, ArrayView<float> gamma, ArrayView<float> sums,
-        GroupNormDims d)
+    // (3) Row r = (n, g), index i = r·(C/G) + k: γ[c]·partials[offset + n·C + c] with c = g·(C/G) + k, i.e. n·C + c = i.
+    internal readonly struct GammaWeightedTerm(ArrayView<float> partials, int offset, ArrayView<float> gamma, int channels) : IReductionTerm
     {
-        int count = d.N * d.C;
-        int n = r / d.Groups;
-        int c0 = r % d.Groups * d.ChannelsPerGroup;
-        float sa = 0f, sb = 0f;
-        for (int k = 0; k < d.ChannelsPerGroup; k++)
-        {
-            int c = c0 + k;
-            float gm = gamma[c];
-            sa += gm * partials[n * d.C + c];
-            sb += gm * partials[count + n * d.C + c];
-        }
-        sums[r] = sa;
-        sums[d.StatCount + r] = sb;
+        public float At(int r, int i) => gamma[i % channels] * partials[offset + i];
     }
 
-    // (4) dx[i] += rstd·(dy·γ[c] − (Σg + x̂·Σg·x̂)/M), thread t handles elements [t·chunk, (t+1)·chunk).
-    internal static void GroupNormInputBackwardKernel(Index1D t, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma,
-        ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> sums, ArrayView<float> dx, GroupNormDims d, int chunk)
+    // (4) dx[i] += rstd·(dy·γ[c] − (Σg + x̂·Σg·x̂)/M), row r = i / M, channel c = (i / S) mod C.
+    internal readonly struct GroupNormInputBackwardKernel(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> sums, ArrayView<float> dx, int m, int spatial, int channels, int stats) : IElementKernel
     {
-        int start = t * chunk;
-        int end = Math.Min(start + chunk, d.Length);
-        int m = d.GroupSize, s = d.Spatial, c = d.C, stats = d.StatCount;
-        float invM = 1f / m;
-        for (int i = start; i < end; i++)
+        public void Element(int i)
         {
             int r = i / m;
-            int ch = i / s % c;
+            int ch = i / spatial % channels;
             float rs = rstd[r];
             float xhat = (x[i] - mean[r]) * rs;
-            dx[i] += rs * (dy[i] * gamma[ch] - (sums[r] + xhat * sums[stats + r]) * invM);
+            dx[i] += rs * (dy[i] * gamma[ch] - (sums[r] + xhat * sums[stats + r]) * (1f / m));
         }
     }
 
@@ -331,14 +189,8 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     /// (<c>default</c>) for a gradient that is not needed. Deterministic (fixed summation orders, no atomics).
     /// </summary>
     public void Backward(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dy,
-        ArrayView<float> dx, ArrayView<float> dgamma, ArrayView<float> dbeta, GroupNormDims dims, ReductionVariant variant = ReductionVariant.Auto) =>
-        Backward(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, dims, variant, treeWidth);
-
-    /// <summary><see cref="Backward(ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, GroupNormDims, ReductionVariant)"/> with the tree variant's group width capped at <paramref name="maxTreeWidth"/>.</summary>
-    internal void Backward(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dy,
-        ArrayView<float> dx, ArrayView<float> dgamma, ArrayView<float> dbeta, GroupNormDims dims, ReductionVariant variant, int maxTreeWidth)
+        ArrayView<float> dx, ArrayView<float> dgamma, ArrayView<float> dbeta, GroupNormDims dims, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0)
     {
-        CheckTreeWidth(maxTreeWidth);
         Expect(x, dims.Length, "x", dims);
         Expect(dy, dims.Length, "dy", dims);
         Expect(gamma, dims.C, "gamma", dims);
@@ -353,39 +205,15 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         // Scratch goes back to the pool once the kernels are queued: later users are queued after them on the same stream.
         int count = dims.N * dims.C;
         using var partials = device.Pool.Rent<float>(2 * count);
-        if (Resolve(variant) == ReductionVariant.GroupTree)
-            partialsTree(device.Stream, new KernelConfig(count, ReduceKernels.PowerOfTwoAtLeast(dims.Spatial, maxTreeWidth)), x, dy, mean, rstd, partials.View, dims);
-        else
-            partialsLoop(device.Stream, count, x, dy, mean, rstd, partials.View, dims);
-
-        if (wantGamma || wantBeta)
-        {
-            // An absent output is replaced by a dummy view the kernel is told not to write.
-            var dg = wantGamma ? dgamma : partials.View.SubView(0, 1);
-            var db = wantBeta ? dbeta : partials.View.SubView(0, 1);
-            channelGrads(device.Stream, dims.C, partials.View, dg, db, dims, wantGamma ? 1 : 0, wantBeta ? 1 : 0);
-        }
-
-        if (wantX)
-        {
-            using var sums = device.Pool.Rent<float>(2 * dims.StatCount);
-            groupSums(device.Stream, dims.StatCount, partials.View, gamma, sums.View, dims);
-            int chunk = ReduceKernels.ElementChunk(device, dims.Length);
-            inputGrad(device.Stream, ReduceKernels.ThreadsFor(dims.Length, chunk), x, dy, gamma, mean, rstd, sums.View, dx, dims, chunk);
-        }
-    }
-
-    /// <summary>The variant <see cref="ReductionVariant.Auto"/> stands for on this device.</summary>
-    internal ReductionVariant Resolve(ReductionVariant variant) => variant switch
-    {
-        ReductionVariant.Auto => device.IsCpu ? ReductionVariant.PerThreadLoop : ReductionVariant.GroupTree,
-        _ => variant,
-    };
-
-    private void CheckTreeWidth(int width)
-    {
-        if (width < 1 || width > treeWidth || (width & (width - 1)) != 0)
-            throw new ArgumentException($"group norm: the tree width must be a power of two from 1 to {treeWidth}, got {width}");
+        reduce.Rows(new ValueTerm(dy), new StoreSink(partials.View, 0, 1f), count, dims.Spatial, variant, maxTreeWidth);
+        reduce.Rows(new NormalizedProductTerm(x, dy, mean, rstd, dims.ChannelsPerGroup), new StoreSink(partials.View, count, 1f), count, dims.Spatial, variant, maxTreeWidth);
+        if (wantBeta) reduce.Rows(new ChannelColumnTerm(partials.View, 0, dims.N, dims.C), new AddSink(dbeta), dims.C, dims.N, variant, maxTreeWidth);
+        if (wantGamma) reduce.Rows(new ChannelColumnTerm(partials.View, count, dims.N, dims.C), new AddSink(dgamma), dims.C, dims.N, variant, maxTreeWidth);
+        if (!wantX) return;
+        using var sums = device.Pool.Rent<float>(2 * dims.StatCount);
+        reduce.Rows(new GammaWeightedTerm(partials.View, 0, gamma, dims.C), new StoreSink(sums.View, 0, 1f), dims.StatCount, dims.ChannelsPerGroup, variant, maxTreeWidth);
+        reduce.Rows(new GammaWeightedTerm(partials.View, count, gamma, dims.C), new StoreSink(sums.View, dims.StatCount, 1f), dims.StatCount, dims.ChannelsPerGroup, variant, maxTreeWidth);
+        device.LaunchElements(dims.Length, new GroupNormInputBackwardKernel(x, dy, gamma, mean, rstd, sums.View, dx, dims.GroupSize, dims.Spatial, dims.C, dims.StatCount));
     }
 
     private static void Expect(ArrayView<float> view, int length, string name, GroupNormDims dims)

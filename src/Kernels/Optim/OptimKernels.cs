@@ -1,6 +1,7 @@
 using ILGPU;
 using ILGPU.Runtime;
 using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Reduce;
 
 namespace IlgpuDdpm.Kernels.Optim;
 
@@ -82,111 +83,46 @@ public readonly struct AdamStep(
     public readonly float InvBiasCorrection2 = invBiasCorrection2;
 }
 
-/// <summary>How <see cref="OptimKernels.SumOfSquares"/> reduces (tests pin one; production uses Auto).</summary>
-internal enum ReductionVariant
-{
-    /// <summary>Grouped on GPUs, barrier-free on the CPU accelerator.</summary>
-    Auto,
-    /// <summary>Stage 1: P threads, each a strided partial sum; stage 2: one thread sums the P partials.</summary>
-    BarrierFree,
-    /// <summary>Stage 1: groups of 128 threads with a shared-memory tree; stage 2: one group of 128.</summary>
-    Grouped,
-}
-
 /// <summary>
 /// Optimizer kernels used directly by the training loop (no tape): fused Adam(W), the global gradient
 /// norm over many tensors with clipping — entirely on the device, nothing read back — and the EMA of the
-/// weights. All deterministic: no atomics, every sum in a fixed order.
-/// Elementwise kernels give each thread 4 elements strided by the thread count (coalesced on GPUs,
-/// 4 per OS thread on the CPU accelerator).
+/// weights. All deterministic: no atomics; the sums of squares and the norm are row reductions of
+/// <see cref="ReduceKernels.Rows{TTerm, TSink}"/>. The element-wise kernels are grid-stride loops.
 /// </summary>
 public sealed class OptimKernels : IKernelFamily<OptimKernels>
 {
-    /// <summary>Elements per thread in the elementwise kernels.</summary>
-    internal const int ItemsPerThread = 4;
-
-    /// <summary>Threads per group of the grouped reduction (a power of two).</summary>
-    internal const int GroupSize = 128;
-
-    /// <summary>Most stage-1 partial sums: the size of the family's scratch buffer.</summary>
-    internal const int MaxPartials = 1024;
-
-    /// <summary>Barrier-free stage 1: at least this many elements per thread.</summary>
-    internal const int BarrierFreeChunk = 256;
-
-    /// <summary>Grouped stage 1: at least this many elements per thread.</summary>
-    internal const int GroupedChunk = 16;
-
     private readonly ComputeDevice device;
-    private readonly DeviceBuffer<float> scratch;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamStep, int, int> adam;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamStep, ArrayView<float>, int, int, int> adamScaled;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int> sumSquaresPartials;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, int, ArrayView<float>, int> sumPartials;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int> sumSquaresGrouped;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, int, ArrayView<float>, int> sumPartialsGrouped;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, int, float, ArrayView<float>> clipScale;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int, int> scaleByDeviceScalar;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, float, float, int, int> ema;
+    private readonly ReduceKernels reduce;
 
     private OptimKernels(ComputeDevice device)
     {
         this.device = device;
-        var acc = device.Accelerator;
-        scratch = device.Pool.Rent<float>(MaxPartials);
-        adam = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamStep, int, int>(AdamKernel);
-        adamScaled = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamStep, ArrayView<float>, int, int, int>(AdamScaledKernel);
-        sumSquaresPartials = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int>(SumOfSquaresPartialsKernel);
-        sumPartials = device.LoadStreamingKernel<ArrayView<float>, int, ArrayView<float>, int>(SumPartialsKernel);
-        sumSquaresGrouped = acc.LoadKernel<ArrayView<float>, ArrayView<float>, int>(SumOfSquaresGroupedKernel);
-        sumPartialsGrouped = acc.LoadKernel<ArrayView<float>, int, ArrayView<float>, int>(SumPartialsGroupedKernel);
-        clipScale = device.LoadStreamingKernel<ArrayView<float>, int, float, ArrayView<float>>(ClipScaleKernel);
-        scaleByDeviceScalar = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, int>(ScaleByDeviceScalarKernel);
-        ema = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, float, float, int, int>(EmaKernel);
+        reduce = device.Kernels<ReduceKernels>();
     }
 
     /// <inheritdoc/>
     public static OptimKernels Create(ComputeDevice device) => new(device);
 
-    private static int Threads(int n) => (n + ItemsPerThread - 1) / ItemsPerThread;
-
     // ---------------------------------------------------------------- Adam(W)
 
-    // p, g, m, v [n] (one parameter tensor), in place:
+    // p, g, m, v [n] (one parameter tensor), in place, g scaled by the device scalar scale[scaleIndex]
+    // (the clip scale; a 1 when there is none):
     //   m = β1 m + (1−β1) g;  v = β2 v + (1−β2) g²;  m̂ = m/(1−β1^t);  v̂ = v/(1−β2^t)
     //   p −= lr·( m̂/(√v̂ + ε) + wd·p )          (Kingma & Ba 2015, Alg. 1; decoupled decay: AdamW)
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    private static void AdamElement(ArrayView<float> p, ArrayView<float> m, ArrayView<float> v, int j, float g, AdamStep s)
+    internal readonly struct AdamKernel(ArrayView<float> p, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, AdamStep s,
+                                        ArrayView<float> scale, int scaleIndex) : IElementKernel
     {
-        float mj = s.Beta1 * m[j] + s.OneMinusBeta1 * g;
-        float vj = s.Beta2 * v[j] + s.OneMinusBeta2 * (g * g);
-        m[j] = mj;
-        v[j] = vj;
-        float mHat = mj * s.InvBiasCorrection1;
-        float vHat = vj * s.InvBiasCorrection2;
-        float pj = p[j];
-        p[j] = pj - s.LearningRate * (mHat / (MathF.Sqrt(vHat) + s.Epsilon) + s.WeightDecay * pj);
-    }
-
-    // Thread i updates elements i, i+stride, i+2·stride, i+3·stride (stride = ⌈n/4⌉).
-    internal static void AdamKernel(Index1D i, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamStep s, int n, int stride)
-    {
-        for (int k = 0; k < ItemsPerThread; k++)
+        public void Element(int j)
         {
-            int j = i + k * stride;
-            if (j < n) AdamElement(p, m, v, j, g[j], s);
-        }
-    }
-
-    // Same, with the gradient first multiplied by the device scalar scale[scaleIndex] (the clip scale).
-    internal static void AdamScaledKernel(Index1D i, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamStep s,
-                                          ArrayView<float> scale, int scaleIndex, int n, int stride)
-    {
-        float c = scale[scaleIndex];
-        for (int k = 0; k < ItemsPerThread; k++)
-        {
-            int j = i + k * stride;
-            if (j < n) AdamElement(p, m, v, j, g[j] * c, s);
+            float g = scaleIndex < 0 ? grad[j] : grad[j] * scale[scaleIndex];
+            float mj = s.Beta1 * m[j] + s.OneMinusBeta1 * g;
+            float vj = s.Beta2 * v[j] + s.OneMinusBeta2 * (g * g);
+            m[j] = mj;
+            v[j] = vj;
+            float mHat = mj * s.InvBiasCorrection1;
+            float vHat = vj * s.InvBiasCorrection2;
+            float pj = p[j];
+            p[j] = pj - s.LearningRate * (mHat / (MathF.Sqrt(vHat) + s.Epsilon) + s.WeightDecay * pj);
         }
     }
 
@@ -198,8 +134,7 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
     public void Adam(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> firstMoment, ArrayView<float> secondMoment, in AdamStep step)
     {
         int n = CheckAdam(param, grad, firstMoment, secondMoment);
-        if (n == 0) return;
-        adam(device.Stream, Threads(n), param, grad, firstMoment, secondMoment, step, n, Threads(n));
+        device.LaunchElements(n, new AdamKernel(param, grad, firstMoment, secondMoment, step, grad, -1));
     }
 
     /// <summary>
@@ -213,8 +148,7 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
     {
         int n = CheckAdam(param, grad, firstMoment, secondMoment);
         CheckScalarIndex(gradScale, scaleIndex, "gradScale");
-        if (n == 0) return;
-        adamScaled(device.Stream, Threads(n), param, grad, firstMoment, secondMoment, step, gradScale, scaleIndex, n, Threads(n));
+        device.LaunchElements(n, new AdamKernel(param, grad, firstMoment, secondMoment, step, gradScale, scaleIndex));
     }
 
     private static int CheckAdam(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v)
@@ -227,121 +161,27 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
 
     // ---------------------------------------------------------------- global gradient norm
 
-    // Barrier-free stage 1. x [n] → partials [P]: partials[j] = Σ_k x[j + k·P]², k ascending, four
-    // interleaved accumulators combined as (a0 + a1) + (a2 + a3). A fixed order, so bit-repeatable.
-    internal static void SumOfSquaresPartialsKernel(Index1D j, ArrayView<float> x, ArrayView<float> partials, int n, int p)
-    {
-        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        int e = j;
-        int step4 = 4 * p;
-        for (; e + 3 * p < n; e += step4)
-        {
-            float x0 = x[e], x1 = x[e + p], x2 = x[e + 2 * p], x3 = x[e + 3 * p];
-            a0 += x0 * x0; a1 += x1 * x1; a2 += x2 * x2; a3 += x3 * x3;
-        }
-        for (; e < n; e += p) { float v = x[e]; a0 += v * v; }
-        partials[j] = (a0 + a1) + (a2 + a3);
-    }
-
-    // Barrier-free stage 2 (one thread). partials [count] → output[slot] = Σ partials (same fixed order).
-    internal static void SumPartialsKernel(Index1D i, ArrayView<float> partials, int count, ArrayView<float> output, int slot)
-    {
-        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        int e = 0;
-        for (; e + 3 < count; e += 4) { a0 += partials[e]; a1 += partials[e + 1]; a2 += partials[e + 2]; a3 += partials[e + 3]; }
-        for (; e < count; e++) a0 += partials[e];
-        output[slot] = (a0 + a1) + (a2 + a3);
-    }
-
-    // Tree-sums shared[0..GroupSize) into shared[0]; every thread of the group must call it.
-    private static void GroupTreeSum(ArrayView<float> shared, int lane)
-    {
-        for (int half = GroupSize / 2; half > 0; half >>= 1)
-        {
-            if (lane < half) shared[lane] += shared[lane + half];
-            Group.Barrier();
-        }
-    }
-
-    // Grouped stage 1 (G groups of 128). x [n] → partials [G]: thread (g, l) sums x[e]² for
-    // e = g·128 + l + k·G·128, then the group tree-sums its 128 values into partials[g].
-    internal static void SumOfSquaresGroupedKernel(ArrayView<float> x, ArrayView<float> partials, int n)
-    {
-        var shared = SharedMemory.Allocate<float>(GroupSize);
-        int lane = Group.IdxX;
-        int stride = Grid.DimX * GroupSize;
-        float a0 = 0, a1 = 0;
-        int e = Grid.IdxX * GroupSize + lane;
-        for (; e + stride < n; e += 2 * stride)
-        {
-            float x0 = x[e], x1 = x[e + stride];
-            a0 += x0 * x0; a1 += x1 * x1;
-        }
-        if (e < n) { float v = x[e]; a0 += v * v; }
-        shared[lane] = a0 + a1;
-        Group.Barrier();
-        GroupTreeSum(shared, lane);
-        if (lane == 0) partials[Grid.IdxX] = shared[0];
-    }
-
-    // Grouped stage 2 (one group of 128). partials [count] → output[slot] = tree sum of the
-    // lane-strided sums Σ_k partials[l + 128k].
-    internal static void SumPartialsGroupedKernel(ArrayView<float> partials, int count, ArrayView<float> output, int slot)
-    {
-        var shared = SharedMemory.Allocate<float>(GroupSize);
-        int lane = Group.IdxX;
-        float a = 0;
-        for (int e = lane; e < count; e += GroupSize) a += partials[e];
-        shared[lane] = a;
-        Group.Barrier();
-        GroupTreeSum(shared, lane);
-        if (lane == 0) output[slot] = shared[0];
-    }
-
     /// <summary>
-    /// partials[slot] = Σ x² of one tensor, by a fixed two-stage reduction on the device (deterministic; the
-    /// family's own scratch holds stage 1). Call it once per gradient tensor, each with its own slot, then
-    /// <see cref="ClipScale"/>. Nothing is read back to the host. An empty x writes 0.
+    /// partials[slot] = Σ x² of one tensor, by the deterministic row reduction on the device. Call it once per
+    /// gradient tensor, each with its own slot, then <see cref="ClipScale"/>. Nothing is read back to the host.
+    /// An empty x writes 0.
     /// </summary>
-    public void SumOfSquares(ArrayView<float> x, ArrayView<float> partials, int slot) =>
-        SumOfSquares(x, partials, slot, ReductionVariant.Auto);
-
-    internal void SumOfSquares(ArrayView<float> x, ArrayView<float> partials, int slot, ReductionVariant variant)
+    public void SumOfSquares(ArrayView<float> x, ArrayView<float> partials, int slot, ReductionVariant variant = ReductionVariant.Auto)
     {
         CheckScalarIndex(partials, slot, "partials");
-        int n = checked((int)x.Length);
-        if (variant == ReductionVariant.Auto) variant = device.IsCpu ? ReductionVariant.BarrierFree : ReductionVariant.Grouped;
-        var stage1 = scratch.View;
-        if (variant == ReductionVariant.BarrierFree)
-        {
-            int p = BarrierFreePartials(n);
-            if (n > 0) sumSquaresPartials(device.Stream, p, x, stage1, n, p);
-            sumPartials(device.Stream, 1, stage1, n > 0 ? p : 0, partials, slot);
-        }
-        else
-        {
-            int g = GroupedPartials(n);
-            if (n > 0) sumSquaresGrouped(device.Stream, new KernelConfig(g, GroupSize), x, stage1, n);
-            sumPartialsGrouped(device.Stream, new KernelConfig(1, GroupSize), stage1, n > 0 ? g : 0, partials, slot);
-        }
+        reduce.Rows(new SquareTerm(x), new StoreSink(partials, slot, 1f), 1, checked((int)x.Length), variant);
     }
 
-    /// <summary>Stage-1 thread count of the barrier-free reduction: ⌈n/256⌉ clamped to [1, 1024].</summary>
-    internal static int BarrierFreePartials(int n) => Math.Clamp((int)((n + (long)BarrierFreeChunk - 1) / BarrierFreeChunk), 1, MaxPartials);
-
-    /// <summary>Stage-1 group count of the grouped reduction: ⌈n/(128·16)⌉ clamped to [1, 1024].</summary>
-    internal static int GroupedPartials(int n) => Math.Clamp((int)((n + (long)GroupSize * GroupedChunk - 1) / (GroupSize * GroupedChunk)), 1, MaxPartials);
-
-    // One thread. partials [count] → normAndScale [2]: norm = √Σ partials (ascending order),
-    // scale = min(1, maxNorm/(norm + 1e-6))  (torch.nn.utils.clip_grad_norm_'s rule).
-    internal static void ClipScaleKernel(Index1D i, ArrayView<float> partials, int count, float maxNorm, ArrayView<float> normAndScale)
+    // normAndScale [2]: norm = √Σ partials, scale = min(1, maxNorm/(norm + 1e-6))  (torch.nn.utils.clip_grad_norm_'s rule).
+    internal readonly struct ClipSink(float maxNorm, ArrayView<float> normAndScale) : IReductionSink
     {
-        float sum = 0;
-        for (int e = 0; e < count; e++) sum += partials[e];
-        float norm = MathF.Sqrt(sum);
-        float scale = maxNorm / (norm + 1e-6f);
-        normAndScale[0] = norm;
-        normAndScale[1] = scale >= 1f ? 1f : scale; // NaN stays NaN
+        public void Write(int row, float total)
+        {
+            float norm = MathF.Sqrt(total);
+            float scale = maxNorm / (norm + 1e-6f);
+            normAndScale[0] = norm;
+            normAndScale[1] = scale >= 1f ? 1f : scale; // NaN stays NaN
+        }
     }
 
     /// <summary>
@@ -356,27 +196,20 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
         if (normAndScale.Length < 2)
             throw new ArgumentException($"ClipScale: normAndScale must have at least 2 elements (norm, scale), got {normAndScale.Length}");
         if (!(maxNorm > 0)) throw new ArgumentException($"ClipScale: maxNorm must be positive, got {maxNorm}");
-        clipScale(device.Stream, 1, partials, count, maxNorm, normAndScale);
+        reduce.Rows(new ValueTerm(partials), new ClipSink(maxNorm, normAndScale), 1, count);
     }
 
-    // x [n] *= scale[index] (a device scalar, e.g. the clip scale), 4 elements per thread, strided.
-    internal static void ScaleByDeviceScalarKernel(Index1D i, ArrayView<float> x, ArrayView<float> scale, int index, int n, int stride)
+    // x [n] *= scale[index] (a device scalar, e.g. the clip scale).
+    internal readonly struct ScaleByDeviceScalarKernel(ArrayView<float> x, ArrayView<float> scale, int index) : IElementKernel
     {
-        float c = scale[index];
-        for (int k = 0; k < ItemsPerThread; k++)
-        {
-            int j = i + k * stride;
-            if (j < n) x[j] = x[j] * c;
-        }
+        public void Element(int j) => x[j] = x[j] * scale[index];
     }
 
     /// <summary>x *= scale[index], where the scale lives on the device (e.g. normAndScale, index 1). Scale 1 leaves x bit-identical.</summary>
     public void ScaleByDeviceScalar(ArrayView<float> x, ArrayView<float> scale, int index)
     {
         CheckScalarIndex(scale, index, "scale");
-        int n = checked((int)x.Length);
-        if (n == 0) return;
-        scaleByDeviceScalar(device.Stream, Threads(n), x, scale, index, n, Threads(n));
+        device.LaunchElements(checked((int)x.Length), new ScaleByDeviceScalarKernel(x, scale, index));
     }
 
     /// <summary>
@@ -399,13 +232,9 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
     // ---------------------------------------------------------------- EMA
 
     // ema, p [n]: ema = decay·ema + (1−decay)·p   (Polyak averaging of the weights, as in the DDPM code).
-    internal static void EmaKernel(Index1D i, ArrayView<float> ema, ArrayView<float> p, float decay, float oneMinusDecay, int n, int stride)
+    internal readonly struct EmaKernel(ArrayView<float> ema, ArrayView<float> p, float decay, float oneMinusDecay) : IElementKernel
     {
-        for (int k = 0; k < ItemsPerThread; k++)
-        {
-            int j = i + k * stride;
-            if (j < n) ema[j] = decay * ema[j] + oneMinusDecay * p[j];
-        }
+        public void Element(int j) => ema[j] = decay * ema[j] + oneMinusDecay * p[j];
     }
 
     /// <summary>ema = decay·ema + (1−decay)·param, in place; decay in [0, 1] (1 − decay computed in double).</summary>
@@ -414,9 +243,7 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
         if (ema.Length != param.Length)
             throw new ArgumentException($"Ema: ema and param must have the same length, got {ema.Length} and {param.Length}");
         if (!(decay >= 0 && decay <= 1)) throw new ArgumentException($"Ema: decay must be in [0, 1], got {decay}");
-        int n = checked((int)ema.Length);
-        if (n == 0) return;
-        this.ema(device.Stream, Threads(n), ema, param, decay, (float)(1 - (double)decay), n, Threads(n));
+        device.LaunchElements(checked((int)ema.Length), new EmaKernel(ema, param, decay, (float)(1 - (double)decay)));
     }
 
     private static void CheckScalarIndex(ArrayView<float> view, int index, string name)

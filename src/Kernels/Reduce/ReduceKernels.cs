@@ -5,26 +5,88 @@ using IlgpuDdpm.Kernels.Device;
 namespace IlgpuDdpm.Kernels.Reduce;
 
 /// <summary>
-/// How a deterministic reduction is parallelised. Both variants give the same bits on every run of one
-/// accelerator (fixed summation order, no atomics); they differ from each other in the last bits.
+/// How the deterministic reduction is parallelised. Every variant gives the same bits on every run of one
+/// accelerator (fixed summation order, no atomics); the variants differ from each other in the last bits.
 /// </summary>
 public enum ReductionVariant
 {
     /// <summary><see cref="PerThreadLoop"/> on the CPU accelerator, <see cref="GroupTree"/> elsewhere.</summary>
     Auto,
 
-    /// <summary>One thread sums a whole segment in a fixed order (4 interleaved accumulators); no barriers.</summary>
+    /// <summary>One thread sums a whole segment in a fixed order (4 interleaved accumulators, <see cref="RowSum"/>); no barriers.</summary>
     PerThreadLoop,
 
     /// <summary>One group of threads per segment: strided per-thread sums, then a fixed binary tree in shared memory.</summary>
     GroupTree,
 }
 
+/// <summary>The value a reduction sums at flat index <c>i</c> of segment row <c>row</c> (e.g. x[i], (a[i] − b[i])²).</summary>
+public interface IReductionTerm
+{
+    /// <summary>The term at flat index <paramref name="i"/>, which lies in row <paramref name="row"/>.</summary>
+    float At(int row, int i);
+}
+
+/// <summary>What a reduction does with the total of row <c>row</c> (store it, scale it, add it, finish a statistic).</summary>
+public interface IReductionSink
+{
+    /// <summary>Receives Σ of row <paramref name="row"/>.</summary>
+    void Write(int row, float total);
+}
+
+/// <summary>x[i].</summary>
+public readonly struct ValueTerm(ArrayView<float> x) : IReductionTerm
+{
+    /// <inheritdoc/>
+    public float At(int row, int i) => x[i];
+}
+
+/// <summary>x[i]².</summary>
+public readonly struct SquareTerm(ArrayView<float> x) : IReductionTerm
+{
+    /// <inheritdoc/>
+    public float At(int row, int i)
+    {
+        float v = x[i];
+        return v * v;
+    }
+}
+
+/// <summary>(a[i] − b[i])².</summary>
+public readonly struct SquaredDifferenceTerm(ArrayView<float> a, ArrayView<float> b) : IReductionTerm
+{
+    /// <inheritdoc/>
+    public float At(int row, int i)
+    {
+        float d = a[i] - b[i];
+        return d * d;
+    }
+}
+
+/// <summary>output[offset + row] = scale · total (scale 1 stores the total unchanged).</summary>
+public readonly struct StoreSink(ArrayView<float> output, int offset, float scale) : IReductionSink
+{
+    /// <inheritdoc/>
+    public void Write(int row, float total) => output[offset + row] = scale * total;
+}
+
+/// <summary>output[row] += total.</summary>
+public readonly struct AddSink(ArrayView<float> output) : IReductionSink
+{
+    /// <inheritdoc/>
+    public void Write(int row, float total) => output[row] += total;
+}
+
 /// <summary>
-/// Deterministic reductions of a long vector to one number — Σx and Σ(a−b)² (the MSE loss) — and their
-/// backward kernels. Two stages: stage 1 sums fixed segments of <see cref="SegmentLength"/> elements into
-/// partial sums (one thread or one group per segment), stage 2 sums the partials into the output. The
-/// summation order depends only on the length and the variant, never on timing: same inputs, same bits.
+/// THE deterministic reduction of the project: <c>rows</c> rows of <c>rowLength</c> consecutive indices,
+/// each summed to one number in an order that depends only on the lengths and the variant, never on timing,
+/// so the same inputs give the same bits. Two stages: rows longer than <see cref="SegmentLength"/> are cut
+/// into segments summed into partials (stage 1), whose row sums (stage 2, the same kernel over the
+/// partials) reach the sink; a row of at most one segment goes to the sink in one stage. Per segment:
+/// <see cref="ReductionVariant.PerThreadLoop"/> (one thread, <see cref="RowSum"/>'s 4 accumulators) or
+/// <see cref="ReductionVariant.GroupTree"/> (a group, strided sums then <see cref="GroupTreeSum"/>).
+/// What is summed is an <see cref="IReductionTerm"/>, where it goes an <see cref="IReductionSink"/>: the losses
+/// (Σx, Σ(a−b)²), group norm's statistics, the gradient norm and the variational bound are all this.
 /// ILGPU.Algorithms' <c>Reduce</c> is not used: it finishes with atomic adds, whose float order varies.
 /// </summary>
 public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
@@ -36,32 +98,18 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
     internal const int MaxTreeWidth = 256;
 
     private readonly ComputeDevice device;
-    private readonly int treeWidth;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> partialsLoop;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> partialsTree;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, float> finalLoop;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, float> finalTree;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, float, int, int> broadcastAdd;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, int, int> squaredDifferenceBackward;
 
     private ReduceKernels(ComputeDevice device)
     {
         this.device = device;
-        var acc = device.Accelerator;
-        treeWidth = TreeWidthFor(acc, MaxTreeWidth);
-        partialsLoop = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(PartialSumsLoopKernel);
-        partialsTree = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(PartialSumsTreeKernel);
-        finalLoop = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, float>(FinalSumLoopKernel);
-        finalTree = acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, float>(FinalSumTreeKernel);
-        broadcastAdd = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, float, int, int>(BroadcastAddKernel);
-        squaredDifferenceBackward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, int, int>(SquaredDifferenceBackwardKernel);
+        TreeWidth = TreeWidthFor(device.Accelerator, MaxTreeWidth);
     }
 
     /// <inheritdoc/>
     public static ReduceKernels Create(ComputeDevice device) => new(device);
 
-    // ---------------------------------------------------------------------------------------------
-    // Shared helpers (also used by NormKernels)
+    /// <summary>The widest tree group on this accelerator (a power of two ≤ <see cref="MaxTreeWidth"/>).</summary>
+    internal int TreeWidth { get; }
 
     /// <summary>The largest power of two ≤ min(<paramref name="cap"/>, the accelerator's group limit).</summary>
     internal static int TreeWidthFor(Accelerator acc, int cap)
@@ -79,17 +127,6 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
         while (width < n && width < cap) width *= 2;
         return width;
     }
-
-    /// <summary>
-    /// Elements per thread for chunked element-wise kernels: 1 on GPUs (coalesced, one thread per element);
-    /// on the CPU accelerator, which runs one OS thread per kernel thread, enough that about
-    /// <c>MaxNumThreads</c> threads cover the vector. The choice never changes results (no reduction).
-    /// </summary>
-    internal static int ElementChunk(ComputeDevice device, int length) =>
-        device.IsCpu ? Math.Max(1, (int)((length + (long)device.Accelerator.MaxNumThreads - 1) / device.Accelerator.MaxNumThreads)) : 1;
-
-    /// <summary>Number of threads covering <paramref name="length"/> elements in chunks of <paramref name="chunk"/>.</summary>
-    internal static int ThreadsFor(int length, int chunk) => (int)(((long)length + chunk - 1) / chunk);
 
     /// <summary>
     /// Sums one value per thread of the group with a fixed binary tree in <paramref name="shared"/>
@@ -111,160 +148,150 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
         return total;
     }
 
-    // The reduced term: x[i] (mode 0) or (a[i] − b[i])² (mode 1).
-    private static float Term(ArrayView<float> a, ArrayView<float> b, int i, int squaredDifference)
-    {
-        if (squaredDifference == 0) return a[i];
-        float d = a[i] - b[i];
-        return d * d;
-    }
-
     // ---------------------------------------------------------------------------------------------
-    // Stage 1: a [n] (and b [n]) -> partials [ceil(n / SegmentLength)]
-    // partials[p] = Σ_{i in segment p} term(i), term = a[i] or (a[i] − b[i])²
+    // One stage: unit j = segment c of row r (j = r·segments + c) sums term over
+    // [r·rowLength + c·segment, min(that + segment, (r + 1)·rowLength)) and hands the sum to sink.Write(j).
 
-    // One thread per segment; element i of the segment goes to accumulator i mod 4, combined as (s0+s1)+(s2+s3).
-    internal static void PartialSumsLoopKernel(Index1D p, ArrayView<float> a, ArrayView<float> b, ArrayView<float> partials, int n, int squaredDifference)
+    // One thread per segment, RowSum's order: element k of the segment goes to accumulator k mod 4.
+    internal readonly struct LoopStageKernel<TTerm, TSink>(TTerm term, TSink sink, int rowLength, int segment, int segments) : IElementKernel
+        where TTerm : struct, IReductionTerm where TSink : struct, IReductionSink
     {
-        int start = p * SegmentLength;
-        int end = Math.Min(start + SegmentLength, n);
-        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-        int i = start;
-        for (; i + 4 <= end; i += 4)
+        public void Element(int j)
         {
-            s0 += Term(a, b, i, squaredDifference);
-            s1 += Term(a, b, i + 1, squaredDifference);
-            s2 += Term(a, b, i + 2, squaredDifference);
-            s3 += Term(a, b, i + 3, squaredDifference);
+            int r = j / segments;
+            int start = r * rowLength + (j - r * segments) * segment;
+            int end = Math.Min(start + segment, r * rowLength + rowLength);
+            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+            int i = start;
+            for (; i + 3 < end; i += 4)
+            {
+                s0 += term.At(r, i);
+                s1 += term.At(r, i + 1);
+                s2 += term.At(r, i + 2);
+                s3 += term.At(r, i + 3);
+            }
+            for (; i < end; i++) s0 += term.At(r, i);
+            sink.Write(j, (s0 + s1) + (s2 + s3));
         }
-        for (; i < end; i++) s0 += Term(a, b, i, squaredDifference);
-        partials[p] = (s0 + s1) + (s2 + s3);
     }
 
-    // One group per segment (grid = #segments): thread t sums elements t, t + w, t + 2w, … of the
-    // segment (coalesced), then the group's fixed tree adds the w per-thread sums.
-    internal static void PartialSumsTreeKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> partials, int n, int squaredDifference)
+    // One group per segment (grid = #segments): thread t sums elements t, t + w, t + 2w, … of the segment
+    // (coalesced), then the group's fixed tree adds the w per-thread sums.
+    internal readonly struct TreeStageKernel<TTerm, TSink>(TTerm term, TSink sink, int rowLength, int segment, int segments) : IGroupKernel
+        where TTerm : struct, IReductionTerm where TSink : struct, IReductionSink
     {
-        var shared = SharedMemory.Allocate<float>(MaxTreeWidth);
-        int p = Grid.IdxX;
-        int start = p * SegmentLength;
-        int end = Math.Min(start + SegmentLength, n);
-        float s = 0f;
-        for (int i = start + Group.IdxX; i < end; i += Group.DimX) s += Term(a, b, i, squaredDifference);
-        float total = GroupTreeSum(shared, s);
-        if (Group.IdxX == 0) partials[p] = total;
-    }
-
-    // ---------------------------------------------------------------------------------------------
-    // Stage 2: partials [count] -> output [1] = scale · Σ partials
-
-    // A single thread, 4 interleaved accumulators as in stage 1.
-    internal static void FinalSumLoopKernel(Index1D unused, ArrayView<float> partials, ArrayView<float> output, int count, float scale)
-    {
-        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-        int i = 0;
-        for (; i + 4 <= count; i += 4)
+        public void Execute()
         {
-            s0 += partials[i];
-            s1 += partials[i + 1];
-            s2 += partials[i + 2];
-            s3 += partials[i + 3];
+            var shared = SharedMemory.Allocate<float>(MaxTreeWidth);
+            int j = Grid.IdxX;
+            int r = j / segments;
+            int start = r * rowLength + (j - r * segments) * segment;
+            int end = Math.Min(start + segment, r * rowLength + rowLength);
+            float s = 0f;
+            for (int i = start + Group.IdxX; i < end; i += Group.DimX) s += term.At(r, i);
+            float total = GroupTreeSum(shared, s);
+            if (Group.IdxX == 0) sink.Write(j, total);
         }
-        for (; i < count; i++) s0 += partials[i];
-        output[0] = scale * ((s0 + s1) + (s2 + s3));
     }
 
-    // A single group: strided per-thread sums, then the fixed tree.
-    internal static void FinalSumTreeKernel(ArrayView<float> partials, ArrayView<float> output, int count, float scale)
+    // A sink that maps segment j back to its row for the final sink, used when a row is one segment.
+    internal readonly struct PartialsTerm(ArrayView<float> partials) : IReductionTerm
     {
-        var shared = SharedMemory.Allocate<float>(MaxTreeWidth);
-        float s = 0f;
-        for (int i = Group.IdxX; i < count; i += Group.DimX) s += partials[i];
-        float total = GroupTreeSum(shared, s);
-        if (Group.IdxX == 0) output[0] = scale * total;
+        public float At(int row, int i) => partials[i];
     }
+
+    /// <summary>
+    /// For r in [0, <paramref name="rows"/>): <c>sink.Write(r, Σ_{i = r·rowLength}^{(r+1)·rowLength − 1} term.At(r, i))</c>,
+    /// deterministically (see the class remarks). An empty row (rowLength 0) writes 0.
+    /// <paramref name="maxTreeWidth"/> caps the tree variant's group (0 = <see cref="TreeWidth"/>; tests use small
+    /// ones: barriers are slow on the CPU accelerator).
+    /// </summary>
+    public void Rows<TTerm, TSink>(TTerm term, TSink sink, int rows, int rowLength, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0)
+        where TTerm : struct, IReductionTerm where TSink : struct, IReductionSink
+    {
+        if (maxTreeWidth == 0) maxTreeWidth = TreeWidth;
+        if (maxTreeWidth < 1 || maxTreeWidth > TreeWidth || (maxTreeWidth & (maxTreeWidth - 1)) != 0)
+            throw new ArgumentException($"reduce: the tree width must be a power of two from 1 to {TreeWidth}, got {maxTreeWidth}");
+        if (rows < 0 || rowLength < 0 || (long)rows * rowLength > int.MaxValue - SegmentLength)
+            throw new ArgumentException($"reduce: {rows} rows of {rowLength} exceed 2^31 − {SegmentLength + 1} elements (32-bit indices)");
+        if (rows == 0) return;
+        bool tree = Resolve(variant) == ReductionVariant.GroupTree;
+        int segments = (rowLength + SegmentLength - 1) / SegmentLength;
+        if (segments <= 1)
+        {
+            Stage(term, sink, rows, rowLength, Math.Max(1, rowLength), 1, tree, maxTreeWidth);
+            return;
+        }
+        // The partials go back to the pool as soon as both stages are queued: every later use of that
+        // memory is queued after them on the same stream.
+        using var partials = device.Pool.Rent<float>(rows * segments);
+        Stage(term, new StoreSink(partials.View, 0, 1f), rows, rowLength, SegmentLength, segments, tree, maxTreeWidth);
+        Stage(new PartialsTerm(partials.View), sink, rows, segments, segments, 1, tree, maxTreeWidth);
+    }
+
+    private void Stage<TTerm, TSink>(TTerm term, TSink sink, int rows, int rowLength, int segment, int segments, bool tree, int maxTreeWidth)
+        where TTerm : struct, IReductionTerm where TSink : struct, IReductionSink
+    {
+        int units = rows * segments;
+        if (tree)
+        {
+            device.Launch(new KernelConfig(units, PowerOfTwoAtLeast(Math.Min(segment, Math.Max(1, rowLength)), maxTreeWidth)),
+                          new TreeStageKernel<TTerm, TSink>(term, sink, rowLength, segment, segments));
+            return;
+        }
+        // A segment is already `segment` elements of work: one per thread on a GPU, and on the CPU
+        // accelerator enough segments per thread to make up the element shape's share.
+        var shape = device.ElementShape with { MinItemsPerThread = Math.Max(1, device.ElementShape.MinItemsPerThread / segment) };
+        device.LaunchElements(shape, units, new LoopStageKernel<TTerm, TSink>(term, sink, rowLength, segment, segments));
+    }
+
+    /// <summary>The variant <see cref="ReductionVariant.Auto"/> stands for on this device.</summary>
+    public ReductionVariant Resolve(ReductionVariant variant) => variant switch
+    {
+        ReductionVariant.Auto => device.IsCpu ? ReductionVariant.PerThreadLoop : ReductionVariant.GroupTree,
+        _ => variant,
+    };
 
     // ---------------------------------------------------------------------------------------------
-    // Backward kernels: chunked, thread t handles elements [t·chunk, (t+1)·chunk).
-
-    // d/dx_i of L = scale · Σ x:  dx[i] += scale · dloss[0]
-    internal static void BroadcastAddKernel(Index1D t, ArrayView<float> dx, ArrayView<float> dloss, float scale, int n, int chunk)
-    {
-        int start = t * chunk;
-        int end = Math.Min(start + chunk, n);
-        float g = scale * dloss[0];
-        for (int i = start; i < end; i++) dx[i] += g;
-    }
-
-    // d/da_i of L = s · Σ (a − b)²:  grad[i] += 2s · (a[i] − b[i]) · dloss[0]   (coefficient = ±2s)
-    internal static void SquaredDifferenceBackwardKernel(Index1D t, ArrayView<float> a, ArrayView<float> b, ArrayView<float> dloss, ArrayView<float> grad, float coefficient, int n, int chunk)
-    {
-        int start = t * chunk;
-        int end = Math.Min(start + chunk, n);
-        float g = coefficient * dloss[0];
-        for (int i = start; i < end; i++) grad[i] += g * (a[i] - b[i]);
-    }
-
-    // ---------------------------------------------------------------------------------------------
-    // Launch methods
-
-    /// <summary>Number of stage-1 partial sums for <paramref name="length"/> elements.</summary>
-    public static int PartialCount(int length) => (length + SegmentLength - 1) / SegmentLength;
+    // The losses
 
     /// <summary>x [n] -> output [1] = scale · Σ_i x[i]. Deterministic (see the class remarks).</summary>
-    public void Sum(ArrayView<float> x, ArrayView<float> output, float scale = 1f, ReductionVariant variant = ReductionVariant.Auto)
+    public void Sum(ArrayView<float> x, ArrayView<float> output, float scale = 1f, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0)
     {
         if (x.Length < 1) throw new ArgumentException("sum: the input must hold at least one element");
         if (output.Length != 1) throw new ArgumentException($"sum: expected an output of 1 element, got {output.Length}");
-        Reduce(x, x, output, scale, 0, variant, treeWidth);
+        Rows(new ValueTerm(x), new StoreSink(output, 0, scale), 1, Length(x, "sum"), variant, maxTreeWidth);
     }
 
     /// <summary>
     /// a [n], b [n] -> output [1] = scale · Σ_i (a[i] − b[i])²; with scale = 1/n this is the MSE loss.
     /// Deterministic (see the class remarks).
     /// </summary>
-    public void SumOfSquaredDifferences(ArrayView<float> a, ArrayView<float> b, ArrayView<float> output, float scale = 1f, ReductionVariant variant = ReductionVariant.Auto)
+    public void SumOfSquaredDifferences(ArrayView<float> a, ArrayView<float> b, ArrayView<float> output, float scale = 1f, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0)
     {
         if (a.Length < 1) throw new ArgumentException("sum of squared differences: the inputs must hold at least one element");
         if (b.Length != a.Length) throw new ArgumentException($"sum of squared differences: expected inputs of equal length, got {a.Length} and {b.Length}");
         if (output.Length != 1) throw new ArgumentException($"sum of squared differences: expected an output of 1 element, got {output.Length}");
-        Reduce(a, b, output, scale, 1, variant, treeWidth);
+        Rows(new SquaredDifferenceTerm(a, b), new StoreSink(output, 0, scale), 1, Length(a, "sum of squared differences"), variant, maxTreeWidth);
     }
 
-    /// <summary>
-    /// Both reductions (squaredDifference 0: scale·Σa, 1: scale·Σ(a−b)²) with the tree variant's group width
-    /// capped at <paramref name="maxTreeWidth"/> (a power of two; tests use small ones: barriers are slow on
-    /// the CPU accelerator). Lengths are checked by the public methods.
-    /// </summary>
-    internal void Reduce(ArrayView<float> a, ArrayView<float> b, ArrayView<float> output, float scale, int squaredDifference, ReductionVariant variant, int maxTreeWidth)
+    private static int Length(ArrayView<float> x, string what) =>
+        x.Length <= int.MaxValue - SegmentLength ? (int)x.Length : throw new ArgumentException($"{what}: at most 2^31 − {SegmentLength + 1} elements (32-bit indices), got {x.Length}");
+
+    // ---------------------------------------------------------------------------------------------
+    // Backward of the losses: element-wise, ADDING into the gradient.
+
+    // d/dx_i of L = scale · Σ x:  dx[i] += scale · dloss[0]
+    internal readonly struct BroadcastAddKernel(ArrayView<float> dx, ArrayView<float> dloss, float scale) : IElementKernel
     {
-        if (maxTreeWidth < 1 || maxTreeWidth > treeWidth || (maxTreeWidth & (maxTreeWidth - 1)) != 0)
-            throw new ArgumentException($"reduce: the tree width must be a power of two from 1 to {treeWidth}, got {maxTreeWidth}");
-        if (a.Length > int.MaxValue - SegmentLength) throw new ArgumentException($"reduce: at most 2^31 − {SegmentLength + 1} elements (32-bit indices), got {a.Length}");
-        int n = (int)a.Length;
-        int count = PartialCount(n);
-        // The partials go back to the pool as soon as both stages are queued: every later use of that
-        // memory is queued after them on the same stream.
-        using var partials = device.Pool.Rent<float>(count);
-        bool tree = Resolve(variant) == ReductionVariant.GroupTree;
-        if (tree)
-        {
-            partialsTree(device.Stream, new KernelConfig(count, maxTreeWidth), a, b, partials.View, n, squaredDifference);
-            finalTree(device.Stream, new KernelConfig(1, PowerOfTwoAtLeast(count, maxTreeWidth)), partials.View, output, count, scale);
-        }
-        else
-        {
-            partialsLoop(device.Stream, count, a, b, partials.View, n, squaredDifference);
-            finalLoop(device.Stream, 1, partials.View, output, count, scale);
-        }
+        public void Element(int i) => dx[i] += scale * dloss[0];
     }
 
-    /// <summary>The variant <see cref="ReductionVariant.Auto"/> stands for on this device.</summary>
-    internal ReductionVariant Resolve(ReductionVariant variant) => variant switch
+    // d/da_i of L = s · Σ (a − b)²:  grad[i] += 2s · (a[i] − b[i]) · dloss[0]   (coefficient = ±2s)
+    internal readonly struct SquaredDifferenceBackwardKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> dloss, ArrayView<float> grad, float coefficient) : IElementKernel
     {
-        ReductionVariant.Auto => device.IsCpu ? ReductionVariant.PerThreadLoop : ReductionVariant.GroupTree,
-        _ => variant,
-    };
+        public void Element(int i) => grad[i] += coefficient * dloss[0] * (a[i] - b[i]);
+    }
 
     /// <summary>
     /// Backward of <c>output = scale · Σ x</c>: dx[i] += scale · dloss[0] for every i (dloss: a 1-element
@@ -274,9 +301,7 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
     {
         if (dloss.Length != 1) throw new ArgumentException($"sum backward: expected a 1-element upstream gradient, got {dloss.Length}");
         if (dx.Length < 1 || dx.Length > int.MaxValue) throw new ArgumentException($"sum backward: expected a gradient of 1 to 2^31 − 1 elements, got {dx.Length}");
-        int n = (int)dx.Length;
-        int chunk = ElementChunk(device, n);
-        broadcastAdd(device.Stream, ThreadsFor(n, chunk), dx, dloss, scale, n, chunk);
+        device.LaunchElements((int)dx.Length, new BroadcastAddKernel(dx, dloss, scale));
     }
 
     /// <summary>
@@ -291,9 +316,7 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
         if (a.Length < 1 || a.Length > int.MaxValue) throw new ArgumentException($"squared-difference backward: expected 1 to 2^31 − 1 elements, got {a.Length}");
         if (b.Length != a.Length || grad.Length != a.Length)
             throw new ArgumentException($"squared-difference backward: expected a, b and grad of equal length, got {a.Length}, {b.Length} and {grad.Length}");
-        int n = (int)a.Length;
-        int chunk = ElementChunk(device, n);
         float coefficient = (withRespectToB ? -2f : 2f) * scale;
-        squaredDifferenceBackward(device.Stream, ThreadsFor(n, chunk), a, b, dloss, grad, coefficient, n, chunk);
+        device.LaunchElements((int)a.Length, new SquaredDifferenceBackwardKernel(a, b, dloss, grad, coefficient));
     }
 }

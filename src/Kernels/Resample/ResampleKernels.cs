@@ -1,8 +1,5 @@
-using System.Runtime.CompilerServices;
 using ILGPU;
-using ILGPU.Runtime;
 using IlgpuDdpm.Kernels.Device;
-using IlgpuDdpm.Kernels.Elementwise;
 
 namespace IlgpuDdpm.Kernels.Resample;
 
@@ -10,26 +7,21 @@ namespace IlgpuDdpm.Kernels.Resample;
 /// Nearest-neighbour ×2 upsampling (the U-Net's <c>Upsample</c> before its conv, DESIGN.md §4) and its
 /// backward. One unit of work = one INPUT element: the forward writes its 2×2 output block, the backward
 /// sums that block of the output gradient — so the backward is a gather in a fixed order, with no atomics
-/// and bit-for-bit repeatable. Grid-stride loops sized as in <see cref="ElementwiseKernels"/>
-/// (<see cref="GridStride"/>: four input elements per thread on a GPU, a few threads per core on the CPU accelerator).
-/// Backward methods ADD into their gradient outputs.
+/// and bit-for-bit repeatable. Grid-stride loops (<see cref="GridStride"/>: four input elements per thread on
+/// a GPU, a few threads per core on the CPU accelerator). Backward methods ADD into their gradient outputs.
 /// </summary>
 public sealed class ResampleKernels : IKernelFamily<ResampleKernels>
 {
     private readonly ComputeDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int, int> upsample;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int, int> upsampleBackward;
 
     private ResampleKernels(ComputeDevice device, GridStride launch)
     {
         this.device = device;
         Launch = launch;
-        upsample = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, int>(Upsample2xKernel);
-        upsampleBackward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, int>(Upsample2xBackwardKernel);
     }
 
     /// <inheritdoc/>
-    public static ResampleKernels Create(ComputeDevice device) => new(device, GridStride.For(device));
+    public static ResampleKernels Create(ComputeDevice device) => new(device, device.ElementShape);
 
     /// <summary>A family with a chosen launch shape (tests run the GPU's, and odd ones, on the CPU).</summary>
     internal static ResampleKernels CreateWith(ComputeDevice device, GridStride launch) => new(device, launch);
@@ -37,18 +29,13 @@ public sealed class ResampleKernels : IKernelFamily<ResampleKernels>
     /// <summary>How launches are sized (units = input elements).</summary>
     internal GridStride Launch { get; }
 
-    private int Threads(int units) => Launch.Threads(units);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int Next(int e, int stride, int n) => e < n - stride ? e + stride : n;
-
     // x [N,C,H,W] -> y [N,C,2H,2W]:  y[n,c,2h+a,2w+b] = x[n,c,h,w], a,b ∈ {0,1}
     // Input element e = row·W + w with row = (n·C + c)·H + h; its block starts at output row 2·row, column 2w.
-    internal static void Upsample2xKernel(Index1D i, ArrayView<float> x, ArrayView<float> y, int width, int n, int stride)
+    internal readonly struct Upsample2xKernel(ArrayView<float> x, ArrayView<float> y, int width) : IElementKernel
     {
-        int outWidth = 2 * width;
-        for (int e = i.X; e < n; e = Next(e, stride, n))
+        public void Element(int e)
         {
+            int outWidth = 2 * width;
             int row = e / width;
             int w = e - row * width;
             int top = 2 * row * outWidth + 2 * w;
@@ -62,11 +49,11 @@ public sealed class ResampleKernels : IKernelFamily<ResampleKernels>
 
     // dy [N,C,2H,2W] -> dx [N,C,H,W] (ADDS):
     //   dx[n,c,h,w] += (dy[2h,2w] + dy[2h,2w+1]) + (dy[2h+1,2w] + dy[2h+1,2w+1])   (fixed order)
-    internal static void Upsample2xBackwardKernel(Index1D i, ArrayView<float> dy, ArrayView<float> dx, int width, int n, int stride)
+    internal readonly struct Upsample2xBackwardKernel(ArrayView<float> dy, ArrayView<float> dx, int width) : IElementKernel
     {
-        int outWidth = 2 * width;
-        for (int e = i.X; e < n; e = Next(e, stride, n))
+        public void Element(int e)
         {
+            int outWidth = 2 * width;
             int row = e / width;
             int w = e - row * width;
             int top = 2 * row * outWidth + 2 * w;
@@ -80,7 +67,7 @@ public sealed class ResampleKernels : IKernelFamily<ResampleKernels>
         int len = InputLength(n, c, height, width);
         Expect(x, len, $"upsample x [{n}, {c}, {height}, {width}]");
         Expect(y, 4L * len, $"upsample y [{n}, {c}, {2 * height}, {2 * width}]");
-        upsample(device.Stream, Threads(len), x, y, width, len, Threads(len));
+        device.LaunchElements(Launch, len, new Upsample2xKernel(x, y, width));
     }
 
     /// <summary>
@@ -91,7 +78,7 @@ public sealed class ResampleKernels : IKernelFamily<ResampleKernels>
         int len = InputLength(n, c, height, width);
         Expect(dy, 4L * len, $"upsample dy [{n}, {c}, {2 * height}, {2 * width}]");
         Expect(dx, len, $"upsample dx [{n}, {c}, {height}, {width}]");
-        upsampleBackward(device.Stream, Threads(len), dy, dx, width, len, Threads(len));
+        device.LaunchElements(Launch, len, new Upsample2xBackwardKernel(dy, dx, width));
     }
 
     private static int InputLength(int n, int c, int height, int width)
