@@ -9,12 +9,8 @@ namespace IlgpuDdpm.Kernels.Attention;
 /// the two products <c>qᵀk</c> and <c>v·wᵀ</c> are <see cref="Matmul.MatmulKernels"/> GEMMs. One thread
 /// per row, each sum taken in a fixed order: deterministic, no atomics.
 /// </summary>
-public sealed class AttentionKernels : IKernelFamily<AttentionKernels>
+public sealed class AttentionKernels(ComputeDevice device) : IKernelFamily<AttentionKernels>
 {
-    private readonly ComputeDevice device;
-
-    private AttentionKernels(ComputeDevice device) => this.device = device;
-
     /// <inheritdoc/>
     public static AttentionKernels Create(ComputeDevice device) => new(device);
 

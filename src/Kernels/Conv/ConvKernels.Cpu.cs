@@ -15,11 +15,8 @@ namespace IlgpuDdpm.Kernels.Conv;
 // shape, and the stride-2 backward-input pass, runs the GEMM core.
 public sealed partial class ConvKernels
 {
-    // Kernel argument types are public only because ILGPU's CPU accelerator builds its launch code in a
-    // separate dynamic assembly, which cannot see internal types.
-
     /// <summary>Four floats loaded or stored with one view access (blocked kernels' packed operands).</summary>
-    public struct Float4(float x, float y, float z, float w)
+    internal struct Float4(float x, float y, float z, float w)
     {
         public float X = x, Y = y, Z = z, W = w;
 
@@ -32,7 +29,7 @@ public sealed partial class ConvKernels
     /// A zero-padded copy of an NCHW tensor: dst[n, c, r, q] = src[n, c, (r − PadTop)/Dilation, (q − PadLeft)/Dilation]
     /// where that divides evenly and lies inside, else 0; Cp ≥ C channels (the extra ones zero), Hp rows of Wp4 Float4s.
     /// </summary>
-    public struct Packing
+    internal struct Packing
     {
         public int C, H, W;
         public int Cp, Hp, Wp4;
@@ -42,7 +39,7 @@ public sealed partial class ConvKernels
     }
 
     /// <summary>Dimensions of a blocked launch (fields unused by a kernel are 0).</summary>
-    public struct Blocked
+    internal struct Blocked
     {
         /// <summary>Images, reduction channels (as packed: a multiple of 4 for the 1×1 kernels).</summary>
         public int N, Cin;
@@ -136,8 +133,8 @@ public sealed partial class ConvKernels
         var geometry = new Blocked { N = s.N, Cin = s.Cin, Hp = hp, Wp4 = wp4, Cout = s.Cout, CoB = coB, CoutP = coB * 4, Ci = s.Cin, Ho = s.Ho, Wo = s.Wo, XB = xbs };
         using var packedX = PackInput(x, s.N, packing);
         using var packedDy = PackInput(dy, s.N, dyPacking);
-        if (s.Stride == 1) device.Launch(coB * s.Cin, new WeightGrad3x3BlockedKernel<Stride1>(View4(packedX), View4(packedDy), dw, geometry));
-        else device.Launch(coB * s.Cin, new WeightGrad3x3BlockedKernel<Stride2>(View4(packedX), View4(packedDy), dw, geometry));
+        if (s.Stride == 1) device.Launch(coB * s.Cin, new WeightGrad3x3S1BlockedKernel(View4(packedX), View4(packedDy), dw, geometry));
+        else device.Launch(coB * s.Cin, new WeightGrad3x3S2BlockedKernel(View4(packedX), View4(packedDy), dw, geometry));
     }
 
     /// <summary>The packed input rows and Float4s per row a 3×3 kernel reads for an ho × wo output, and its 4-pixel blocks per row.</summary>
@@ -284,13 +281,13 @@ public sealed partial class ConvKernels
     /// What one packed input row offers a block of 4 consecutive outputs of a 3×3 kernel: the 4-pixel
     /// windows under taps kx = 0, 1, 2.
     /// </summary>
-    public struct Row3
+    internal struct Row3
     {
         public Float4 K0, K1, K2;
     }
 
     /// <summary>How a stride reads the windows of <see cref="Row3"/> from a packed row (a struct: kernels specialise on it).</summary>
-    public interface IStride
+    internal interface IStride
     {
         /// <summary>The stride (1 or 2).</summary>
         int Step { get; }
@@ -300,7 +297,7 @@ public sealed partial class ConvKernels
     }
 
     /// <summary>Stride 1: outputs 4b..4b+3 read inputs 4b..4b+5, Float4s b and b+1.</summary>
-    public struct Stride1 : IStride
+    internal struct Stride1 : IStride
     {
         /// <inheritdoc/>
         public readonly int Step => 1;
@@ -315,7 +312,7 @@ public sealed partial class ConvKernels
     }
 
     /// <summary>Stride 2: outputs 4b..4b+3 read inputs 8b..8b+8, Float4s 2b..2b+2 (9 of their 12 floats).</summary>
-    public struct Stride2 : IStride
+    internal struct Stride2 : IStride
     {
         /// <inheritdoc/>
         public readonly int Step => 2;
@@ -343,33 +340,10 @@ public sealed partial class ConvKernels
         new(sum.X + (k0 * p0.X + k1 * p1.X + k2 * p2.X + k3 * p3.X), sum.Y + (k0 * p0.Y + k1 * p1.Y + k2 * p2.Y + k3 * p3.Y),
             sum.Z + (k0 * p0.Z + k1 * p1.Z + k2 * p2.Z + k3 * p3.Z), sum.W + (k0 * p0.W + k1 * p1.W + k2 * p2.W + k3 * p3.W));
 
-    /// <summary>sum + (d·x0, d·x1, d·x2, d·x3): one dy row against 4 input channels (1×1 weight gradient).</summary>
+    /// <summary>sum + (d·x0, d·x1, d·x2, d·x3): one row against 4 others (the weight gradients' 4 channels at a time).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Float4 Dots(Float4 sum, Float4 d, Float4 x0, Float4 x1, Float4 x2, Float4 x3) =>
         new(sum.X + Float4.Dot(d, x0), sum.Y + Float4.Dot(d, x1), sum.Z + Float4.Dot(d, x2), sum.W + Float4.Dot(d, x3));
-
-    /// <summary>The 9 tap sums of one (output, input) channel pair of the 3×3 weight gradient.</summary>
-    internal struct Taps9
-    {
-        public float T0, T1, T2, T3, T4, T5, T6, T7, T8;
-
-        /// <summary>T[ky, kx] += d · (window kx of row ky): 4 pixels of one dy row.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Add(Float4 d, Row3 r0, Row3 r1, Row3 r2)
-        {
-            T0 += Float4.Dot(d, r0.K0); T1 += Float4.Dot(d, r0.K1); T2 += Float4.Dot(d, r0.K2);
-            T3 += Float4.Dot(d, r1.K0); T4 += Float4.Dot(d, r1.K1); T5 += Float4.Dot(d, r1.K2);
-            T6 += Float4.Dot(d, r2.K0); T7 += Float4.Dot(d, r2.K1); T8 += Float4.Dot(d, r2.K2);
-        }
-
-        /// <summary>dw[at + tap] += T[tap].</summary>
-        public readonly void AddTo(ArrayView<float> dw, int at)
-        {
-            dw[at] += T0; dw[at + 1] += T1; dw[at + 2] += T2;
-            dw[at + 3] += T3; dw[at + 4] += T4; dw[at + 5] += T5;
-            dw[at + 6] += T6; dw[at + 7] += T7; dw[at + 8] += T8;
-        }
-    }
 
     // =====================================================================================================
     // Forward (blocked): also the stride-1 backward-input pass, as a convolution of the padded dy
@@ -479,18 +453,95 @@ public sealed partial class ConvKernels
     // =====================================================================================================
 
     // xp [N,Cin,Hp,Wp4] Float4 (zero-padded x), dyp [N,CoutP,Ho,XB] Float4 (dy, rows padded with zeros to
-    // whole Float4s) -> dw [Cout,Cin,3,3]:  dw[co,ci,ky,kx] += Σ_{n,oy,ox} dy[n,co,oy,ox]·xp[n,ci,s·oy+ky,s·ox+kx]
+    // whole Float4s) -> dw [Cout,Cin,3,3]:  dw[co,ci,ky,kx] += Σ_{n,oy,ox} dy[n,co,oy,ox]·xp[n,ci,oy+ky,ox+kx]
     // Thread: 4 output channels × one input channel × all 9 taps (36 sums). Per 4 pixels of a row: 4 Float4
-    // of dy, 3 packed rows of x, and a 4-term dot product into each sum. 144 multiply-adds per 10 loads at stride 1.
-    internal readonly struct WeightGrad3x3BlockedKernel<TStride>(ArrayView<Float4> xp, ArrayView<Float4> dyp, ArrayView<float> dw, Blocked g) : IThreadKernel where TStride : struct, IStride
+    // of dy, 3 rows × 2 Float4 of x, and a 4-term dot product into each sum. 144 multiply-adds per 10 loads.
+    // Its 36 sums stay plain locals: written over Row3 windows (as the forward is) it took 1.3–2× the CPU time.
+    internal readonly struct WeightGrad3x3S1BlockedKernel(ArrayView<Float4> xp, ArrayView<Float4> dyp, ArrayView<float> dw, Blocked g) : IThreadKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int index)
         {
             int ci = index % g.Cin;
             int cb = index / g.Cin;
-            TStride stride = default;
-            Taps9 s0 = default, s1 = default, s2 = default, s3 = default;
+            float s000 = 0f, s001 = 0f, s002 = 0f, s010 = 0f, s011 = 0f, s012 = 0f, s020 = 0f, s021 = 0f, s022 = 0f;
+            float s100 = 0f, s101 = 0f, s102 = 0f, s110 = 0f, s111 = 0f, s112 = 0f, s120 = 0f, s121 = 0f, s122 = 0f;
+            float s200 = 0f, s201 = 0f, s202 = 0f, s210 = 0f, s211 = 0f, s212 = 0f, s220 = 0f, s221 = 0f, s222 = 0f;
+            float s300 = 0f, s301 = 0f, s302 = 0f, s310 = 0f, s311 = 0f, s312 = 0f, s320 = 0f, s321 = 0f, s322 = 0f;
+            int dyPlane = g.Ho * g.XB;
+            for (int n = 0; n < g.N; n++)
+            {
+                for (int oy = 0; oy < g.Ho; oy++)
+                {
+                    int xr = ((n * g.Cin + ci) * g.Hp + oy) * g.Wp4;
+                    int dr = ((n * g.CoutP + 4 * cb) * g.Ho + oy) * g.XB;
+                    for (int xb = 0; xb < g.XB; xb++)
+                    {
+                        Float4 d0 = dyp[dr + xb], d1 = dyp[dr + dyPlane + xb], d2 = dyp[dr + 2 * dyPlane + xb], d3 = dyp[dr + 3 * dyPlane + xb];
+                        int r0 = xr + xb, r1 = r0 + g.Wp4, r2 = r1 + g.Wp4;
+                        Float4 p0 = xp[r0], q0 = xp[r0 + 1];
+                        Float4 p1 = xp[r1], q1 = xp[r1 + 1];
+                        Float4 p2 = xp[r2], q2 = xp[r2 + 1];
+                    s000 += d0.X * p0.X + d0.Y * p0.Y + d0.Z * p0.Z + d0.W * p0.W;
+                    s001 += d0.X * p0.Y + d0.Y * p0.Z + d0.Z * p0.W + d0.W * q0.X;
+                    s002 += d0.X * p0.Z + d0.Y * p0.W + d0.Z * q0.X + d0.W * q0.Y;
+                    s010 += d0.X * p1.X + d0.Y * p1.Y + d0.Z * p1.Z + d0.W * p1.W;
+                    s011 += d0.X * p1.Y + d0.Y * p1.Z + d0.Z * p1.W + d0.W * q1.X;
+                    s012 += d0.X * p1.Z + d0.Y * p1.W + d0.Z * q1.X + d0.W * q1.Y;
+                    s020 += d0.X * p2.X + d0.Y * p2.Y + d0.Z * p2.Z + d0.W * p2.W;
+                    s021 += d0.X * p2.Y + d0.Y * p2.Z + d0.Z * p2.W + d0.W * q2.X;
+                    s022 += d0.X * p2.Z + d0.Y * p2.W + d0.Z * q2.X + d0.W * q2.Y;
+                    s100 += d1.X * p0.X + d1.Y * p0.Y + d1.Z * p0.Z + d1.W * p0.W;
+                    s101 += d1.X * p0.Y + d1.Y * p0.Z + d1.Z * p0.W + d1.W * q0.X;
+                    s102 += d1.X * p0.Z + d1.Y * p0.W + d1.Z * q0.X + d1.W * q0.Y;
+                    s110 += d1.X * p1.X + d1.Y * p1.Y + d1.Z * p1.Z + d1.W * p1.W;
+                    s111 += d1.X * p1.Y + d1.Y * p1.Z + d1.Z * p1.W + d1.W * q1.X;
+                    s112 += d1.X * p1.Z + d1.Y * p1.W + d1.Z * q1.X + d1.W * q1.Y;
+                    s120 += d1.X * p2.X + d1.Y * p2.Y + d1.Z * p2.Z + d1.W * p2.W;
+                    s121 += d1.X * p2.Y + d1.Y * p2.Z + d1.Z * p2.W + d1.W * q2.X;
+                    s122 += d1.X * p2.Z + d1.Y * p2.W + d1.Z * q2.X + d1.W * q2.Y;
+                    s200 += d2.X * p0.X + d2.Y * p0.Y + d2.Z * p0.Z + d2.W * p0.W;
+                    s201 += d2.X * p0.Y + d2.Y * p0.Z + d2.Z * p0.W + d2.W * q0.X;
+                    s202 += d2.X * p0.Z + d2.Y * p0.W + d2.Z * q0.X + d2.W * q0.Y;
+                    s210 += d2.X * p1.X + d2.Y * p1.Y + d2.Z * p1.Z + d2.W * p1.W;
+                    s211 += d2.X * p1.Y + d2.Y * p1.Z + d2.Z * p1.W + d2.W * q1.X;
+                    s212 += d2.X * p1.Z + d2.Y * p1.W + d2.Z * q1.X + d2.W * q1.Y;
+                    s220 += d2.X * p2.X + d2.Y * p2.Y + d2.Z * p2.Z + d2.W * p2.W;
+                    s221 += d2.X * p2.Y + d2.Y * p2.Z + d2.Z * p2.W + d2.W * q2.X;
+                    s222 += d2.X * p2.Z + d2.Y * p2.W + d2.Z * q2.X + d2.W * q2.Y;
+                    s300 += d3.X * p0.X + d3.Y * p0.Y + d3.Z * p0.Z + d3.W * p0.W;
+                    s301 += d3.X * p0.Y + d3.Y * p0.Z + d3.Z * p0.W + d3.W * q0.X;
+                    s302 += d3.X * p0.Z + d3.Y * p0.W + d3.Z * q0.X + d3.W * q0.Y;
+                    s310 += d3.X * p1.X + d3.Y * p1.Y + d3.Z * p1.Z + d3.W * p1.W;
+                    s311 += d3.X * p1.Y + d3.Y * p1.Z + d3.Z * p1.W + d3.W * q1.X;
+                    s312 += d3.X * p1.Z + d3.Y * p1.W + d3.Z * q1.X + d3.W * q1.Y;
+                    s320 += d3.X * p2.X + d3.Y * p2.Y + d3.Z * p2.Z + d3.W * p2.W;
+                    s321 += d3.X * p2.Y + d3.Y * p2.Z + d3.Z * p2.W + d3.W * q2.X;
+                    s322 += d3.X * p2.Z + d3.Y * p2.W + d3.Z * q2.X + d3.W * q2.Y;
+                    }
+                }
+            }
+            int co = 4 * cb;
+            int at0 = (co * g.Ci + ci) * 9, channel = g.Ci * 9;
+            AddTaps(dw, at0, s000, s001, s002, s010, s011, s012, s020, s021, s022);
+            if (co + 1 < g.Cout) AddTaps(dw, at0 + channel, s100, s101, s102, s110, s111, s112, s120, s121, s122);
+            if (co + 2 < g.Cout) AddTaps(dw, at0 + 2 * channel, s200, s201, s202, s210, s211, s212, s220, s221, s222);
+            if (co + 3 < g.Cout) AddTaps(dw, at0 + 3 * channel, s300, s301, s302, s310, s311, s312, s320, s321, s322);
+        }
+    }
+
+    // As above for stride 2: dw[co,ci,ky,kx] += Σ dy[n,co,oy,ox]·xp[n,ci,2·oy+ky,2·ox+kx]; 3 Float4 per x row,
+    // read as Stride2 windows. (Only the downsampling convs run it: the train step, not the bench rows.)
+    internal readonly struct WeightGrad3x3S2BlockedKernel(ArrayView<Float4> xp, ArrayView<Float4> dyp, ArrayView<float> dw, Blocked g) : IThreadKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Execute(int index)
+        {
+            int ci = index % g.Cin;
+            int cb = index / g.Cin;
+            Stride2 stride = default;
+            // t{ky}{kx}: the sums of tap (ky, kx) for output channels 4·cb + 0..3 (X..W).
+            Float4 t00 = default, t01 = default, t02 = default, t10 = default, t11 = default, t12 = default, t20 = default, t21 = default, t22 = default;
             int dyPlane = g.Ho * g.XB;
             for (int n = 0; n < g.N; n++)
             {
@@ -503,20 +554,27 @@ public sealed partial class ConvKernels
                         Float4 d0 = dyp[dr + xb], d1 = dyp[dr + dyPlane + xb], d2 = dyp[dr + 2 * dyPlane + xb], d3 = dyp[dr + 3 * dyPlane + xb];
                         int at = xr + stride.Step * xb;
                         Row3 r0 = stride.Load(xp, at), r1 = stride.Load(xp, at + g.Wp4), r2 = stride.Load(xp, at + 2 * g.Wp4);
-                        s0.Add(d0, r0, r1, r2);
-                        s1.Add(d1, r0, r1, r2);
-                        s2.Add(d2, r0, r1, r2);
-                        s3.Add(d3, r0, r1, r2);
+                        t00 = Dots(t00, r0.K0, d0, d1, d2, d3); t01 = Dots(t01, r0.K1, d0, d1, d2, d3); t02 = Dots(t02, r0.K2, d0, d1, d2, d3);
+                        t10 = Dots(t10, r1.K0, d0, d1, d2, d3); t11 = Dots(t11, r1.K1, d0, d1, d2, d3); t12 = Dots(t12, r1.K2, d0, d1, d2, d3);
+                        t20 = Dots(t20, r2.K0, d0, d1, d2, d3); t21 = Dots(t21, r2.K1, d0, d1, d2, d3); t22 = Dots(t22, r2.K2, d0, d1, d2, d3);
                     }
                 }
             }
             int co = 4 * cb;
             int at0 = (co * g.Ci + ci) * 9, channel = g.Ci * 9;
-            s0.AddTo(dw, at0);
-            if (co + 1 < g.Cout) s1.AddTo(dw, at0 + channel);
-            if (co + 2 < g.Cout) s2.AddTo(dw, at0 + 2 * channel);
-            if (co + 3 < g.Cout) s3.AddTo(dw, at0 + 3 * channel);
+            AddTaps(dw, at0, t00.X, t01.X, t02.X, t10.X, t11.X, t12.X, t20.X, t21.X, t22.X);
+            if (co + 1 < g.Cout) AddTaps(dw, at0 + channel, t00.Y, t01.Y, t02.Y, t10.Y, t11.Y, t12.Y, t20.Y, t21.Y, t22.Y);
+            if (co + 2 < g.Cout) AddTaps(dw, at0 + 2 * channel, t00.Z, t01.Z, t02.Z, t10.Z, t11.Z, t12.Z, t20.Z, t21.Z, t22.Z);
+            if (co + 3 < g.Cout) AddTaps(dw, at0 + 3 * channel, t00.W, t01.W, t02.W, t10.W, t11.W, t12.W, t20.W, t21.W, t22.W);
         }
+    }
+
+    /// <summary>dw[at + tap] += t[tap] for the 9 taps of one (output, input) channel pair.</summary>
+    private static void AddTaps(ArrayView<float> dw, int at, float t0, float t1, float t2, float t3, float t4, float t5, float t6, float t7, float t8)
+    {
+        dw[at] += t0; dw[at + 1] += t1; dw[at + 2] += t2;
+        dw[at + 3] += t3; dw[at + 4] += t4; dw[at + 5] += t5;
+        dw[at + 6] += t6; dw[at + 7] += t7; dw[at + 8] += t8;
     }
 
     // xp [N,Cin(padded to 4),P4] Float4, dyp [N,CoutP,P4] Float4 (P = H·W flattened, zero tail) -> dw [Cout,Cin]

@@ -122,12 +122,8 @@ internal enum ConvVariant
 /// Backward kernels ADD into their outputs (dx += …, dw += …, db += …). No atomics: every output element is
 /// summed by one thread in a fixed order, so results are bit-for-bit repeatable. See docs/kernels.md (Conv).
 /// </summary>
-public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
+public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<ConvKernels>
 {
-    private readonly ComputeDevice device;
-
-    private ConvKernels(ComputeDevice device) => this.device = device;
-
     /// <inheritdoc/>
     public static ConvKernels Create(ComputeDevice device) => new(device);
 
@@ -302,7 +298,7 @@ public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
     /// TapStep −1. Transposed (weight gradient): the pixels are the rows, and product z covers pixels
     /// [z·SplitLength, (z+1)·SplitLength), 0 past the last.
     /// </summary>
-    public struct Im2col : IGemmOperand
+    internal struct Im2col : IGemmOperand
     {
         public ArrayView<float> Src;
         public int C, H, W, TapsY, TapsX, GridH, GridW, PixelStep, TapStep, OffY, OffX;
@@ -336,7 +332,7 @@ public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
     /// dy as a [C, pixels] matrix: DY[c, (n, p)] = View[n, c, p] (Plane = Ho·Wo pixels per image); product z
     /// covers pixels [z·SplitLength, (z+1)·SplitLength), 0 past the last.
     /// </summary>
-    public struct ChannelMajor : IGemmOperand
+    internal struct ChannelMajor : IGemmOperand
     {
         public ArrayView<float> View;
         public int C, Plane, SplitLength, Pixels;
@@ -357,7 +353,7 @@ public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
     /// <summary>
     /// The weight of one backward-input phase, transposed: A[ci, (co, ty, tx)] = W[co, ci, OffY + Step·ty, OffX + Step·tx].
     /// </summary>
-    public struct PhaseWeights : IGemmOperand
+    internal struct PhaseWeights : IGemmOperand
     {
         public ArrayView<float> W;
         public int Cin, K, TapsY, TapsX, Step, OffY, OffX;
@@ -377,7 +373,7 @@ public sealed partial class ConvKernels : IKernelFamily<ConvKernels>
     /// Scatters C [channels, (n, a, b)] into an NCHW image: Y[n, i, OffY + Step·a, OffX + Step·b] = sum + Bias[i]
     /// (when HasBias), or += sum (when Accumulate). A fused activation would be one more epilogue struct.
     /// </summary>
-    public struct ImageStore : IGemmEpilogue
+    internal struct ImageStore : IGemmEpilogue
     {
         public ArrayView<float> Y, Bias;
         public int HasBias, Accumulate, C, H, W, GridH, GridW, Step, OffY, OffX;

@@ -2,7 +2,7 @@ using IlgpuDdpm.Kernels.Device;
 
 namespace IlgpuDdpm.Kernels.Matmul;
 
-public static partial class GemmCore
+internal static partial class GemmCore
 {
     /// <summary>Rows and columns of C one thread computes in the register-blocked (CPU) kernel.</summary>
     internal const int Block = 16;
@@ -15,22 +15,14 @@ public static partial class GemmCore
 /// ((16 + 16)/256 here; a 4×4 block measured ~5× slower at 256³). Rows and columns past the edge are
 /// clamped for loading (no branches in the k loop) and not stored. k ascends, as in <see cref="TiledGemm{TA, TB, TE}"/>.
 /// </summary>
-internal struct BlockedGemm<TA, TB, TE> : IThreadKernel
+internal readonly struct BlockedGemm<TA, TB, TE>(TA a, TB b, TE e, GemmSize s) : IThreadKernel
     where TA : struct, IGemmOperand where TB : struct, IGemmOperand where TE : struct, IGemmEpilogue
 {
-    public TA A;
-    public TB B;
-    public TE E;
-    public GemmSize S;
-
     private const int Block = GemmCore.Block;
 
     /// <inheritdoc/>
-    public readonly void Execute(int index)
+    public void Execute(int index)
     {
-        TA a = A;
-        TB b = B;
-        GemmSize s = S;
         int perMatrix = (s.M + Block - 1) / Block * s.BlocksN;
         int batch = index / perMatrix, blockIndex = index - batch * perMatrix;
         int i0 = blockIndex / s.BlocksN * Block, j0 = blockIndex % s.BlocksN * Block;
@@ -62,9 +54,9 @@ internal struct BlockedGemm<TA, TB, TE> : IThreadKernel
             bottom.Add(a8, a9, a10, a11, a12, a13, a14, a15, b0, b1, b2, b3, b4, b5, b6, b7);
             bottomRight.Add(a8, a9, a10, a11, a12, a13, a14, a15, b8, b9, b10, b11, b12, b13, b14, b15);
         }
-        top.Store(E, s, batch, i0, j0, 1);
-        topRight.Store(E, s, batch, i0, j0 + 8, 1);
-        bottom.Store(E, s, batch, i0 + 8, j0, 1);
-        bottomRight.Store(E, s, batch, i0 + 8, j0 + 8, 1);
+        top.Store(e, s, batch, i0, j0, 1);
+        topRight.Store(e, s, batch, i0, j0 + 8, 1);
+        bottom.Store(e, s, batch, i0 + 8, j0, 1);
+        bottomRight.Store(e, s, batch, i0 + 8, j0 + 8, 1);
     }
 }

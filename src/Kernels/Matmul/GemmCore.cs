@@ -12,12 +12,9 @@ namespace IlgpuDdpm.Kernels.Matmul;
 // specialises a generic kernel per struct type argument (its GenericKernel sample), so the loads inline
 // as if hand-written. Matmul, conv forward / backward-input / backward-weight and attention's products all
 // run these kernels (docs/kernels.md).
-//
-// Operand and epilogue types are public only because ILGPU's CPU accelerator builds its launch code in a
-// separate dynamic assembly, which cannot see internal types.
 
 /// <summary>One element of a GEMM operand: op(A)[batch, i, k] or op(B)[batch, k, j]; indices are in range.</summary>
-public interface IGemmOperand
+internal interface IGemmOperand
 {
     /// <summary>The element at (<paramref name="row"/>, <paramref name="col"/>) of matrix <paramref name="batch"/>; 0 for padding.</summary>
     float Load(int batch, int row, int col);
@@ -27,14 +24,14 @@ public interface IGemmOperand
 }
 
 /// <summary>What happens to one finished element of C (bias, accumulation, an activation, a scatter).</summary>
-public interface IGemmEpilogue
+internal interface IGemmEpilogue
 {
     /// <summary>Writes <paramref name="sum"/> = Σ_k op(A)[batch,i,k]·op(B)[batch,k,j]; (i, j) lies inside C.</summary>
     void Store(int batch, int i, int j, float sum);
 }
 
 /// <summary>The size of each product of a launch; the number of products is the grid's third dimension.</summary>
-public struct GemmSize
+internal struct GemmSize
 {
     public int M, N, K;
     /// <summary>Register blocks per row of C (the barrier-free CPU kernel).</summary>
@@ -45,7 +42,7 @@ public struct GemmSize
 /// A strided matrix: op[batch, row, col] = View[batch·BatchStride + row·RowStride + col·ColStride]. Covers a
 /// row-major matrix, its transpose, and (BatchStride 0) one matrix shared by every product.
 /// </summary>
-public struct Strided : IGemmOperand
+internal struct Strided : IGemmOperand
 {
     public ArrayView<float> View;
     public int BatchStride, RowStride, ColStride;
@@ -71,7 +68,7 @@ public struct Strided : IGemmOperand
 /// C[b, i, j] = Alpha·sum (+ Bias[j] when HasBias) (+ the old C when Accumulate), C [batch, M, N] row-major:
 /// matmul, Linear, the conv weight gradient and its per-split partial sums.
 /// </summary>
-public struct MatrixStore : IGemmEpilogue
+internal struct MatrixStore : IGemmEpilogue
 {
     public ArrayView<float> C, Bias;
     public int M, N, Accumulate, HasBias;
@@ -163,7 +160,7 @@ internal struct Block8x8
 /// asked) and <see cref="BlockedGemm{TA, TB, TE}"/> on the CPU accelerator, through the one launch path
 /// (<see cref="ComputeDevice.Launch{TKernel}(int, in TKernel)"/>), which loads each instantiation once per device.
 /// </summary>
-public static partial class GemmCore
+internal static partial class GemmCore
 {
     /// <summary>Edge of the C tile one group of the tiled kernel computes.</summary>
     internal const int Tile = 64;
@@ -185,13 +182,13 @@ public static partial class GemmCore
         {
             var size = new GemmSize { M = m, N = n, K = k, BlocksN = (n + Tile - 1) / Tile };
             var groups = new Index3D(size.BlocksN, (m + Tile - 1) / Tile, batch);
-            device.Launch(new KernelConfig(groups, new Index3D(GroupSide, GroupSide, 1)), new TiledGemm<TA, TB, TE> { A = a, B = b, E = epilogue, S = size });
+            device.Launch(new KernelConfig(groups, new Index3D(GroupSide, GroupSide, 1)), new TiledGemm<TA, TB, TE>(a, b, epilogue, size));
             return;
         }
         var blocked = new GemmSize { M = m, N = n, K = k, BlocksN = (n + Block - 1) / Block };
         long threads = (long)batch * ((m + Block - 1) / Block) * blocked.BlocksN;
         if (threads > int.MaxValue) throw new ArgumentException($"gemm {batch}×{m}×{n}×{k}: too many register blocks for a 32-bit launch");
-        device.Launch((int)threads, new BlockedGemm<TA, TB, TE> { A = a, B = b, E = epilogue, S = blocked });
+        device.Launch((int)threads, new BlockedGemm<TA, TB, TE>(a, b, epilogue, blocked));
     }
 
     /// <summary>The two kernel structs of one operand/epilogue choice (the PTX tests compile those launched).</summary>
@@ -208,37 +205,32 @@ public static partial class GemmCore
 /// the matrices), then each thread does 16 k steps of 8 + 8 shared loads for 64 multiply-adds (4 per
 /// load), hand-unrolled 4 deep. The sum over k ascends, as in <see cref="BlockedGemm{TA, TB, TE}"/>.
 /// </summary>
-internal struct TiledGemm<TA, TB, TE> : IGroupKernel
+internal readonly struct TiledGemm<TA, TB, TE>(TA a, TB b, TE e, GemmSize s) : IGroupKernel
     where TA : struct, IGemmOperand where TB : struct, IGemmOperand where TE : struct, IGemmEpilogue
 {
-    public TA A;
-    public TB B;
-    public TE E;
-    public GemmSize S;
-
     /// <summary>Shared-memory row stride: 64 + 1 padding so that stores in either order avoid bank conflicts.</summary>
     private const int TileStride = GemmCore.Tile + 1;
     private const int Tile = GemmCore.Tile, TileK = GemmCore.TileK, GroupSide = GemmCore.GroupSide;
 
     /// <inheritdoc/>
-    public readonly void Execute()
+    public void Execute()
     {
         var tileA = SharedMemory.Allocate<float>(TileK * TileStride); // tileA[kk·65 + ii] = opA[i0 + ii, k0 + kk]
         var tileB = SharedMemory.Allocate<float>(TileK * TileStride); // tileB[kk·65 + jj] = opB[k0 + kk, j0 + jj]
         int tx = Group.IdxX, ty = Group.IdxY, tid = ty * GroupSide + tx;
         int i0 = Grid.IdxY * Tile, j0 = Grid.IdxX * Tile, batch = Grid.IdxZ;
-        bool aAlongK = A.ContiguousInK, bAlongK = B.ContiguousInK;
+        bool aAlongK = a.ContiguousInK, bAlongK = b.ContiguousInK;
         Block8x8 sums = default;
-        for (int k0 = 0; k0 < S.K; k0 += TileK)
+        for (int k0 = 0; k0 < s.K; k0 += TileK)
         {
             // Stage 1024 elements of each operand, 16 per thread, consecutive threads on consecutive addresses.
             for (int q = 0; q < Tile * TileK / (GroupSide * GroupSide); q++)
             {
                 int e = tid + q * GroupSide * GroupSide;
                 int ii = aAlongK ? e / TileK : e & (Tile - 1), ka = aAlongK ? e & (TileK - 1) : e / Tile;
-                tileA[ka * TileStride + ii] = i0 + ii < S.M && k0 + ka < S.K ? A.Load(batch, i0 + ii, k0 + ka) : 0f;
+                tileA[ka * TileStride + ii] = i0 + ii < s.M && k0 + ka < s.K ? a.Load(batch, i0 + ii, k0 + ka) : 0f;
                 int jj = bAlongK ? e / TileK : e & (Tile - 1), kb = bAlongK ? e & (TileK - 1) : e / Tile;
-                tileB[kb * TileStride + jj] = j0 + jj < S.N && k0 + kb < S.K ? B.Load(batch, k0 + kb, j0 + jj) : 0f;
+                tileB[kb * TileStride + jj] = j0 + jj < s.N && k0 + kb < s.K ? b.Load(batch, k0 + kb, j0 + jj) : 0f;
             }
             Group.Barrier();
             for (int t = 0; t < TileK * TileStride; t += 4 * TileStride)
@@ -250,7 +242,7 @@ internal struct TiledGemm<TA, TB, TE> : IGroupKernel
             }
             Group.Barrier();
         }
-        sums.Store(E, S, batch, i0 + ty, j0 + tx, GroupSide);
+        sums.Store(e, s, batch, i0 + ty, j0 + tx, GroupSide);
     }
 
     /// <summary>One k step of a thread's 8×8 block: rows at ta + 8r of tileA, columns at tb + 8c of tileB.</summary>

@@ -41,12 +41,8 @@ public readonly record struct GemmDims(int Batch, int M, int N, int K, bool Tran
 /// register-blocked kernel for ILGPU's CPU accelerator (see <see cref="GemmVariant"/>).
 /// The bias gradient (column sums) is here too.
 /// </summary>
-public sealed class MatmulKernels : IKernelFamily<MatmulKernels>
+public sealed class MatmulKernels(ComputeDevice device) : IKernelFamily<MatmulKernels>
 {
-    private readonly ComputeDevice device;
-
-    private MatmulKernels(ComputeDevice device) => this.device = device;
-
     /// <inheritdoc/>
     public static MatmulKernels Create(ComputeDevice device) => new(device);
 
