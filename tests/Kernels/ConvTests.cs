@@ -51,6 +51,9 @@ public sealed class ConvTests
         [1, 3, 7, 6, 5, 3, 2, 1],
         [2, 3, 5, 5, 5, 1, 1, 0],
         [1, 2, 6, 5, 3, 5, 1, 2],
+        // more output channels than one 64-wide tile; stride 2 with a 1×1 kernel (backward-input phases no tap reaches)
+        [1, 3, 5, 4, 70, 3, 2, 1],
+        [1, 2, 5, 6, 3, 1, 2, 0],
     ];
 
     public static IEnumerable<TestCaseData> Cases()

@@ -14,7 +14,7 @@ namespace IlgpuDdpm.Tests.Kernels;
 /// such a kernel would fail only when a GPU loads it. Kernels are found by convention in the
 /// IlgpuDdpm.Kernels assembly: every kernel struct (<see cref="IThreadKernel"/>, <see cref="IGroupKernel"/>,
 /// <see cref="IElementKernel"/> — a generic one once per combination of the operator structs its
-/// constraints admit) through its <see cref="KernelEntry"/> entry point, and every static method named
+/// constraints admit, or those its family lists as <c>LaunchedKernels</c>) through its <see cref="KernelEntry"/> entry point, and every static method named
 /// <c>…Kernel</c> (the families still launched through StreamingKernelLoader).
 /// </summary>
 [TestFixture]
@@ -34,10 +34,22 @@ public sealed class PtxCompileTests
         return methods.Concat(structs).OrderBy(k => k.Name).Select(k => new TestCaseData(k.Entry).SetName($"PtxCompiles({k.Name})"));
     }
 
-    // The closed kernel types of a struct: itself, or every admissible combination of its type arguments.
+    // Kernel structs a family lists as the ones it launches (a static LaunchedKernels property): for a generic
+    // kernel with many admissible combinations (the GEMM core: every operand × operand × epilogue), only those.
+    private static readonly Type[] Launched = AssemblyTypes
+        .Where(t => !t.ContainsGenericParameters)
+        .Select(t => t.GetProperty("LaunchedKernels", BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic))
+        .Where(p => p is not null && p.PropertyType == typeof(IEnumerable<Type>))
+        .SelectMany(p => (IEnumerable<Type>)p!.GetValue(null)!)
+        .ToArray();
+
+    // The closed kernel types of a struct: itself, the instantiations listed as launched, or every admissible
+    // combination of its type arguments.
     private static IEnumerable<Type> Instantiations(Type type)
     {
         if (!type.IsGenericTypeDefinition) return [type];
+        var listed = Launched.Where(t => t.IsGenericType && t.GetGenericTypeDefinition() == type).ToArray();
+        if (listed.Length > 0) return listed;
         IEnumerable<Type[]> combos = [[]];
         foreach (var parameter in type.GetGenericArguments())
         {

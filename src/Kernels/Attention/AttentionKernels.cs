@@ -9,19 +9,8 @@ namespace IlgpuDdpm.Kernels.Attention;
 /// the two products <c>qᵀk</c> and <c>v·wᵀ</c> are <see cref="Matmul.MatmulKernels"/> GEMMs. One thread
 /// per row, each sum taken in a fixed order: deterministic, no atomics.
 /// </summary>
-public sealed class AttentionKernels : IKernelFamily<AttentionKernels>
+public sealed class AttentionKernels(ComputeDevice device) : IKernelFamily<AttentionKernels>
 {
-    private readonly ComputeDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int> softmaxForward;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> softmaxBackward;
-
-    private AttentionKernels(ComputeDevice device)
-    {
-        this.device = device;
-        softmaxForward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int>(SoftmaxForwardKernel);
-        softmaxBackward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(SoftmaxBackwardKernel);
-    }
-
     /// <inheritdoc/>
     public static AttentionKernels Create(ComputeDevice device) => new(device);
 
@@ -33,7 +22,7 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>
     {
         CheckRows(x, rows, cols, "x");
         CheckRows(y, rows, cols, "y");
-        softmaxForward(device.Stream, rows, x, y, cols);
+        device.Launch(rows, new SoftmaxForwardKernel(x, y, cols));
     }
 
     /// <summary>
@@ -46,7 +35,7 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>
         CheckRows(y, rows, cols, "y");
         CheckRows(dy, rows, cols, "dy");
         CheckRows(dx, rows, cols, "dx");
-        softmaxBackward(device.Stream, rows, y, dy, dx, cols);
+        device.Launch(rows, new SoftmaxBackwardKernel(y, dy, dx, cols));
     }
 
     private static void CheckRows(ArrayView<float> view, int rows, int cols, string name)
@@ -58,50 +47,56 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>
 
     // x [rows, cols] -> y [rows, cols]; one thread per row.
     // y = exp(x − m)/Σ exp(x − m), m = row max (numerically stable: every exponent ≤ 0, the sum ≥ 1).
-    internal static void SoftmaxForwardKernel(Index1D row, ArrayView<float> x, ArrayView<float> y, int cols)
+    internal readonly struct SoftmaxForwardKernel(ArrayView<float> x, ArrayView<float> y, int cols) : IThreadKernel
     {
-        int start = row * cols, end = start + cols;
-        float m = x[start];
-        for (int i = start + 1; i < end; i++) m = MathF.Max(m, x[i]);
-
-        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-        int j = start;
-        for (; j + 4 <= end; j += 4)
+        public void Execute(int row)
         {
-            float e0 = MathF.Exp(x[j] - m);
-            float e1 = MathF.Exp(x[j + 1] - m);
-            float e2 = MathF.Exp(x[j + 2] - m);
-            float e3 = MathF.Exp(x[j + 3] - m);
-            y[j] = e0; y[j + 1] = e1; y[j + 2] = e2; y[j + 3] = e3;
-            s0 += e0; s1 += e1; s2 += e2; s3 += e3;
-        }
-        for (; j < end; j++)
-        {
-            float e = MathF.Exp(x[j] - m);
-            y[j] = e;
-            s0 += e;
-        }
+            int start = row * cols, end = start + cols;
+            float m = x[start];
+            for (int i = start + 1; i < end; i++) m = MathF.Max(m, x[i]);
 
-        float inv = 1f / ((s0 + s1) + (s2 + s3));
-        for (int i = start; i < end; i++) y[i] *= inv;
+            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+            int j = start;
+            for (; j + 4 <= end; j += 4)
+            {
+                float e0 = MathF.Exp(x[j] - m);
+                float e1 = MathF.Exp(x[j + 1] - m);
+                float e2 = MathF.Exp(x[j + 2] - m);
+                float e3 = MathF.Exp(x[j + 3] - m);
+                y[j] = e0; y[j + 1] = e1; y[j + 2] = e2; y[j + 3] = e3;
+                s0 += e0; s1 += e1; s2 += e2; s3 += e3;
+            }
+            for (; j < end; j++)
+            {
+                float e = MathF.Exp(x[j] - m);
+                y[j] = e;
+                s0 += e;
+            }
+
+            float inv = 1f / ((s0 + s1) + (s2 + s3));
+            for (int i = start; i < end; i++) y[i] *= inv;
+        }
     }
 
     // y, dy [rows, cols] -> dx [rows, cols] +=; one thread per row.
     // Softmax Jacobian ∂y_j/∂x_i = y_j(δ_ij − y_i), so dx_i = y_i·(dy_i − Σ_j dy_j·y_j).
-    internal static void SoftmaxBackwardKernel(Index1D row, ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, int cols)
+    internal readonly struct SoftmaxBackwardKernel(ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, int cols) : IThreadKernel
     {
-        int start = row * cols, end = start + cols;
-        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-        int j = start;
-        for (; j + 4 <= end; j += 4)
+        public void Execute(int row)
         {
-            s0 += dy[j] * y[j];
-            s1 += dy[j + 1] * y[j + 1];
-            s2 += dy[j + 2] * y[j + 2];
-            s3 += dy[j + 3] * y[j + 3];
+            int start = row * cols, end = start + cols;
+            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+            int j = start;
+            for (; j + 4 <= end; j += 4)
+            {
+                s0 += dy[j] * y[j];
+                s1 += dy[j + 1] * y[j + 1];
+                s2 += dy[j + 2] * y[j + 2];
+                s3 += dy[j + 3] * y[j + 3];
+            }
+            for (; j < end; j++) s0 += dy[j] * y[j];
+            float dot = (s0 + s1) + (s2 + s3);
+            for (int i = start; i < end; i++) dx[i] += y[i] * (dy[i] - dot);
         }
-        for (; j < end; j++) s0 += dy[j] * y[j];
-        float dot = (s0 + s1) + (s2 + s3);
-        for (int i = start; i < end; i++) dx[i] += y[i] * (dy[i] - dot);
     }
 }
