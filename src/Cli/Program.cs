@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.CommandLine.Help;
 using System.Reflection;
 using IlgpuDdpm.Cli.Commands;
+using IlgpuDdpm.Kernels;
 
 namespace IlgpuDdpm.Cli;
 
@@ -132,21 +133,17 @@ public static class Program
             context.Error.WriteLine($"{commandName}: interrupted");
             return InterruptedExitCode;
         }
-        bool expected = e is CliException or ArgumentException or IOException or UnauthorizedAccessException
-            or InvalidDataException or NotSupportedException or OutOfMemoryException
-            || IsLibraryError(e);
-        string message = OneLine(e.Message);
+        // A user error (every one-line error derives from UserError; accelerator driver errors are translated
+        // by UserError.From) and the file system's own errors, whose messages name the path, are one line;
+        // anything else is a bug and says so.
+        var user = UserError.From(e);
+        bool expected = user is not null || e is IOException or UnauthorizedAccessException or OutOfMemoryException;
+        string message = OneLine((user ?? e).Message);
         if (!expected) message = $"internal error ({e.GetType().Name}): {message}";
         context.Error.WriteLine($"{commandName}: {message}");
         if (Environment.GetEnvironmentVariable("DDPM_DEBUG") is "1" or "true") context.Error.WriteLine(e.ToString());
         return FailureExitCode;
     }
-
-    // The library's one-line errors: DataException, CheckpointException, DeviceUnavailableException (by
-    // name, so this file does not depend on where each one lives) and ILGPU's accelerator errors.
-    private static bool IsLibraryError(Exception e) =>
-        e.GetType().Name is "DataException" or "CheckpointException" or "DeviceUnavailableException"
-        || e.GetType().Namespace?.StartsWith("ILGPU", StringComparison.Ordinal) == true;
 
     private static Exception Unwrap(Exception e)
     {
