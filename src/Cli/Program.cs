@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.CommandLine.Help;
 using System.Reflection;
+using System.Runtime.InteropServices;
 using IlgpuDdpm.Cli.Commands;
 using IlgpuDdpm.Kernels;
 
@@ -11,7 +12,7 @@ namespace IlgpuDdpm.Cli;
 /// <c>summary</c>, <c>devices</c>, <c>selfcheck</c>. <see cref="Run(string[], TextWriter, TextWriter)"/>
 /// is the whole program without the process around it (tests call it in-process).
 /// Exit codes: 0 success, 1 a failure the user can fix (missing or corrupt file, unavailable device,
-/// self-check failure), 2 a bad command line, 130 training interrupted by Ctrl-C (after saving).
+/// self-check failure), 2 a bad command line, 130 training interrupted by Ctrl-C or SIGTERM (after saving).
 /// </summary>
 public static class Program
 {
@@ -39,6 +40,14 @@ public static class Program
             Console.Error.WriteLine("ddpm: Ctrl-C: saving a checkpoint after the current step (press Ctrl-C again to abort without saving)");
         };
         Console.CancelKeyPress += handler;
+        // SIGTERM (kill, a job scheduler, docker stop) stops training the same way; a second one ends the process.
+        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, signal =>
+        {
+            if (!context.StopsCleanlyOnInterrupt || interrupt.IsCancellationRequested) return;
+            signal.Cancel = true;
+            interrupt.Cancel();
+            Console.Error.WriteLine("ddpm: SIGTERM: saving a checkpoint after the current step");
+        });
         try
         {
             return Run(args, context);

@@ -33,6 +33,9 @@ internal sealed record RunConfig
     [JsonPropertyName("log_every")] public int LogEvery { get; init; } = 10;
     [JsonPropertyName("print_every")] public int PrintEvery { get; init; } = 100;
 
+    /// <summary>The run's id, also in the metadata of both checkpoint files (a resume checks they agree).</summary>
+    [JsonPropertyName("run_id")] public string? RunId { get; init; }
+
     // Filled in by the run (informational; not read back as options).
     [JsonPropertyName("device_choice")] public string? DeviceChoice { get; init; }
     [JsonPropertyName("device")] public string? Device { get; init; }
