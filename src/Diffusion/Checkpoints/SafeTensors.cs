@@ -298,6 +298,9 @@ public static class SafeTensors
         long dataStart = 8 + (long)headerLength;
         long dataLength = fileLength - dataStart;
 
+        // The JSON reader checks UTF-8 only where it reads a string's value, after parsing; refuse bad bytes first.
+        if (!System.Text.Unicode.Utf8.IsValid(header))
+            throw new CheckpointException($"{path}: header is not valid UTF-8 text");
         JsonDocument doc;
         try
         {
