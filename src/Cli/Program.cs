@@ -1,7 +1,9 @@
 using System.CommandLine;
 using System.CommandLine.Help;
 using System.Reflection;
+using System.Runtime.InteropServices;
 using IlgpuDdpm.Cli.Commands;
+using IlgpuDdpm.Kernels;
 
 namespace IlgpuDdpm.Cli;
 
@@ -10,7 +12,7 @@ namespace IlgpuDdpm.Cli;
 /// <c>summary</c>, <c>devices</c>, <c>selfcheck</c>. <see cref="Run(string[], TextWriter, TextWriter)"/>
 /// is the whole program without the process around it (tests call it in-process).
 /// Exit codes: 0 success, 1 a failure the user can fix (missing or corrupt file, unavailable device,
-/// self-check failure), 2 a bad command line, 130 training interrupted by Ctrl-C (after saving).
+/// self-check failure), 2 a bad command line, 130 training interrupted by Ctrl-C or SIGTERM (after saving).
 /// </summary>
 public static class Program
 {
@@ -38,6 +40,14 @@ public static class Program
             Console.Error.WriteLine("ddpm: Ctrl-C: saving a checkpoint after the current step (press Ctrl-C again to abort without saving)");
         };
         Console.CancelKeyPress += handler;
+        // SIGTERM (kill, a job scheduler, docker stop) stops training the same way; a second one ends the process.
+        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, signal =>
+        {
+            if (!context.StopsCleanlyOnInterrupt || interrupt.IsCancellationRequested) return;
+            signal.Cancel = true;
+            interrupt.Cancel();
+            Console.Error.WriteLine("ddpm: SIGTERM: saving a checkpoint after the current step");
+        });
         try
         {
             return Run(args, context);
@@ -64,8 +74,7 @@ public static class Program
         string commandName = CommandPath(parse.CommandResult.Command, root);
         if (parse.Errors.Count > 0)
         {
-            context.Error.WriteLine($"{commandName}: {ParseErrorLine(parse, root)}");
-            context.Error.WriteLine($"run '{commandName} --help'");
+            context.Error.WriteLine($"{commandName}: {ParseErrorLine(parse, root)} (see '{commandName} --help')");
             return UsageExitCode;
         }
         try
@@ -123,8 +132,7 @@ public static class Program
         e = Unwrap(e);
         if (e is UsageException)
         {
-            context.Error.WriteLine($"{commandName}: {OneLine(e.Message)}");
-            context.Error.WriteLine($"run '{commandName} --help'");
+            context.Error.WriteLine($"{commandName}: {OneLine(e.Message)} (see '{commandName} --help')");
             return UsageExitCode;
         }
         if (e is OperationCanceledException)
@@ -132,21 +140,17 @@ public static class Program
             context.Error.WriteLine($"{commandName}: interrupted");
             return InterruptedExitCode;
         }
-        bool expected = e is CliException or ArgumentException or IOException or UnauthorizedAccessException
-            or InvalidDataException or NotSupportedException or OutOfMemoryException
-            || IsLibraryError(e);
-        string message = OneLine(e.Message);
+        // A user error (every one-line error derives from UserError; accelerator driver errors are translated
+        // by UserError.From) and the file system's own errors, whose messages name the path, are one line;
+        // anything else is a bug and says so.
+        var user = UserError.From(e);
+        bool expected = user is not null || e is IOException or UnauthorizedAccessException or OutOfMemoryException;
+        string message = OneLine((user ?? e).Message);
         if (!expected) message = $"internal error ({e.GetType().Name}): {message}";
         context.Error.WriteLine($"{commandName}: {message}");
         if (Environment.GetEnvironmentVariable("DDPM_DEBUG") is "1" or "true") context.Error.WriteLine(e.ToString());
         return FailureExitCode;
     }
-
-    // The library's one-line errors: DataException, CheckpointException, DeviceUnavailableException (by
-    // name, so this file does not depend on where each one lives) and ILGPU's accelerator errors.
-    private static bool IsLibraryError(Exception e) =>
-        e.GetType().Name is "DataException" or "CheckpointException" or "DeviceUnavailableException"
-        || e.GetType().Namespace?.StartsWith("ILGPU", StringComparison.Ordinal) == true;
 
     private static Exception Unwrap(Exception e)
     {

@@ -57,8 +57,10 @@ public sealed class CliCommandTests
     {
         Assert.That(trained.ExitCode, Is.Zero, trained.ToString());
         Assert.That(trained.Error, Is.Empty);
-        foreach (var file in new[] { "config.json", "metrics.jsonl", "loss.png", "model.safetensors", "state.safetensors" })
+        foreach (var file in new[] { "config.json", "metrics.jsonl", "loss.png", Checkpoint.ManifestFile })
             Assert.That(File.Exists(Path.Combine(run, file)), Is.True, file);
+        var pair = Checkpoint.Locate(run);
+        Assert.That(File.Exists(pair.ModelFile) && File.Exists(pair.StateFile), Is.True, pair.ToString());
         Assert.That(File.Exists(Path.Combine(run, "samples", "step-000002.png")), Is.True);
         Assert.That(File.Exists(Path.Combine(run, "samples", "step-000004.png")), Is.True);
         Assert.That(Directory.GetFiles(Path.Combine(run, "samples")), Has.Length.EqualTo(2));
@@ -176,8 +178,8 @@ public sealed class CliCommandTests
         var second = CliHarness.Run("train", "--resume", split, "--steps", "4");
         Assert.That(second.ExitCode, Is.Zero, second.ToString());
 
-        var a = SafeTensors.Read(Path.Combine(run, "model.safetensors"));
-        var b = SafeTensors.Read(Path.Combine(split, "model.safetensors"));
+        var a = SafeTensors.Read(Checkpoint.ModelPath(run));
+        var b = SafeTensors.Read(Checkpoint.ModelPath(split));
         Assert.That(b.Tensors.Keys, Is.EquivalentTo(a.Tensors.Keys));
         foreach (var (name, t) in a.Tensors)
             Assert.That(b.Tensors[name].Floats, Is.EqualTo(t.Floats), name);
@@ -241,7 +243,7 @@ public sealed class CliCommandTests
     {
         string a = Path.Combine(root, "a.png"), b = Path.Combine(root, "b.png"), c = Path.Combine(root, "c.png");
         Assert.That(CliHarness.Run("sample", "--checkpoint", run, "--n", "4", "--seed", "11", "--out", a).ExitCode, Is.Zero);
-        Assert.That(CliHarness.Run("sample", "--checkpoint", Path.Combine(run, "model.safetensors"), "--n", "4", "--seed", "11", "--out", b).ExitCode, Is.Zero);
+        Assert.That(CliHarness.Run("sample", "--checkpoint", Checkpoint.ModelPath(run), "--n", "4", "--seed", "11", "--out", b).ExitCode, Is.Zero);
         Assert.That(CliHarness.Run("sample", "--checkpoint", run, "--n", "4", "--seed", "12", "--variance", "small", "--raw-weights", "--out", c).ExitCode, Is.Zero);
         Assert.That(File.ReadAllBytes(b), Is.EqualTo(File.ReadAllBytes(a)));
         Assert.That(File.ReadAllBytes(c), Is.Not.EqualTo(File.ReadAllBytes(a)));

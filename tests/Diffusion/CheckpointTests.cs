@@ -92,7 +92,7 @@ public sealed class CheckpointTests
             for (int i = 0; i < raw.Model.Parameters.Count; i++)
                 Check.BitIdentical(raw.Model.Parameters[i].ToArray(), trainer.Model.Parameters[i].ToArray(), raw.Model.Parameters[i].Name);
         }
-        using (var ema = Checkpoint.Load(TestDevice.Cpu, Path.Combine(folder, Checkpoint.ModelFile)))
+        using (var ema = Checkpoint.Load(TestDevice.Cpu, Checkpoint.ModelPath(folder)))
         {
             Assert.That(ema.UsedEma, Is.True);
             using var expected = new UNet(TestDevice.Cpu, trainer.Model.Config);
@@ -109,12 +109,12 @@ public sealed class CheckpointTests
         Assert.That(() => Checkpoint.Load(TestDevice.Cpu, Path.Combine(folder, "nothing-here")),
             Throws.TypeOf<CheckpointException>().With.Message.Contains("no such checkpoint"));
         Assert.That(() => Checkpoint.Load(TestDevice.Cpu, folder),
-            Throws.TypeOf<CheckpointException>().With.Message.Contains("no model.safetensors"));
+            Throws.TypeOf<CheckpointException>().With.Message.Contains("no checkpoint.json or model.safetensors"));
 
         var (trainer, data) = Fresh();
         Checkpoint.Save(folder, trainer, data.State);
         DisposeAll(trainer);
-        string file = Path.Combine(folder, Checkpoint.ModelFile);
+        string file = Checkpoint.ModelPath(folder);
         var bytes = File.ReadAllBytes(file);
 
         File.WriteAllBytes(file, bytes[..(bytes.Length - 100)]);
@@ -135,9 +135,9 @@ public sealed class CheckpointTests
 
         // No training state: resume says so.
         WriteBack(file, bytes);
-        File.Delete(Path.Combine(folder, Checkpoint.StateFile));
+        File.Delete(Checkpoint.Locate(folder).StateFile!);
         Assert.That(() => Checkpoint.Resume(TestDevice.Cpu, folder, null, out _),
-            Throws.TypeOf<CheckpointException>().With.Message.Contains("state.safetensors: missing"));
+            Throws.TypeOf<CheckpointException>().With.Message.Contains("state.safetensors, which is missing"));
     }
 
     private static string WriteBack(string file, byte[] bytes)

@@ -30,7 +30,10 @@ internal static class SummaryCommand
         {
             string name = parse.GetValue(preset)!.Trim().ToLowerInvariant();
             bool cifar = name == "ddpm-cifar10";
-            var config = UNetConfig.FromPreset(name, parse.GetValue(size) ?? (cifar ? 32 : 28), parse.GetValue(channels) ?? (cifar ? 3 : 1));
+            int imageSize = parse.GetValue(size) ?? (cifar ? 32 : 28), imageChannels = parse.GetValue(channels) ?? (cifar ? 3 : 1);
+            UNetConfig config;
+            try { config = UNetConfig.FromPreset(name, imageSize, imageChannels); }
+            catch (ArgumentException e) { throw new CliException($"--preset {name} --size {imageSize}: {Program.OneLine(e.Message)}"); }
             Print(context, name, ModelSummary.For(config));
             return 0;
         });

@@ -65,7 +65,7 @@ internal static class TrainCommand
         var sampleSteps = run.Changeable(new Option<int>("--sample-steps") { Description = "DDIM steps of the sample grids (capped at T).", HelpName = "S", DefaultValueFactory = _ => defaults.SampleSteps }.Positive(), (c, v) => c with { SampleSteps = v });
         var checkpointEvery = run.Changeable(new Option<int>("--checkpoint-every")
         {
-            Description = "Save the checkpoint (model.safetensors, state.safetensors) and loss.png every N steps; always at the end and on Ctrl-C. 0: only then.",
+            Description = "Save the checkpoint (model.safetensors + state.safetensors under checkpoints/, named by checkpoint.json) and loss.png every N steps; always at the end and on Ctrl-C or SIGTERM. 0: only then.",
             HelpName = "N",
             DefaultValueFactory = _ => defaults.CheckpointEvery,
         }.NonNegative(), (c, v) => c with { CheckpointEvery = v });
@@ -75,7 +75,8 @@ internal static class TrainCommand
         var command = new Command("train",
             "Train a U-Net to predict the noise (L_simple, Algorithm 1 of the DDPM paper). Without options: the small preset on Fashion-MNIST " +
             "on the best device. The run folder gets config.json, metrics.jsonl, samples/step-NNNNNN.png, loss.png and the checkpoint " +
-            "(model.safetensors + state.safetensors). Ctrl-C saves a checkpoint and stops (exit code 130); --resume continues.")
+            "(model.safetensors + state.safetensors, named by checkpoint.json). One process at a time writes a run folder (it holds <DIR>/.lock). " +
+            "Ctrl-C or SIGTERM saves a checkpoint and stops (exit code 130); --resume continues.")
         {
             data, size, channels, preset, steps, minutes, batch, lr, warmup, ema, gradClip, flip, schedule, timesteps, device, seed,
             output, resume, sampleEvery, sampleCount, sampleSteps, checkpointEvery, logEvery, printEvery,
@@ -96,8 +97,7 @@ internal static class TrainCommand
                 outDir ??= Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
                 if (File.Exists(outDir))
                     throw new UsageException($"--out {outDir} is a file; expected a folder for the run");
-                if (File.Exists(Path.Combine(outDir, "model.safetensors")))
-                    throw new UsageException($"--out {outDir} already holds a checkpoint; pass --resume to continue that run, or choose another folder");
+                // An existing checkpoint in --out is refused by TrainingRun, under the folder's lock.
                 return new TrainingRun(context, typed, outDir, deviceChoice, resuming: false).Run();
             }
 

@@ -33,6 +33,9 @@ internal sealed record RunConfig
     [JsonPropertyName("log_every")] public int LogEvery { get; init; } = 10;
     [JsonPropertyName("print_every")] public int PrintEvery { get; init; } = 100;
 
+    /// <summary>The run's id, also in the metadata of both checkpoint files (a resume checks they agree).</summary>
+    [JsonPropertyName("run_id")] public string? RunId { get; init; }
+
     // Filled in by the run (informational; not read back as options).
     [JsonPropertyName("device_choice")] public string? DeviceChoice { get; init; }
     [JsonPropertyName("device")] public string? Device { get; init; }
@@ -51,6 +54,9 @@ internal sealed record RunConfig
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
+    /// <summary>The largest config.json read (a written one is about 1 KB).</summary>
+    public const int MaxBytes = 1 << 20;
+
     public string ToJson() => JsonSerializer.Serialize(this, Options);
 
     /// <summary>Writes the file (temp file + rename, so a crash never leaves half a config).</summary>
@@ -61,19 +67,44 @@ internal sealed record RunConfig
         File.Move(temp, path, overwrite: true);
     }
 
+    /// <summary>The first value the train command would have refused, as "key: what was expected"; null when none.</summary>
+    private string? Problem()
+    {
+        if (string.IsNullOrWhiteSpace(Data)) return "data: expected a data set name or path";
+        if (!Network.UNetConfig.PresetNames.Contains(Preset)) return $"preset: '{Preset}' is not one of {string.Join(", ", Network.UNetConfig.PresetNames)}";
+        if (Schedule is not ("linear" or "cosine")) return $"schedule: '{Schedule}' is not linear or cosine";
+        if (Size is < 1 || Channels is not (null or 1 or 3)) return "size/channels: expected a positive size and 1 or 3 channels";
+        if (Steps is < 1 || Minutes is { } m && !(m > 0 && double.IsFinite(m))) return "steps/minutes: expected a positive value";
+        if (Batch < 1 || Warmup < 0 || Timesteps is < 2 or > 100_000) return "batch, warmup, timesteps: expected batch ≥ 1, warmup ≥ 0, 2 ≤ timesteps ≤ 100000";
+        if (!(LearningRate > 0 && double.IsFinite(LearningRate)) || !(GradClip > 0 && double.IsFinite(GradClip)) || !(Ema is >= 0 and < 1))
+            return "lr, grad_clip, ema: expected lr > 0, grad_clip > 0, 0 ≤ ema < 1";
+        if (SampleEvery < 0 || SampleCount is < 1 or > 1024 || SampleSteps < 1 || CheckpointEvery < 0 || LogEvery < 1 || PrintEvery < 1)
+            return "sample_every, sample_count, sample_steps, checkpoint_every, log_every, print_every: out of range";
+        return null;
+    }
+
     /// <summary>Reads a run's config.json; a <see cref="CliException"/> naming the file when it is missing or unreadable.</summary>
     public static RunConfig Load(string path)
     {
         if (!File.Exists(path))
             throw new CliException($"{path}: not found; expected the config.json of a training run (is this a run folder made by 'ddpm train'?)");
+        long length = new FileInfo(path).Length;
+        if (length > MaxBytes)
+            throw new CliException($"{path}: {length} bytes; a run's config.json is a few kilobytes (at most {MaxBytes})");
         try
         {
-            return JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), Options)
-                   ?? throw new CliException($"{path}: empty; expected a training run's config");
+            var config = JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), Options)
+                         ?? throw new CliException($"{path}: empty; expected a training run's config");
+            if (config.Problem() is { } problem) throw new CliException($"{path}: not a valid run config ({problem})");
+            return config;
         }
         catch (JsonException e)
         {
             throw new CliException($"{path}: not a valid run config ({Program.OneLine(e.Message)})");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CliException($"{path}: cannot read ({Program.OneLine(e.Message)})");
         }
     }
 }

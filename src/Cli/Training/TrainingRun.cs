@@ -26,6 +26,7 @@ internal sealed class TrainingRun
     private readonly string? deviceChoice;
     private readonly bool resuming;
     private readonly TextWriter output;
+    private string runId = "";
 
     public TrainingRun(CliContext context, RunConfig config, string folder, string? deviceChoice, bool resuming)
     {
@@ -37,14 +38,38 @@ internal sealed class TrainingRun
         output = context.Output;
     }
 
-    private string ModelPath => Path.Combine(folder, "model.safetensors");
     private string LossPlotPath => Path.Combine(folder, "loss.png");
     private string SamplesFolder => Path.Combine(folder, "samples");
 
     public int Run()
     {
-        if (resuming && !File.Exists(ModelPath))
-            throw new CliException($"{folder}: holds no checkpoint (model.safetensors) to resume from");
+        // One writer per run folder: everything below runs under the folder's lock (RunLock).
+        bool created = !Directory.Exists(folder);
+        var runLock = RunLock.Acquire(folder);
+        try
+        {
+            return RunLocked();
+        }
+        catch when (created && !File.Exists(Path.Combine(folder, "config.json")))
+        {
+            // Refused before anything was written: leave no empty run folder behind.
+            runLock.Dispose();
+            try { Directory.Delete(folder, recursive: true); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+            throw;
+        }
+        finally
+        {
+            runLock.Dispose();
+        }
+    }
+
+    private int RunLocked()
+    {
+        if (resuming && !Checkpoint.Exists(folder))
+            throw new CliException($"{folder}: holds no checkpoint ({Checkpoint.ManifestFile} or {Checkpoint.ModelFile}) to resume from");
+        if (!resuming && Checkpoint.Exists(folder))
+            throw new UsageException($"--out {folder} already holds a checkpoint; pass --resume to continue that run, or choose another folder");
 
         // Data first: a missing data set is reported before any device work.
         var data = ImageDataset.Load(config.Data, config.Size, config.Channels, DatasetSplit.Train);
@@ -90,23 +115,30 @@ internal sealed class TrainingRun
         SamplerState position = default;
         if (resuming)
         {
-            trainer = Checkpoint.Resume(device, folder, null, out position);
+            trainer = Checkpoint.Resume(device, folder, null, out position, out string? savedRunId);
+            if (savedRunId is not null && config.RunId is not null && savedRunId != config.RunId)
+            {
+                DisposeAll(trainer);
+                throw new CliException($"{Checkpoint.ModelPath(folder)}: belongs to run {savedRunId}, but {Path.Combine(folder, "config.json")} to run {config.RunId}; the folder mixes two runs");
+            }
+            runId = savedRunId ?? config.RunId ?? Checkpoint.NewRunId(); // a pair saved before run ids gets one now
             if (!trainer.Model.Config.Equals(modelConfig))
             {
                 string found = trainer.Model.Config.ToString();
                 DisposeAll(trainer);
-                throw new CliException($"{ModelPath}: its model ({found}) is not the one config.json describes ({modelConfig})");
+                throw new CliException($"{Checkpoint.ModelPath(folder)}: its model ({found}) is not the one config.json describes ({modelConfig})");
             }
             if (trainer.Diffusion.Schedule.Spec != schedule.Spec)
             {
                 string found = trainer.Diffusion.Schedule.Spec.ToString();
                 DisposeAll(trainer);
-                throw new CliException($"{ModelPath}: its schedule ({found}) is not the one config.json describes ({schedule.Spec})");
+                throw new CliException($"{Checkpoint.ModelPath(folder)}: its schedule ({found}) is not the one config.json describes ({schedule.Spec})");
             }
             output.WriteLine($"resuming {folder} at step {trainer.Step:N0} (data epoch {position.Epoch}, image {position.Index})");
         }
         else
         {
+            runId = Checkpoint.NewRunId();
             var model = new UNet(device, modelConfig, config.Seed);
             var diffusion = new GaussianDiffusion(device, schedule);
             try
@@ -289,10 +321,10 @@ internal sealed class TrainingRun
         return 0;
     }
 
-    /// <summary>Checkpoint (model.safetensors + state.safetensors, each written to a temp file and renamed) and loss.png.</summary>
+    /// <summary>The checkpoint pair (both files, then the manifest renamed: docs/checkpoint-format.md) and loss.png.</summary>
     private void Save(Trainer trainer, BatchSampler sampler, MetricsLog metrics)
     {
-        Checkpoint.Save(folder, trainer, sampler.State, new Dictionary<string, string>
+        Checkpoint.Save(folder, trainer, sampler.State, runId, new Dictionary<string, string>
         {
             ["preset"] = config.Preset,
             ["data"] = config.Data,
@@ -334,6 +366,7 @@ internal sealed class TrainingRun
         if (resuming) resumed = [.. resumed, now];
         var written = config with
         {
+            RunId = runId,
             DeviceChoice = deviceChoice ?? Environment.GetEnvironmentVariable(ComputeDevice.EnvironmentVariable) ?? "auto",
             Device = Format.Device(device),
             DataSource = data.Source,

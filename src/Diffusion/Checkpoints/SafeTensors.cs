@@ -178,7 +178,11 @@ public static class SafeTensors
     }
 
     /// <summary>Writes <paramref name="tensors"/> (any supported dtype, in the given order) and <paramref name="metadata"/> to <paramref name="path"/>.</summary>
-    public static void Write(string path, IReadOnlyList<SafeTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void Write(string path, IReadOnlyList<SafeTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null) =>
+        Write(path, tensors, metadata, create: null);
+
+    /// <summary>Writes through <paramref name="create"/> (which opens the temporary file; tests pass a stream that fails halfway).</summary>
+    internal static void Write(string path, IReadOnlyList<SafeTensor> tensors, IReadOnlyDictionary<string, string>? metadata, Func<string, Stream>? create)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         ArgumentNullException.ThrowIfNull(tensors);
@@ -196,14 +200,14 @@ public static class SafeTensors
         try
         {
             Directory.CreateDirectory(folder);
-            using (var f = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            using (var f = create?.Invoke(temp) ?? new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
                 Span<byte> len = stackalloc byte[8];
                 BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
                 f.Write(len);
                 f.Write(header);
                 foreach (var t in tensors) WriteLittleEndian(f, t);
-                f.Flush(flushToDisk: true);
+                if (f is FileStream file) file.Flush(flushToDisk: true); else f.Flush();
             }
             File.Move(temp, full, overwrite: true);
         }
@@ -294,6 +298,9 @@ public static class SafeTensors
         long dataStart = 8 + (long)headerLength;
         long dataLength = fileLength - dataStart;
 
+        // The JSON reader checks UTF-8 only where it reads a string's value, after parsing; refuse bad bytes first.
+        if (!System.Text.Unicode.Utf8.IsValid(header))
+            throw new CheckpointException($"{path}: header is not valid UTF-8 text");
         JsonDocument doc;
         try
         {
@@ -436,7 +443,7 @@ public static class SafeTensors
         return ms.ToArray();
     }
 
-    private static void WriteLittleEndian(FileStream f, SafeTensor t)
+    private static void WriteLittleEndian(Stream f, SafeTensor t)
     {
         if (BitConverter.IsLittleEndian) { f.Write(t.Bytes); return; }
         var copy = t.Bytes.ToArray();

@@ -1,3 +1,5 @@
+using IlgpuDdpm.Kernels;
+
 namespace IlgpuDdpm.Diffusion.Data;
 
 /// <summary>
@@ -5,7 +7,7 @@ namespace IlgpuDdpm.Diffusion.Data;
 /// The message is one line that names the file (or data set) and what was expected, fit to show a user
 /// as it is (DESIGN.md §2).
 /// </summary>
-public sealed class DataException : Exception
+public sealed class DataException : UserError
 {
     /// <summary>Creates the exception with its one-line message.</summary>
     public DataException(string message) : base(message) { }

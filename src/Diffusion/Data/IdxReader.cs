@@ -22,6 +22,9 @@ public static class IdxReader
     /// <summary>Largest image side accepted from an IDX header.</summary>
     public const int MaxSide = 8192;
 
+    /// <summary>DEFLATE's largest compression ratio: a gzip file of n bytes inflates to at most about 1032·n.</summary>
+    public const long MaxGzipRatio = 1032;
+
     /// <summary>Reads an IDX image file into grayscale <see cref="ByteImages"/> <c>[count, 1, rows, cols]</c>.</summary>
     public static ByteImages ReadImages(string path)
     {
@@ -98,10 +101,17 @@ public static class IdxReader
                     throw new DataException($"{path}: IDX header sizes [{string.Join(", ", dims.Take(d + 1))}] describe more than {Array.MaxLength} bytes");
             }
 
+            // Allocate only what the file can hold: a raw file its own length, a gzip file at most DEFLATE's
+            // largest ratio (1032:1) of its length. A header promising more is a truncated file (or a bomb).
+            long headerBytes = 4 + sizeBytes.Length;
+            long fileLength = new FileInfo(path).Length;
+            long room = s is FileStream ? fileLength - headerBytes : MaxGzipRatio * fileLength;
+            if (total > room)
+                throw new DataException($"{path}: truncated: header [{string.Join(", ", dims)}] promises {headerBytes + total} bytes, " +
+                                        (s is FileStream ? $"the file has {fileLength}" : $"more than a {fileLength}-byte gzip file can hold"));
             // Read exactly the promised bytes (bounded, so a gzip bomb cannot inflate past them), then
             // make sure nothing follows.
             var data = new byte[total];
-            long headerBytes = 4 + sizeBytes.Length;
             got = ReadUpTo(s, data);
             if (got < total)
                 throw new DataException($"{path}: truncated: header [{string.Join(", ", dims)}] promises {headerBytes + total} bytes, found {headerBytes + got}");

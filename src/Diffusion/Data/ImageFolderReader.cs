@@ -129,6 +129,10 @@ public static class ImageFolderReader
                 throw new DataException($"{path}: image header says {info.Width}x{info.Height}; expected positive dimensions");
             if (info.Width > MaxSide || info.Height > MaxSide || (long)info.Width * info.Height > MaxPixels)
                 throw new DataException($"{path}: image is {info.Width}x{info.Height}; refusing more than {MaxSide} pixels on a side or {MaxPixels / (1024 * 1024)} Mpx");
+            // No more pixels than the file's size can encode in its format: the decoder allocates them all.
+            long fileLength = new FileInfo(path).Length, mostPixels = PixelsPerByte(format) * fileLength + 4096;
+            if ((long)info.Width * info.Height > mostPixels)
+                throw new DataException($"{path}: header says {info.Width}x{info.Height}, more pixels than a {fileLength}-byte {format.Name} file can hold (truncated, or a decompression bomb)");
             var image = Image.Load<Rgb24>(path);
             if (image.Width != info.Width || image.Height != info.Height)
             {
@@ -145,7 +149,24 @@ public static class ImageFolderReader
         {
             throw new DataException($"{path}: not a readable image ({OneLine(e.Message)})", e);
         }
+        catch (Exception e) when (e is NullReferenceException or ArithmeticException)
+        {
+            // The decoder's own failures on a corrupt file (found by tests/Data/ReaderFuzzTests.cs): still the file's fault.
+            throw new DataException($"{path}: not a readable image (the decoder failed: {e.GetType().Name})", e);
+        }
     }
+
+    /// <summary>
+    /// The most pixels one byte of a file can encode: PNG at DEFLATE's 1032:1 with 8 one-bit pixels a byte;
+    /// baseline JPEG at 2 bits for a flat 8×8 block (DC difference and end-of-block); BMP's RLE at 255 pixels
+    /// per 2-byte run (a BMP whose RLE skips or ends early to claim more is refused).
+    /// </summary>
+    private static long PixelsPerByte(IImageFormat format) => format switch
+    {
+        PngFormat => 8 * 1032,
+        JpegFormat => 256,
+        _ => 128,
+    };
 
     /// <summary>Centre-crops <paramref name="image"/> to a square and resizes it (bicubic) to <paramref name="size"/>².</summary>
     public static void CropAndResize(Image image, int size)

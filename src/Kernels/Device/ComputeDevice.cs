@@ -229,4 +229,4 @@ public sealed class ComputeDevice : IDisposable
 }
 
 /// <summary>The requested device does not exist here; the message is one line for the user.</summary>
-public sealed class DeviceUnavailableException(string message) : Exception(message);
+public sealed class DeviceUnavailableException(string message) : UserError(message);
