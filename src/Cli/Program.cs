@@ -99,6 +99,7 @@ public static class Program
         root.Subcommands.Add(SummaryCommand.Create(context));
         root.Subcommands.Add(DevicesCommand.Create(context));
         root.Subcommands.Add(SelfCheckCommand.Create(context));
+        root.Subcommands.Add(ClassifierCommand.Create(context));
         return root;
     }
 
