@@ -34,13 +34,14 @@ internal static class ClassifierCommand
         var output = new Option<string>("--out") { Description = "The classifier file to write (safetensors); must not exist.", HelpName = "FILE", Required = true };
         var steps = new Option<int>("--steps") { Description = "Optimisation steps.", DefaultValueFactory = _ => new ClassifierTrainingOptions().Steps }.Positive();
         var batch = new Option<int>("--batch") { Description = "Images per step.", DefaultValueFactory = _ => new ClassifierTrainingOptions().BatchSize }.Range(1, 4096);
-        var lr = new Option<double>("--lr") { Description = "Adam's peak learning rate (linear warm-up over 100 steps, then cosine decay to 0).", DefaultValueFactory = _ => new ClassifierTrainingOptions().LearningRate }
+        var lr = new Option<double>("--lr") { Description = "Adam's peak learning rate (linear warm-up, then cosine decay to 0).", DefaultValueFactory = _ => new ClassifierTrainingOptions().LearningRate }
             .Range(0, 1, minExclusive: true);
+        var warmup = new Option<int>("--warmup") { Description = "Steps of linear learning-rate warm-up.", DefaultValueFactory = _ => new ClassifierTrainingOptions().WarmupSteps }.NonNegative();
         var seed = CliOptions.Seed("Seed of the initialisation, the data order and the flips (same seed, same file).");
         var device = CliOptions.Device();
         var command = new Command("train", "Train the evaluation classifier (3×3 convs, GroupNorm, SiLU, stride-2 downsampling, global average pooling, a linear head) with softmax cross-entropy.")
         {
-            data, output, steps, batch, lr, seed, device,
+            data, output, steps, batch, lr, warmup, seed, device,
         };
         command.SetAction(parse =>
         {
@@ -55,6 +56,7 @@ internal static class ClassifierCommand
                 Steps = parse.GetValue(steps),
                 BatchSize = parse.GetValue(batch),
                 LearningRate = parse.GetValue(lr),
+                WarmupSteps = parse.GetValue(warmup),
                 Seed = parse.GetValue(seed),
             };
             var config = ClassifierConfig.ForImages(train.Images.Channels, train.Images.Height, train.Classes);
@@ -91,6 +93,7 @@ internal static class ClassifierCommand
                 ["steps"] = options.Steps.ToString(CultureInfo.InvariantCulture),
                 ["batch"] = options.BatchSize.ToString(CultureInfo.InvariantCulture),
                 ["lr"] = options.LearningRate.ToString("R", CultureInfo.InvariantCulture),
+                ["warmup"] = options.WarmupSteps.ToString(CultureInfo.InvariantCulture),
                 ["test_accuracy"] = accuracy.ToString("F4", CultureInfo.InvariantCulture),
             };
             ClassifierFile.Save(outPath, trainer.Model, meta);

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using IlgpuDdpm.Cli.Training;
+using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Network;
 
 namespace IlgpuDdpm.Cli.Commands;
@@ -13,6 +14,15 @@ internal static class TrainCommand
 {
     /// <summary>Training length when neither --steps nor --minutes is given.</summary>
     public const long DefaultSteps = 10_000;
+
+    /// <summary>The newcomer's run on a CPU-only machine (no --preset, --steps or --minutes): this preset ...</summary>
+    public const string CpuDefaultPreset = "tiny";
+
+    /// <summary>... for this many minutes, then a sample grid and its FCD/KID ...</summary>
+    public const double CpuDefaultMinutes = 30;
+
+    /// <summary>... on this many samples (fewer than --score-n's default: sampling is slow on the CPU).</summary>
+    public const int CpuDefaultScoreN = 500;
 
     public static Command Create(CliContext context)
     {
@@ -69,15 +79,23 @@ internal static class TrainCommand
             DefaultValueFactory = _ => defaults.CheckpointEvery,
         }.NonNegative();
         var logEvery = new Option<int>("--log-every") { Description = "Append a line to metrics.jsonl every N steps (its loss is the mean over those N steps).", HelpName = "N", DefaultValueFactory = _ => defaults.LogEvery }.Positive();
+        var scoreEvery = new Option<int>("--score-every")
+        {
+            Description = "Every N steps (and at the end): FCD and KID of --score-n DDIM samples of the EMA weights against the test split, on the classifier's features, appended to metrics.jsonl and drawn in loss.png. 0: never.",
+            HelpName = "N",
+            DefaultValueFactory = _ => defaults.ScoreEvery,
+        }.NonNegative();
+        var scoreN = new Option<int>("--score-n") { Description = "Samples per score.", HelpName = "M", DefaultValueFactory = _ => defaults.ScoreN }.Range(2, 60000);
+        var classifier = new Option<string?>("--classifier") { Description = "Classifier file for the scores (default: the shipped Fashion-MNIST classifier).", HelpName = "FILE" };
         var printEvery = new Option<int>("--print-every") { Description = "When the output is not a terminal: print a progress line every N steps.", HelpName = "N", DefaultValueFactory = _ => defaults.PrintEvery }.Positive();
 
         var command = new Command("train",
             "Train a U-Net to predict the noise (L_simple, Algorithm 1 of the DDPM paper). Without options: the small preset on Fashion-MNIST " +
-            "on the best device. The run folder gets config.json, metrics.jsonl, samples/step-NNNNNN.png, loss.png and the checkpoint " +
+            $"on the best device; on a machine with only the CPU, the {CpuDefaultPreset} preset for {CpuDefaultMinutes:F0} minutes, ending with a sample grid and its FCD/KID. The run folder gets config.json, metrics.jsonl, samples/step-NNNNNN.png, loss.png and the checkpoint " +
             "(model.safetensors + state.safetensors). Ctrl-C saves a checkpoint and stops (exit code 130); --resume continues.")
         {
             data, size, channels, preset, steps, minutes, batch, lr, warmup, ema, gradClip, flip, schedule, timesteps, device, seed,
-            output, resume, sampleEvery, sampleCount, sampleSteps, checkpointEvery, logEvery, printEvery,
+            output, resume, sampleEvery, sampleCount, sampleSteps, checkpointEvery, logEvery, printEvery, scoreEvery, scoreN, classifier,
         };
 
         command.SetAction(parse =>
@@ -108,12 +126,27 @@ internal static class TrainCommand
                 CheckpointEvery = parse.GetValue(checkpointEvery),
                 LogEvery = parse.GetValue(logEvery),
                 PrintEvery = parse.GetValue(printEvery),
+                ScoreEvery = parse.GetValue(scoreEvery),
+                ScoreN = parse.GetValue(scoreN),
+                Classifier = parse.GetValue(classifier),
             };
             string? outDir = parse.GetValue(output);
             string? deviceChoice = parse.GetValue(device);
 
             if (parse.GetResult(resume) is null)
             {
+                // The newcomer's run (issue 7, item 5): nothing says how long or how big, and only the CPU computes.
+                if (!parse.WasGiven(preset) && typed.Steps is null && typed.Minutes is null && OnlyCpu(deviceChoice))
+                {
+                    typed = typed with
+                    {
+                        Preset = CpuDefaultPreset,
+                        Minutes = CpuDefaultMinutes,
+                        ScoreAtEnd = true,
+                        ScoreN = parse.WasGiven(scoreN) ? typed.ScoreN : CpuDefaultScoreN,
+                    };
+                    context.Output.WriteLine($"no GPU: training the {CpuDefaultPreset} preset for {CpuDefaultMinutes:F0} minutes on the CPU, then a sample grid and its FCD/KID on {typed.ScoreN} samples (--preset, --steps or --minutes choose otherwise)");
+                }
                 if (typed.Steps is null && typed.Minutes is null) typed = typed with { Steps = DefaultSteps };
                 outDir ??= Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
                 if (File.Exists(outDir))
@@ -162,8 +195,23 @@ internal static class TrainCommand
             if (parse.WasGiven(checkpointEvery)) config = config with { CheckpointEvery = typed.CheckpointEvery };
             if (parse.WasGiven(logEvery)) config = config with { LogEvery = typed.LogEvery };
             if (parse.WasGiven(printEvery)) config = config with { PrintEvery = typed.PrintEvery };
+            if (parse.WasGiven(scoreEvery)) config = config with { ScoreEvery = typed.ScoreEvery };
+            if (parse.WasGiven(scoreN)) config = config with { ScoreN = typed.ScoreN };
+            if (parse.WasGiven(classifier)) config = config with { Classifier = typed.Classifier };
             return new TrainingRun(context, config, dir, deviceChoice, resuming: true).Run();
         });
         return command;
+    }
+
+    /// <summary>
+    /// Whether the device this run gets is the CPU accelerator: <c>--device cpu</c> (or DDPM_DEVICE=cpu), or
+    /// <c>auto</c> on a machine where ILGPU sees no CUDA or OpenCL device.
+    /// </summary>
+    private static bool OnlyCpu(string? deviceChoice)
+    {
+        string choice = (deviceChoice ?? Environment.GetEnvironmentVariable(ComputeDevice.EnvironmentVariable) ?? "auto").Trim().ToLowerInvariant();
+        if (choice == "cpu") return true;
+        if (choice != "auto") return false;
+        return ComputeDevice.Enumerate().All(d => d.Kind == DeviceKind.Cpu);
     }
 }

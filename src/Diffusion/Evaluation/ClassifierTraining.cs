@@ -18,7 +18,7 @@ public sealed record ClassifierTrainingOptions
     /// <summary>Adam's peak learning rate.</summary>
     public double LearningRate { get; init; } = 2e-3;
     /// <summary>Steps of linear warm-up; then a cosine decay to 0 at <see cref="Steps"/>.</summary>
-    public int WarmupSteps { get; init; } = 100;
+    public int WarmupSteps { get; init; } = 20;
     /// <summary>Global gradient-norm clip.</summary>
     public float GradClip { get; init; } = 5f;
     /// <summary>Random horizontal flips of the training images.</summary>
