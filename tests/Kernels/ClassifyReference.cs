@@ -31,19 +31,4 @@ public static class ClassifyReference
         }
         return total / rows;
     }
-
-    /// <summary>softmax of each row.</summary>
-    public static double[] Softmax(double[] logits, int rows, int classes)
-    {
-        var p = new double[logits.Length];
-        for (int n = 0; n < rows; n++)
-        {
-            double m = double.NegativeInfinity;
-            for (int k = 0; k < classes; k++) m = Math.Max(m, logits[n * classes + k]);
-            double s = 0;
-            for (int k = 0; k < classes; k++) s += Math.Exp(logits[n * classes + k] - m);
-            for (int k = 0; k < classes; k++) p[n * classes + k] = Math.Exp(logits[n * classes + k] - m) / s;
-        }
-        return p;
-    }
 }

@@ -331,14 +331,7 @@ internal sealed class TrainingRun
     /// <summary>samples/step-NNNNNN.png: the EMA weights, DDIM, a fixed noise seed.</summary>
     private void Preview(Trainer trainer, GaussianDiffusion diffusion, UNet model, long step)
     {
-        trainer.CopyEmaInto(model);
-        var result = diffusion.Sample(model, new SampleOptions
-        {
-            Count = config.SampleCount,
-            Sampler = SamplerKind.Ddim,
-            Steps = Math.Min(config.SampleSteps, config.Timesteps),
-            Seed = PreviewSeed,
-        });
+        var result = SampleEma(trainer, diffusion, model, config.SampleCount);
         ImageGrid.SavePng(Path.Combine(SamplesFolder, $"step-{step:D6}.png"), result.Images, result.Count, result.Channels, result.Height, result.Width);
     }
 
@@ -362,15 +355,21 @@ internal sealed class TrainingRun
     /// <summary>FCD and KID of <c>--score-n</c> samples of the EMA weights (DDIM, <c>--sample-steps</c> steps, the preview seed).</summary>
     private QualityScore Score(Trainer trainer, GaussianDiffusion diffusion, UNet model, SampleQuality quality)
     {
+        var result = SampleEma(trainer, diffusion, model, config.ScoreN);
+        return quality.Score(result.Images, result.Count);
+    }
+
+    /// <summary><paramref name="count"/> images of the EMA weights: DDIM in --sample-steps steps, the preview seed.</summary>
+    private SampleResult SampleEma(Trainer trainer, GaussianDiffusion diffusion, UNet model, int count)
+    {
         trainer.CopyEmaInto(model);
-        var result = diffusion.Sample(model, new SampleOptions
+        return diffusion.Sample(model, new SampleOptions
         {
-            Count = config.ScoreN,
+            Count = count,
             Sampler = SamplerKind.Ddim,
             Steps = Math.Min(config.SampleSteps, config.Timesteps),
             Seed = PreviewSeed,
         });
-        return quality.Score(result.Images, result.Count);
     }
 
     private string ScoreLine(long step, QualityScore score) =>
