@@ -138,14 +138,20 @@ internal static class TrainCommand
                 // The newcomer's run (issue 7, item 5): nothing says how long or how big, and only the CPU computes.
                 if (!parse.WasGiven(preset) && typed.Steps is null && typed.Minutes is null && OnlyCpu(deviceChoice))
                 {
+                    // The README's measured CPU settings for tiny, each unless given: the small preset's (batch 64,
+                    // lr 2e-4, 1000 warm-up steps) would leave 30 CPU minutes inside the warm-up.
                     typed = typed with
                     {
                         Preset = CpuDefaultPreset,
                         Minutes = CpuDefaultMinutes,
                         ScoreAtEnd = true,
                         ScoreN = parse.WasGiven(scoreN) ? typed.ScoreN : CpuDefaultScoreN,
+                        Batch = parse.WasGiven(batch) ? typed.Batch : 32,
+                        LearningRate = parse.WasGiven(lr) ? typed.LearningRate : 1e-3,
+                        Warmup = parse.WasGiven(warmup) ? typed.Warmup : 200,
+                        Ema = parse.WasGiven(ema) ? typed.Ema : 0.999,
                     };
-                    context.Output.WriteLine($"no GPU: training the {CpuDefaultPreset} preset for {CpuDefaultMinutes:F0} minutes on the CPU, then a sample grid and its FCD/KID on {typed.ScoreN} samples (--preset, --steps or --minutes choose otherwise)");
+                    context.Output.WriteLine($"no GPU: training the {CpuDefaultPreset} preset for {CpuDefaultMinutes:F0} minutes on the CPU (batch {typed.Batch}, lr {typed.LearningRate:G3}), then a sample grid and its FCD/KID on {typed.ScoreN} samples (--preset, --steps or --minutes choose otherwise)");
                 }
                 if (typed.Steps is null && typed.Minutes is null) typed = typed with { Steps = DefaultSteps };
                 outDir ??= Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
