@@ -85,6 +85,7 @@ internal static class ClassifierCommand
                     recent = 0;
                 }
             }
+            double accuracy = ClassifierEvaluation.Accuracy(trainer.Model, test);
             var meta = new Dictionary<string, string>
             {
                 ["data"] = Path.GetFileName(spec.TrimEnd('/')),
@@ -93,12 +94,12 @@ internal static class ClassifierCommand
                 ["batch"] = options.BatchSize.ToString(CultureInfo.InvariantCulture),
                 ["lr"] = options.LearningRate.ToString("R", CultureInfo.InvariantCulture),
                 ["warmup"] = options.WarmupSteps.ToString(CultureInfo.InvariantCulture),
+                ["test_accuracy"] = accuracy.ToString("F4", CultureInfo.InvariantCulture),
             };
-            // Written before the test pass, which on a busy CPU takes a while: the file is the product.
             ClassifierFile.Save(outPath, trainer.Model, meta);
-            context.Output.WriteLine($"trained in {Format.Duration(clock.Elapsed)}; wrote {outPath}");
-            double accuracy = ClassifierEvaluation.Accuracy(trainer.Model, test);
+            context.Output.WriteLine($"trained in {Format.Duration(clock.Elapsed)}");
             context.Output.WriteLine($"accuracy {Format.Num(accuracy, "F4")}");
+            context.Output.WriteLine($"wrote {outPath}");
             return 0;
         });
         return command;
