@@ -71,7 +71,7 @@ public static class Program
     {
         var root = BuildRoot(context);
         var parse = root.Parse(args);
-        string commandName = CommandPath(parse.CommandResult.Command, root);
+        string commandName = CommandPath(parse.CommandResult, root);
         if (parse.Errors.Count > 0)
         {
             context.Error.WriteLine($"{commandName}: {ParseErrorLine(parse, root)} (see '{commandName} --help')");
@@ -108,6 +108,8 @@ public static class Program
         root.Subcommands.Add(SummaryCommand.Create(context));
         root.Subcommands.Add(DevicesCommand.Create(context));
         root.Subcommands.Add(SelfCheckCommand.Create(context));
+        root.Subcommands.Add(ClassifierCommand.Create(context));
+        root.Subcommands.Add(ScoreCommand.Create(context));
         return root;
     }
 
@@ -163,9 +165,14 @@ public static class Program
         }
     }
 
-    /// <summary>"ddpm train" for the train command, "ddpm" for the root.</summary>
-    private static string CommandPath(Command command, Command root) =>
-        ReferenceEquals(command, root) ? "ddpm" : $"ddpm {command.Name}";
+    /// <summary>"ddpm train" for the train command, "ddpm classifier train" for a nested one, "ddpm" for the root.</summary>
+    private static string CommandPath(System.CommandLine.Parsing.CommandResult result, Command root)
+    {
+        var names = new List<string>();
+        for (var r = result; r is not null && !ReferenceEquals(r.Command, root); r = r.Parent as System.CommandLine.Parsing.CommandResult)
+            names.Insert(0, r.Command.Name);
+        return names.Count == 0 ? "ddpm" : "ddpm " + string.Join(" ", names);
+    }
 
     /// <summary>
     /// A message as one line: newlines joined with "; ", and .NET's " (Parameter 'x')" suffix dropped

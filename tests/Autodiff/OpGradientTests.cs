@@ -116,4 +116,13 @@ public sealed class OpGradientTests
         CheckGradients("mse", [[3, 4], [3, 4]], (t, x) => t.MseLoss(x[0], x[1]));
         CheckGradients("sum + mean", [[5, 3]], (t, x) => t.Add(t.Sum(x[0]), t.Mean(t.Silu(x[0]))));
     }
+
+    [Test]
+    public void ClassifierOps()
+    {
+        CheckGradients("global average pool", [[2, 3, 4, 5]], (t, x) => t.GlobalAveragePool(x[0]));
+        using var labels = TestDevice.Cpu.Pool.Rent<int>(4);
+        labels.CopyFrom([2, 0, 4, 2]);
+        CheckGradients("softmax cross-entropy", [[4, 5]], (t, x) => t.SoftmaxCrossEntropy(t.Scale(x[0], 3f), labels.View));
+    }
 }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using IlgpuDdpm.Cli.Training;
+using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Network;
 
 namespace IlgpuDdpm.Cli.Commands;
@@ -13,6 +14,15 @@ internal static class TrainCommand
 {
     /// <summary>Training length when neither --steps nor --minutes is given.</summary>
     public const long DefaultSteps = 10_000;
+
+    /// <summary>The newcomer's run on a CPU-only machine (no --preset, --steps or --minutes): this preset ...</summary>
+    public const string CpuDefaultPreset = "tiny";
+
+    /// <summary>... for this many minutes, then a sample grid and its FCD/KID ...</summary>
+    public const double CpuDefaultMinutes = 30;
+
+    /// <summary>... on this many samples (fewer than --score-n's default: sampling is slow on the CPU).</summary>
+    public const int CpuDefaultScoreN = 500;
 
     public static Command Create(CliContext context)
     {
@@ -71,15 +81,23 @@ internal static class TrainCommand
         }.NonNegative(), (c, v) => c with { CheckpointEvery = v });
         var logEvery = run.Changeable(new Option<int>("--log-every") { Description = "Append a line to metrics.jsonl every N steps (its loss is the mean over those N steps).", HelpName = "N", DefaultValueFactory = _ => defaults.LogEvery }.Positive(), (c, v) => c with { LogEvery = v });
         var printEvery = run.Changeable(new Option<int>("--print-every") { Description = "When the output is not a terminal: print a progress line every N steps.", HelpName = "N", DefaultValueFactory = _ => defaults.PrintEvery }.Positive(), (c, v) => c with { PrintEvery = v });
+        var scoreEvery = run.Changeable(new Option<int>("--score-every")
+        {
+            Description = "Every N steps (and at the end): FCD and KID of --score-n DDIM samples of the EMA weights against the test split, on the classifier's features, appended to metrics.jsonl and drawn in loss.png. 0: never.",
+            HelpName = "N",
+            DefaultValueFactory = _ => defaults.ScoreEvery,
+        }.NonNegative(), (c, v) => c with { ScoreEvery = v });
+        var scoreN = run.Changeable(new Option<int>("--score-n") { Description = "Samples per score.", HelpName = "M", DefaultValueFactory = _ => defaults.ScoreN }.Range(2, 60000), (c, v) => c with { ScoreN = v });
+        var classifier = run.Changeable(new Option<string?>("--classifier") { Description = "Classifier file for the scores (default: the shipped Fashion-MNIST classifier).", HelpName = "FILE" }, (c, v) => c with { Classifier = v });
 
         var command = new Command("train",
             "Train a U-Net to predict the noise (L_simple, Algorithm 1 of the DDPM paper). Without options: the small preset on Fashion-MNIST " +
-            "on the best device. The run folder gets config.json, metrics.jsonl, samples/step-NNNNNN.png, loss.png and the checkpoint " +
+            $"on the best device; on a machine with only the CPU, the {CpuDefaultPreset} preset for {CpuDefaultMinutes:F0} minutes, ending with a sample grid and its FCD/KID. The run folder gets config.json, metrics.jsonl, samples/step-NNNNNN.png, loss.png and the checkpoint " +
             "(model.safetensors + state.safetensors, named by checkpoint.json). One process at a time writes a run folder (it holds <DIR>/.lock). " +
             "Ctrl-C or SIGTERM saves a checkpoint and stops (exit code 130); --resume continues.")
         {
             data, size, channels, preset, steps, minutes, batch, lr, warmup, ema, gradClip, flip, schedule, timesteps, device, seed,
-            output, resume, sampleEvery, sampleCount, sampleSteps, checkpointEvery, logEvery, printEvery,
+            output, resume, sampleEvery, sampleCount, sampleSteps, checkpointEvery, logEvery, printEvery, scoreEvery, scoreN, classifier,
         };
 
         command.SetAction(parse =>
@@ -93,6 +111,24 @@ internal static class TrainCommand
 
             if (parse.GetResult(resume) is null)
             {
+                // The newcomer's run (issue 7, item 5): nothing says how long or how big, and only the CPU computes.
+                if (!parse.WasGiven(preset) && typed.Steps is null && typed.Minutes is null && OnlyCpu(deviceChoice))
+                {
+                    // The README's measured CPU settings for tiny, each unless given: the small preset's (batch 64,
+                    // lr 2e-4, 1000 warm-up steps) would leave 30 CPU minutes inside the warm-up.
+                    typed = typed with
+                    {
+                        Preset = CpuDefaultPreset,
+                        Minutes = CpuDefaultMinutes,
+                        ScoreAtEnd = true,
+                        ScoreN = parse.WasGiven(scoreN) ? typed.ScoreN : CpuDefaultScoreN,
+                        Batch = parse.WasGiven(batch) ? typed.Batch : 32,
+                        LearningRate = parse.WasGiven(lr) ? typed.LearningRate : 1e-3,
+                        Warmup = parse.WasGiven(warmup) ? typed.Warmup : 200,
+                        Ema = parse.WasGiven(ema) ? typed.Ema : 0.999,
+                    };
+                    context.Output.WriteLine($"no GPU: training the {CpuDefaultPreset} preset for {CpuDefaultMinutes:F0} minutes on the CPU (batch {typed.Batch}, lr {typed.LearningRate:G3}), then a sample grid and its FCD/KID on {typed.ScoreN} samples (--preset, --steps or --minutes choose otherwise)");
+                }
                 if (typed.Steps is null && typed.Minutes is null) typed = typed with { Steps = DefaultSteps };
                 outDir ??= Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
                 if (File.Exists(outDir))
@@ -164,5 +200,17 @@ internal static class TrainCommand
             }
             return config;
         }
+    }
+
+    /// <summary>
+    /// Whether the device this run gets is the CPU accelerator: <c>--device cpu</c> (or DDPM_DEVICE=cpu), or
+    /// <c>auto</c> on a machine where ILGPU sees no CUDA or OpenCL device.
+    /// </summary>
+    private static bool OnlyCpu(string? deviceChoice)
+    {
+        string choice = (deviceChoice ?? Environment.GetEnvironmentVariable(ComputeDevice.EnvironmentVariable) ?? "auto").Trim().ToLowerInvariant();
+        if (choice == "cpu") return true;
+        if (choice != "auto") return false;
+        return ComputeDevice.Enumerate().All(d => d.Kind == DeviceKind.Cpu);
     }
 }

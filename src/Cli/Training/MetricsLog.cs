@@ -16,7 +16,17 @@ internal sealed record MetricsLine(
     [property: JsonPropertyName("grad_norm")] double GradNorm,
     [property: JsonPropertyName("lr")] double LearningRate,
     [property: JsonPropertyName("images_per_s")] double ImagesPerSecond,
-    [property: JsonPropertyName("elapsed_s")] double ElapsedSeconds);
+    [property: JsonPropertyName("elapsed_s")] double ElapsedSeconds)
+{
+    /// <summary>Fréchet classifier distance of the EMA model's samples at this step (only on scored steps, <c>--score-every</c>).</summary>
+    [JsonPropertyName("fcd"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? Fcd { get; init; }
+
+    /// <summary>KID (mean over subsets) of those samples.</summary>
+    [JsonPropertyName("kid"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? Kid { get; init; }
+
+    /// <summary>KID's standard deviation over subsets.</summary>
+    [JsonPropertyName("kid_sd"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? KidStdDev { get; init; }
+}
 
 /// <summary>
 /// <c>metrics.jsonl</c>: one JSON object per logged step, appended and flushed as training goes. On
@@ -81,6 +91,11 @@ internal sealed class MetricsLog : IDisposable
     /// <summary>(step, loss) points for the loss plot.</summary>
     public IReadOnlyList<(int Step, float Loss)> LossPoints() =>
         lines.Select(l => ((int)Math.Min(l.Step, int.MaxValue), (float)l.Loss)).ToList();
+
+    /// <summary>(step, FCD, KID) of the scored lines, for the loss plot's second panel.</summary>
+    public IReadOnlyList<(int Step, float Fcd, float Kid)> ScorePoints() =>
+        lines.Where(l => l.Fcd is not null && l.Kid is not null)
+             .Select(l => ((int)Math.Min(l.Step, int.MaxValue), (float)l.Fcd!.Value, (float)l.Kid!.Value)).ToList();
 
     public void Dispose() => writer.Dispose();
 }

@@ -32,6 +32,10 @@ internal sealed record RunConfig
     [JsonPropertyName("checkpoint_every")] public int CheckpointEvery { get; init; } = 1000;
     [JsonPropertyName("log_every")] public int LogEvery { get; init; } = 10;
     [JsonPropertyName("print_every")] public int PrintEvery { get; init; } = 100;
+    [JsonPropertyName("score_every")] public int ScoreEvery { get; init; }
+    [JsonPropertyName("score_n")] public int ScoreN { get; init; } = 2000;
+    [JsonPropertyName("score_at_end")] public bool ScoreAtEnd { get; init; }
+    [JsonPropertyName("classifier")] public string? Classifier { get; init; }
 
     /// <summary>The run's id, also in the metadata of both checkpoint files (a resume checks they agree).</summary>
     [JsonPropertyName("run_id")] public string? RunId { get; init; }

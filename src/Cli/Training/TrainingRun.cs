@@ -4,10 +4,12 @@ using System.Text.Json.Nodes;
 using IlgpuDdpm.Diffusion;
 using IlgpuDdpm.Diffusion.Checkpoints;
 using IlgpuDdpm.Diffusion.Data;
+using IlgpuDdpm.Diffusion.Evaluation;
 using IlgpuDdpm.Diffusion.Images;
 using IlgpuDdpm.Diffusion.Schedules;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Network;
+using IlgpuDdpm.Cli.Commands;
 
 namespace IlgpuDdpm.Cli.Training;
 
@@ -84,6 +86,7 @@ internal sealed class TrainingRun
         {
             throw new UsageException($"--preset {config.Preset} does not fit {data.Channels}x{data.Height}x{data.Width} images from {data.Source}: {Program.OneLine(e.Message)} (pass --size S to resize)");
         }
+        string? classifierPath = Scoring ? CheckClassifier(data) : null;
         var scheduleSpec = new ScheduleSpec(config.Schedule == "cosine" ? ScheduleKind.Cosine : ScheduleKind.Linear, config.Timesteps);
         var schedule = scheduleSpec.Build();
 
@@ -164,7 +167,8 @@ internal sealed class TrainingRun
                 ? MetricsLog.Resume(Path.Combine(folder, "metrics.jsonl"), trainer.Step)
                 : MetricsLog.Create(Path.Combine(folder, "metrics.jsonl"));
 
-            return Loop(device, trainer, sampler, metrics, previewDiffusion, previewModel);
+            using var quality = classifierPath is null ? null : new SampleQuality(device, classifierPath, config.Data);
+            return Loop(device, trainer, sampler, metrics, previewDiffusion, previewModel, quality);
         }
         finally
         {
@@ -180,7 +184,7 @@ internal sealed class TrainingRun
     }
 
     private int Loop(ComputeDevice device, Trainer trainer, BatchSampler sampler, MetricsLog metrics,
-                     GaussianDiffusion previewDiffusion, UNet previewModel)
+                     GaussianDiffusion previewDiffusion, UNet previewModel, SampleQuality? quality)
     {
         long startStep = trainer.Step;
         long? target = config.Steps;
@@ -203,15 +207,30 @@ internal sealed class TrainingRun
         double smoothedLoss = double.NaN;
 
         StepResult last = default;
+        long lastScored = -1;
 
-        // One metrics.jsonl line for the steps since the previous one (also for a partial interval at the end).
-        void FlushMetrics()
+        // One metrics.jsonl line for the steps since the previous one (also for a partial interval at the end),
+        // carrying the FCD and KID of a scored step.
+        void FlushMetrics(QualityScore? score = null)
         {
-            if (intervalSteps == 0) return;
+            if (intervalSteps == 0 && score is null) return;
             double now = clock.Elapsed.TotalSeconds, span = now - intervalStart;
-            metrics.Append(new MetricsLine(last.Step, intervalLoss / intervalSteps, last.GradNorm, last.LearningRate,
-                span > 0 ? intervalSteps * config.Batch / span : 0, Math.Round(now, 3)));
+            double loss = intervalSteps > 0 ? intervalLoss / intervalSteps : metrics.Lines.Count > 0 ? metrics.Lines[^1].Loss : lastLoss;
+            metrics.Append(new MetricsLine(last.Step, loss, last.GradNorm, last.LearningRate,
+                span > 0 ? intervalSteps * config.Batch / span : 0, Math.Round(now, 3))
+            {
+                Fcd = score?.Fcd,
+                Kid = score?.Kid,
+                KidStdDev = score?.KidStdDev,
+            });
             intervalLoss = 0; intervalSteps = 0; intervalStart = now;
+        }
+
+        QualityScore ScoreNow(long step)
+        {
+            var score = Score(trainer, previewDiffusion, previewModel, quality!);
+            lastScored = step;
+            return score;
         }
 
         double Progress(long step) => target is { } t ? step : clock.Elapsed.TotalSeconds;
@@ -247,7 +266,13 @@ internal sealed class TrainingRun
                     : TimeSpan.FromSeconds(Math.Max(0, seconds!.Value - now));
 
                 last = result;
-                if (step % config.LogEvery == 0) FlushMetrics();
+                if (quality is not null && config.ScoreEvery > 0 && step % config.ScoreEvery == 0)
+                {
+                    var score = ScoreNow(step);
+                    FlushMetrics(score);
+                    display.Note(ScoreLine(step, score));
+                }
+                else if (step % config.LogEvery == 0) FlushMetrics();
 
                 // The first step also compiles every kernel: no time estimate from it alone.
                 string etaText = done == 1 && target is not null ? "after step 2" : Format.Duration(eta!.Value);
@@ -310,9 +335,11 @@ internal sealed class TrainingRun
         if (code != 0) return code;
 
         long final = trainer.Step;
-        FlushMetrics();
+        QualityScore? finalScore = quality is not null && lastScored != final ? ScoreNow(final) : null;
+        FlushMetrics(finalScore);
+        if (finalScore is { } fs) output.WriteLine(ScoreLine(final, fs));
         if (lastSaved != final) Save(trainer, sampler, metrics);
-        else if (metrics.Lines.Count > 0) LossPlot.SavePng(LossPlotPath, metrics.LossPoints());
+        else if (metrics.Lines.Count > 0) LossPlot.SavePng(LossPlotPath, metrics.LossPoints(), metrics.ScorePoints());
         if (config.SampleEvery > 0 && lastSampled != final) Preview(trainer, previewDiffusion, previewModel, final);
         double elapsed = clock.Elapsed.TotalSeconds;
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -330,22 +357,55 @@ internal sealed class TrainingRun
             ["data"] = config.Data,
         });
         var points = metrics.LossPoints();
-        if (points.Count > 0) LossPlot.SavePng(LossPlotPath, points);
+        if (points.Count > 0) LossPlot.SavePng(LossPlotPath, points, metrics.ScorePoints());
     }
 
     /// <summary>samples/step-NNNNNN.png: the EMA weights, DDIM, a fixed noise seed.</summary>
     private void Preview(Trainer trainer, GaussianDiffusion diffusion, UNet model, long step)
     {
+        var result = SampleEma(trainer, diffusion, model, config.SampleCount);
+        ImageGrid.SavePng(Path.Combine(SamplesFolder, $"step-{step:D6}.png"), result.Images, result.Count, result.Channels, result.Height, result.Width);
+    }
+
+    /// <summary>Whether this run scores its samples (<c>--score-every</c>, or the newcomer's run at its end).</summary>
+    private bool Scoring => config.ScoreEvery > 0 || config.ScoreAtEnd;
+
+    /// <summary>The classifier file scoring uses, checked to exist and to fit the data's images (before any device work).</summary>
+    private string CheckClassifier(ImageDataset data)
+    {
+        string path = config.Classifier ?? ScoreCommand.ShippedClassifier;
+        if (!File.Exists(path))
+            throw new CliException(config.Classifier is null
+                ? $"scoring needs the shipped classifier {path}, which is missing (rebuild, or pass --classifier FILE)"
+                : $"--classifier {path}: file not found");
+        var classifier = ClassifierFile.ReadConfig(path);
+        if (classifier.InChannels != data.Channels || classifier.ImageSize != data.Height)
+            throw new CliException($"{path}: the classifier scores {classifier.InChannels}x{classifier.ImageSize}x{classifier.ImageSize} images, the run makes {data.Channels}x{data.Height}x{data.Width}; pass --classifier FILE for this data");
+        return path;
+    }
+
+    /// <summary>FCD and KID of <c>--score-n</c> samples of the EMA weights (DDIM, <c>--sample-steps</c> steps, the preview seed).</summary>
+    private QualityScore Score(Trainer trainer, GaussianDiffusion diffusion, UNet model, SampleQuality quality)
+    {
+        var result = SampleEma(trainer, diffusion, model, config.ScoreN);
+        return quality.Score(result.Images, result.Count);
+    }
+
+    /// <summary><paramref name="count"/> images of the EMA weights: DDIM in --sample-steps steps, the preview seed.</summary>
+    private SampleResult SampleEma(Trainer trainer, GaussianDiffusion diffusion, UNet model, int count)
+    {
         trainer.CopyEmaInto(model);
-        var result = diffusion.Sample(model, new SampleOptions
+        return diffusion.Sample(model, new SampleOptions
         {
-            Count = config.SampleCount,
+            Count = count,
             Sampler = SamplerKind.Ddim,
             Steps = Math.Min(config.SampleSteps, config.Timesteps),
             Seed = PreviewSeed,
         });
-        ImageGrid.SavePng(Path.Combine(SamplesFolder, $"step-{step:D6}.png"), result.Images, result.Count, result.Channels, result.Height, result.Width);
     }
+
+    private string ScoreLine(long step, QualityScore score) =>
+        $"step {step}: fcd {ScoreCommand.Fcd(score.Fcd)}  kid {ScoreCommand.Kid(score.Kid)} ± {ScoreCommand.Kid(score.KidStdDev)}  ({score.Count} DDIM samples of the EMA weights)";
 
     private void WarnCpu(ModelSummary summary, UNetConfig modelConfig)
     {

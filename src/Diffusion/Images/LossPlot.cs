@@ -34,6 +34,38 @@ public static class LossPlot
         image.SaveAsPng(path);
     }
 
+    /// <summary>
+    /// Saves the loss plot with two panels below it when <paramref name="scores"/> has points: the Fréchet
+    /// classifier distance (log axis) and KID (linear axis: the unbiased estimate can be negative) against
+    /// the step, on the same step range as the points themselves. Without scores it is <see cref="SavePng(string, IReadOnlyList{ValueTuple{int, float}}, int, int, bool)"/>.
+    /// </summary>
+    public static void SavePng(string path, IReadOnlyList<(int Step, float Loss)> points, IReadOnlyList<(int Step, float Fcd, float Kid)> scores, int width = 800, int height = 400)
+    {
+        ArgumentNullException.ThrowIfNull(scores);
+        if (scores.Count == 0)
+        {
+            SavePng(path, points, width, height);
+            return;
+        }
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        int panel = Math.Max(MinSide, height / 2);
+        using var loss = Render(points, width, height);
+        using var fcd = Render(scores.Select(s => (s.Step, s.Fcd)).ToList(), width, panel);
+        using var kid = Render(scores.Select(s => (s.Step, s.Kid)).ToList(), width, panel, logScale: false);
+        using var image = new Image<Rgb24>(width, height + 2 * panel);
+        image.ProcessPixelRows(loss, fcd, (target, a, b) =>
+        {
+            for (int y = 0; y < a.Height; y++) a.GetRowSpan(y).CopyTo(target.GetRowSpan(y));
+            for (int y = 0; y < b.Height; y++) b.GetRowSpan(y).CopyTo(target.GetRowSpan(height + y));
+        });
+        image.ProcessPixelRows(kid, (target, c) =>
+        {
+            for (int y = 0; y < c.Height; y++) c.GetRowSpan(y).CopyTo(target.GetRowSpan(height + panel + y));
+        });
+        ImageGrid.CreateFolderOf(path);
+        image.SaveAsPng(path);
+    }
+
     /// <summary>The plot as an RGB image of <paramref name="width"/>×<paramref name="height"/>.</summary>
     public static Image<Rgb24> Render(IReadOnlyList<(int Step, float Loss)> points, int width = 800, int height = 400, bool logScale = true)
     {

@@ -1,0 +1,155 @@
+using IlgpuDdpm.Autodiff;
+using IlgpuDdpm.Kernels.Device;
+
+namespace IlgpuDdpm.Network;
+
+/// <summary>
+/// The evaluation classifier's architecture: image shape, number of classes, the width of each level and
+/// the GroupNorm group count. The default (<see cref="ForImages"/>) has widths 16, 32, 64, 128 and 8 groups:
+/// 146k parameters for 1×28×28 images and 10 classes, about 9 MFLOP per image forward — most parameters sit
+/// at the low resolutions, where they are cheap, because the classifier is trained on a CPU.
+/// </summary>
+public sealed record ClassifierConfig(int InChannels, int ImageSize, int Classes, int[] Widths, int Groups)
+{
+    /// <summary>The shipped architecture for images of <paramref name="channels"/>×<paramref name="size"/>×<paramref name="size"/>.</summary>
+    public static ClassifierConfig ForImages(int channels, int size, int classes = 10) => new(channels, size, classes, [16, 32, 64, 128], 8);
+
+    /// <summary>Width of the features the Fréchet distance and KID use (the last level's width).</summary>
+    public int FeatureDim => Widths[^1];
+
+    /// <summary>Throws <see cref="ArgumentException"/> (one line) naming the first bad field.</summary>
+    public ClassifierConfig Validate()
+    {
+        if (InChannels <= 0 || ImageSize <= 0) throw new ArgumentException($"classifier: image shape {InChannels}×{ImageSize}×{ImageSize} must be positive");
+        if (Classes < 2) throw new ArgumentException($"classifier: needs at least 2 classes, got {Classes}");
+        if (Widths is null || Widths.Length == 0) throw new ArgumentException("classifier: needs at least one level width");
+        foreach (var w in Widths)
+            if (w <= 0 || Groups <= 0 || w % Groups != 0) throw new ArgumentException($"classifier: width {w} must be a positive multiple of {Groups} groups");
+        return this;
+    }
+
+    /// <summary>Same fields (widths compared by value).</summary>
+    public bool Equals(ClassifierConfig? other) =>
+        other is not null && InChannels == other.InChannels && ImageSize == other.ImageSize && Classes == other.Classes &&
+        Widths.AsSpan().SequenceEqual(other.Widths) && Groups == other.Groups;
+
+    /// <inheritdoc/>
+    public override int GetHashCode() => HashCode.Combine(InChannels, ImageSize, Classes, Widths.Length, Groups);
+
+    /// <summary>"1x28x28, 10 classes, widths 16,32,64,128, 8 groups".</summary>
+    public override string ToString() => $"{InChannels}x{ImageSize}x{ImageSize}, {Classes} classes, widths {string.Join(",", Widths)}, {Groups} groups";
+}
+
+/// <summary>
+/// A small CNN classifier built from the U-Net's layers, used to score samples (Fréchet classifier
+/// distance and KID on its penultimate features, DESIGN.md §1):
+/// <code>
+/// h = stem(x)                                               Conv3x3 in → w0
+/// for level l = 1..L−1:  h = down.l(SiLU(GN(h)))            Conv3x3 stride 2, w(l−1) → w(l−1)
+///                        h = conv.l(SiLU(GN(h)))            Conv3x3 w(l−1) → w(l)
+/// features = GAP(SiLU(tail.norm(h)))                        [N, w(L−1)]
+/// logits = head(features)                                   Linear → classes
+/// </code>
+/// Parameters are initialised like the U-Net's (Xavier-uniform from Philox stream i of the seed, biases 0,
+/// GroupNorm γ = 1, β = 0), so the same seed gives the same bits on every accelerator.
+/// </summary>
+public sealed class Classifier : IDisposable
+{
+    private readonly Parameter[] parameters;
+    private readonly ParameterSpec[] specs;
+    private readonly Conv2d stem;
+    private readonly (GroupNorm Norm1, Conv2d Down, GroupNorm Norm2, Conv2d Conv)[] levels;
+    private readonly GroupNorm tailNorm;
+    private readonly Linear head;
+    private bool disposed;
+
+    /// <summary>Builds the classifier of <paramref name="config"/> on <paramref name="device"/>, initialised from <paramref name="seed"/>.</summary>
+    public Classifier(ComputeDevice device, ClassifierConfig config, ulong seed = 0)
+    {
+        Config = config.Validate();
+        Device = device;
+        var source = new ParameterSource(device);
+        try
+        {
+            var w = config.Widths;
+            int g = config.Groups;
+            stem = new Conv2d(source, "stem", config.InChannels, w[0], 3);
+            levels = new (GroupNorm, Conv2d, GroupNorm, Conv2d)[w.Length - 1];
+            for (int l = 1; l < w.Length; l++)
+                levels[l - 1] = (
+                    new GroupNorm(source, $"level.{l}.norm1", w[l - 1], g),
+                    new Conv2d(source, $"level.{l}.down", w[l - 1], w[l - 1], 3, stride: 2),
+                    new GroupNorm(source, $"level.{l}.norm2", w[l - 1], g),
+                    new Conv2d(source, $"level.{l}.conv", w[l - 1], w[l], 3));
+            tailNorm = new GroupNorm(source, "tail.norm", w[^1], g);
+            head = new Linear(source, "head", w[^1], config.Classes);
+            parameters = [.. source.Parameters];
+            specs = [.. source.Specs];
+        }
+        catch
+        {
+            foreach (var p in source.Parameters) p.Dispose();
+            throw;
+        }
+        ParameterCount = parameters.Sum(p => (long)p.Length);
+        Initialize(seed);
+    }
+
+    /// <summary>The device the parameters live on.</summary>
+    public ComputeDevice Device { get; }
+
+    /// <summary>The architecture.</summary>
+    public ClassifierConfig Config { get; }
+
+    /// <summary>Every parameter, in forward order.</summary>
+    public IReadOnlyList<Parameter> Parameters => parameters;
+
+    /// <summary>Names, shapes and initialisation rules of <see cref="Parameters"/>, same order.</summary>
+    public IReadOnlyList<ParameterSpec> Specs => specs;
+
+    /// <summary>Total number of trainable values.</summary>
+    public long ParameterCount { get; }
+
+    /// <summary>(Re)initialises every parameter from <paramref name="seed"/> (see <see cref="UNet.InitialValues"/>).</summary>
+    public void Initialize(ulong seed)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        for (int i = 0; i < parameters.Length; i++) parameters[i].CopyFrom(UNet.InitialValues(specs[i], (uint)i, seed));
+    }
+
+    /// <summary>The penultimate features: x [N, in, S, S] → [N, <see cref="ClassifierConfig.FeatureDim"/>], tape-owned.</summary>
+    public Tensor Features(Tape tape, Tensor x)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        var c = Config;
+        if (x.Rank != 4 || x.Dim(1) != c.InChannels || x.Dim(2) != c.ImageSize || x.Dim(3) != c.ImageSize)
+            throw new ArgumentException($"classifier input {Tensor.ShapeText(x.Shape)} does not match the classifier: expected [N, {c.InChannels}, {c.ImageSize}, {c.ImageSize}]");
+        var h = stem.Forward(tape, x);
+        foreach (var (norm1, down, norm2, conv) in levels)
+        {
+            h = down.Forward(tape, tape.Silu(norm1.Forward(tape, h)));
+            h = conv.Forward(tape, tape.Silu(norm2.Forward(tape, h)));
+        }
+        return tape.GlobalAveragePool(tape.Silu(tailNorm.Forward(tape, h)));
+    }
+
+    /// <summary>Class scores from features: [N, FeatureDim] → [N, classes].</summary>
+    public Tensor Logits(Tape tape, Tensor features) => head.Forward(tape, features);
+
+    /// <summary>Class scores: x [N, in, S, S] → [N, classes].</summary>
+    public Tensor Forward(Tape tape, Tensor x) => Logits(tape, Features(tape, x));
+
+    /// <summary>Sets every parameter's gradient to zero.</summary>
+    public void ZeroGrad()
+    {
+        foreach (var p in parameters) p.ZeroGrad();
+    }
+
+    /// <summary>Returns every parameter to the pool.</summary>
+    public void Dispose()
+    {
+        if (disposed) return;
+        disposed = true;
+        foreach (var p in parameters) p.Dispose();
+    }
+}
