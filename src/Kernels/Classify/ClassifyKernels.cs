@@ -1,6 +1,4 @@
-using System.Runtime.CompilerServices;
 using ILGPU;
-using ILGPU.Runtime;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Elementwise;
 using IlgpuDdpm.Kernels.Reduce;
@@ -17,48 +15,27 @@ namespace IlgpuDdpm.Kernels.Classify;
 /// results are bit-for-bit repeatable. Backward methods ADD into their gradient outputs.
 /// </para>
 /// </summary>
-public sealed class ClassifyKernels : IKernelFamily<ClassifyKernels>
+public sealed class ClassifyKernels : GridStrideFamily, IKernelFamily<ClassifyKernels>
 {
-    private readonly ComputeDevice device;
     private readonly ReduceKernels reduce;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int, int> pool;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int, int> poolBackward;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int> crossEntropy;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, float, int, int, int> crossEntropyBackward;
 
-    private ClassifyKernels(ComputeDevice device, GridStride launch)
-    {
-        this.device = device;
-        reduce = device.Kernels<ReduceKernels>();
-        Launch = launch;
-        pool = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, int>(GlobalAveragePoolKernel);
-        poolBackward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<float>, int, int, int>(GlobalAveragePoolBackwardKernel);
-        crossEntropy = device.LoadStreamingKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int>(SoftmaxCrossEntropyKernel);
-        crossEntropyBackward = device.LoadStreamingKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, float, int, int, int>(SoftmaxCrossEntropyBackwardKernel);
-    }
+    private ClassifyKernels(ComputeDevice device, GridStride launch) : base(device, launch) => reduce = device.Kernels<ReduceKernels>();
 
     /// <inheritdoc/>
-    public static ClassifyKernels Create(ComputeDevice device) => new(device, GridStride.For(device));
+    public static ClassifyKernels Create(ComputeDevice device) => new(device, device.ElementShape);
 
     /// <summary>A family with a chosen launch shape (tests run the GPU's, and odd ones, on the CPU).</summary>
     internal static ClassifyKernels CreateWith(ComputeDevice device, GridStride launch) => new(device, launch);
 
-    /// <summary>How launches are sized.</summary>
-    internal GridStride Launch { get; }
-
-    private int Threads(int units) => Launch.Threads(units);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int Next(int e, int stride, int n) => e < n - stride ? e + stride : n;
-
     // ---------------------------------------------------------------------------------------------
     // Global average pooling: x [N,C,H,W] -> y [N,C],  y[r] = (1/S) Σ_{j<S} x[r·S + j],  S = H·W, r = n·C + c.
 
-    internal static void GlobalAveragePoolKernel(Index1D i, ArrayView<float> x, ArrayView<float> y, int spatial, int rows, int stride)
+    // One unit per row r.
+    internal readonly struct GlobalAveragePoolKernel(ArrayView<float> x, ArrayView<float> y, int spatial) : IElementKernel
     {
-        float inv = 1f / spatial;
-        for (int r = i.X; r < rows; r = Next(r, stride, rows))
+        public void Element(int r)
         {
+            float inv = 1f / spatial;
             int start = r * spatial;
             float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
             int j = 0;
@@ -75,10 +52,9 @@ public sealed class ClassifyKernels : IKernelFamily<ClassifyKernels>
     }
 
     // dx[e] += dy[e / S] / S   (one unit per input element)
-    internal static void GlobalAveragePoolBackwardKernel(Index1D i, ArrayView<float> dy, ArrayView<float> dx, int spatial, int n, int stride)
+    internal readonly struct GlobalAveragePoolBackwardKernel(ArrayView<float> dy, ArrayView<float> dx, int spatial) : IElementKernel
     {
-        float inv = 1f / spatial;
-        for (int e = i.X; e < n; e = Next(e, stride, n)) dx[e] += dy[e / spatial] * inv;
+        public void Element(int e) => dx[e] += dy[e / spatial] * (1f / spatial);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -87,9 +63,10 @@ public sealed class ClassifyKernels : IKernelFamily<ClassifyKernels>
     //   rowLoss[n] = lse − z_{y_n} = −log softmax(z)_{y_n},  probs[n,k] = exp(z_k − lse)
     // The mean over rows is taken by ReduceKernels.Sum (deterministic).
 
-    internal static void SoftmaxCrossEntropyKernel(Index1D i, ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> rowLoss, ArrayView<float> probs, int classes, int rows, int stride)
+    // One unit per row r.
+    internal readonly struct SoftmaxCrossEntropyKernel(ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> rowLoss, ArrayView<float> probs, int classes) : IElementKernel
     {
-        for (int r = i.X; r < rows; r = Next(r, stride, rows))
+        public void Element(int r)
         {
             int start = r * classes;
             float m = logits[start];
@@ -103,11 +80,11 @@ public sealed class ClassifyKernels : IKernelFamily<ClassifyKernels>
     }
 
     // d/dz_{n,k} of L = scale · Σ_n rowLoss[n]:  dz[n,k] += scale · dloss · (p_{n,k} − [k = y_n])   (one unit per logit)
-    internal static void SoftmaxCrossEntropyBackwardKernel(Index1D i, ArrayView<float> probs, ArrayView<int> labels, ArrayView<float> dloss, ArrayView<float> dlogits, float scale, int classes, int n, int stride)
+    internal readonly struct SoftmaxCrossEntropyBackwardKernel(ArrayView<float> probs, ArrayView<int> labels, ArrayView<float> dloss, ArrayView<float> dlogits, float scale, int classes) : IElementKernel
     {
-        float g = scale * dloss[0];
-        for (int e = i.X; e < n; e = Next(e, stride, n))
+        public void Element(int e)
         {
+            float g = scale * dloss[0];
             int r = e / classes;
             int k = e - r * classes;
             float target = k == labels[r] ? 1f : 0f;
@@ -124,7 +101,7 @@ public sealed class ClassifyKernels : IKernelFamily<ClassifyKernels>
         CheckPositive(rows, spatial, "global average pool");
         Expect(x, (long)rows * spatial, "global average pool x");
         Expect(y, rows, "global average pool y");
-        pool(device.Stream, Threads(rows), x, y, spatial, rows, Threads(rows));
+        Run(rows, new GlobalAveragePoolKernel(x, y, spatial));
     }
 
     /// <summary>Backward of <see cref="GlobalAveragePool"/>: dx[r·S + j] += dy[r] / S. ADDS into <paramref name="dx"/>.</summary>
@@ -134,7 +111,7 @@ public sealed class ClassifyKernels : IKernelFamily<ClassifyKernels>
         Expect(dy, rows, "global average pool dy");
         Expect(dx, (long)rows * spatial, "global average pool dx");
         int n = checked(rows * spatial);
-        poolBackward(device.Stream, Threads(n), dy, dx, spatial, n, Threads(n));
+        Run(n, new GlobalAveragePoolBackwardKernel(dy, dx, spatial));
     }
 
     /// <summary>
@@ -150,7 +127,7 @@ public sealed class ClassifyKernels : IKernelFamily<ClassifyKernels>
         if (labels.Length != rows) throw new ArgumentException($"softmax cross-entropy labels: expected {rows} elements, got {labels.Length}");
         Expect(rowLoss, rows, "softmax cross-entropy row losses");
         Expect(loss, 1, "softmax cross-entropy loss");
-        crossEntropy(device.Stream, Threads(rows), logits, labels, rowLoss, probs, classes, rows, Threads(rows));
+        Run(rows, new SoftmaxCrossEntropyKernel(logits, labels, rowLoss, probs, classes));
         reduce.Sum(rowLoss, loss, 1f / rows);
     }
 
@@ -166,7 +143,7 @@ public sealed class ClassifyKernels : IKernelFamily<ClassifyKernels>
         Expect(dloss, 1, "softmax cross-entropy dloss");
         if (labels.Length != rows) throw new ArgumentException($"softmax cross-entropy labels: expected {rows} elements, got {labels.Length}");
         int n = checked(rows * classes);
-        crossEntropyBackward(device.Stream, Threads(n), probs, labels, dloss, dlogits, 1f / rows, classes, n, Threads(n));
+        Run(n, new SoftmaxCrossEntropyBackwardKernel(probs, labels, dloss, dlogits, 1f / rows, classes));
     }
 
     private static void CheckPositive(int a, int b, string what)
