@@ -57,6 +57,7 @@ public sealed class Classifier : IDisposable
 {
     private readonly Parameter[] parameters;
     private readonly ParameterSpec[] specs;
+    private readonly Dictionary<string, Parameter> byName;
     private readonly Conv2d stem;
     private readonly (GroupNorm Norm1, Conv2d Down, GroupNorm Norm2, Conv2d Conv)[] levels;
     private readonly GroupNorm tailNorm;
@@ -68,29 +69,34 @@ public sealed class Classifier : IDisposable
     {
         Config = config.Validate();
         Device = device;
-        var source = new ParameterSource(device);
+        var w = config.Widths;
+        int g = config.Groups;
+        stem = new Conv2d("stem", config.InChannels, w[0], 3);
+        levels = new (GroupNorm, Conv2d, GroupNorm, Conv2d)[w.Length - 1];
+        for (int l = 1; l < w.Length; l++)
+            levels[l - 1] = (
+                new GroupNorm($"level.{l}.norm1", w[l - 1], g),
+                new Conv2d($"level.{l}.down", w[l - 1], w[l - 1], 3, stride: 2),
+                new GroupNorm($"level.{l}.norm2", w[l - 1], g),
+                new Conv2d($"level.{l}.conv", w[l - 1], w[l], 3));
+        tailNorm = new GroupNorm("tail.norm", w[^1], g);
+        head = new Linear("head", w[^1], config.Classes);
+        // Forward order (the initialisation streams are numbered by it).
+        specs = [stem.Weight, stem.Bias,
+                 .. levels.SelectMany(v => new[] { v.Norm1.Weight, v.Norm1.Bias, v.Down.Weight, v.Down.Bias, v.Norm2.Weight, v.Norm2.Bias, v.Conv.Weight, v.Conv.Bias }),
+                 tailNorm.Weight, tailNorm.Bias, head.Weight, head.Bias];
+        var created = new List<Parameter>();
         try
         {
-            var w = config.Widths;
-            int g = config.Groups;
-            stem = new Conv2d(source, "stem", config.InChannels, w[0], 3);
-            levels = new (GroupNorm, Conv2d, GroupNorm, Conv2d)[w.Length - 1];
-            for (int l = 1; l < w.Length; l++)
-                levels[l - 1] = (
-                    new GroupNorm(source, $"level.{l}.norm1", w[l - 1], g),
-                    new Conv2d(source, $"level.{l}.down", w[l - 1], w[l - 1], 3, stride: 2),
-                    new GroupNorm(source, $"level.{l}.norm2", w[l - 1], g),
-                    new Conv2d(source, $"level.{l}.conv", w[l - 1], w[l], 3));
-            tailNorm = new GroupNorm(source, "tail.norm", w[^1], g);
-            head = new Linear(source, "head", w[^1], config.Classes);
-            parameters = [.. source.Parameters];
-            specs = [.. source.Specs];
+            foreach (var spec in specs) created.Add(Parameter.Create(device, spec.Name, spec.Shape));
         }
         catch
         {
-            foreach (var p in source.Parameters) p.Dispose();
+            foreach (var p in created) p.Dispose();
             throw;
         }
+        parameters = [.. created];
+        byName = parameters.ToDictionary(p => p.Name);
         ParameterCount = parameters.Sum(p => (long)p.Length);
         Initialize(seed);
     }
@@ -124,17 +130,21 @@ public sealed class Classifier : IDisposable
         var c = Config;
         if (x.Rank != 4 || x.Dim(1) != c.InChannels || x.Dim(2) != c.ImageSize || x.Dim(3) != c.ImageSize)
             throw new ArgumentException($"classifier input {Tensor.ShapeText(x.Shape)} does not match the classifier: expected [N, {c.InChannels}, {c.ImageSize}, {c.ImageSize}]");
-        var h = stem.Forward(tape, x);
+        var ops = Ops(tape);
+        var h = stem.Forward(ops, x);
         foreach (var (norm1, down, norm2, conv) in levels)
         {
-            h = down.Forward(tape, tape.Silu(norm1.Forward(tape, h)));
-            h = conv.Forward(tape, tape.Silu(norm2.Forward(tape, h)));
+            h = down.Forward(ops, ops.Activate(norm1.Forward(ops, h)));
+            h = conv.Forward(ops, ops.Activate(norm2.Forward(ops, h)));
         }
-        return tape.GlobalAveragePool(tape.Silu(tailNorm.Forward(tape, h)));
+        return tape.GlobalAveragePool(ops.Activate(tailNorm.Forward(ops, h)));
     }
 
     /// <summary>Class scores from features: [N, FeatureDim] → [N, classes].</summary>
-    public Tensor Logits(Tape tape, Tensor features) => head.Forward(tape, features);
+    public Tensor Logits(Tape tape, Tensor features) => head.Forward(Ops(tape), features);
+
+    // The layers' tape ops with this classifier's parameters; SiLU, no timesteps, no dropout.
+    private TapeOps Ops(Tape tape) => new(tape, name => byName[name], Activation.Silu, default, 0, default);
 
     /// <summary>Class scores: x [N, in, S, S] → [N, classes].</summary>
     public Tensor Forward(Tape tape, Tensor x) => Logits(tape, Features(tape, x));
