@@ -1,4 +1,5 @@
 using IlgpuDdpm.Cli;
+using IlgpuDdpm.Kernels.Checks;
 using IlgpuDdpm.Kernels.Device;
 using NUnit.Framework;
 

@@ -1,5 +1,5 @@
 using System.CommandLine;
-using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Checks;
 using Spectre.Console;
 
 namespace IlgpuDdpm.Cli.Commands;

@@ -11,6 +11,16 @@ namespace IlgpuDdpm.Kernels.Attention;
 /// </summary>
 public sealed class AttentionKernels(ComputeDevice device) : IKernelFamily<AttentionKernels>
 {
+    /// <summary>Self-check probes: softmax rows. Tolerance: exp is approximate on GPUs; backward row sums.</summary>
+    public static KernelProbes Probes { get; } = new("Attention", 1e-4, [.. new[] { (196, 196), (64, 49), (5, 1000) }.Select(s =>
+        new KernelProbe($"Softmax forward+backward [{s.Item1},{s.Item2}]", k =>
+        {
+            var (attention, n) = (k.Kernels<AttentionKernels>(), s.Item1 * s.Item2);
+            var y = k.Out(n);
+            attention.SoftmaxForward(k.In(n, -8f, 8f).View, y.View, s.Item1, s.Item2);
+            attention.SoftmaxBackward(y.View, k.In(n).View, k.Acc(n, -1e-3f, 1e-3f).View, s.Item1, s.Item2);
+        }))]);
+
     /// <inheritdoc/>
     public static AttentionKernels Create(ComputeDevice device) => new(device);
 

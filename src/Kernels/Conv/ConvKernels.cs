@@ -124,6 +124,24 @@ internal enum ConvVariant
 /// </summary>
 public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<ConvKernels>
 {
+    /// <summary>
+    /// Self-check probes: the U-Net's 3×3 "same", 3×3 stride 2 and 1×1 convolutions, at sizes that are and are not
+    /// multiples of 4 and of the GPU tiles. Tolerance: sums over Cin·K² in another order, FMA contraction.
+    /// </summary>
+    public static KernelProbes Probes { get; } = new("Conv", 1e-4, [.. new[]
+    {
+        new ConvShape(2, 16, 8, 8, 16, 3), new ConvShape(2, 3, 9, 7, 5, 3), new ConvShape(2, 32, 14, 14, 32, 3, stride: 2),
+        new ConvShape(1, 48, 7, 7, 32, 1), new ConvShape(2, 64, 16, 16, 64, 3),
+    }.Select(s => new KernelProbe($"Conv forward+backward {s}", k =>
+    {
+        var conv = k.Kernels<ConvKernels>();
+        var (x, w, dy) = (k.In(s.InputLength), k.In(s.WeightLength, -0.3f, 0.3f), k.In(s.OutputLength));
+        conv.Forward(x.View, w.View, k.In(s.Cout, -0.5f, 0.5f).View, k.Out(s.OutputLength).View, s);
+        conv.BackwardInput(dy.View, w.View, k.Acc(s.InputLength).View, s); // backward kernels add into their outputs
+        conv.BackwardWeight(x.View, dy.View, k.Acc(s.WeightLength).View, s);
+        conv.BackwardBias(dy.View, k.Acc(s.Cout).View, s);
+    }))]);
+
     /// <inheritdoc/>
     public static ConvKernels Create(ComputeDevice device) => new(device);
 

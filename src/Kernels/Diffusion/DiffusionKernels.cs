@@ -67,6 +67,43 @@ public readonly struct ReverseStepCoefficients
 /// </summary>
 public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
 {
+    /// <summary>
+    /// Self-check probes: forward noising, the reverse step of every sampler (coefficients of the DDPM step at
+    /// t = 999 and t = 500 and of a DDIM step), and the bound's terms. Tolerance: Box–Muller noise as in Random;
+    /// exp/log in the KL and the decoder's CDF differences.
+    /// </summary>
+    public static KernelProbes Probes { get; } = new("Diffusion", 1e-3,
+    [
+        new KernelProbe("Noise n=4 d=300", k => k.Kernels<DiffusionKernels>().Noise(k.In(1200).View, k.Upload(new[] { 0, 17, 500, 999 }).View,
+            k.Upload(Array.ConvertAll(ProbeAlphaBar, a => (float)Math.Sqrt(a))).View, k.Upload(Array.ConvertAll(ProbeAlphaBar, a => (float)Math.Sqrt(1 - a))).View,
+            new PhiloxKey(99, 3, 5), k.Out(1200).View, k.Out(1200).View, 4, 300)),
+        .. new[] { new ReverseStepCoefficients(158.2, 158.2, 1.3e-4, 0.99, 0.14, true), new ReverseStepCoefficients(1.7, 1.4, 0.05, 0.97, 0.0, false),
+            new ReverseStepCoefficients(3.1, 2.9, 0.4, 0.31, 0.2, true) }.Select(c => new KernelProbe($"ReverseStep {c}", k =>
+            k.Kernels<DiffusionKernels>().ReverseStep(k.In(1200, -3f, 3f).View, k.In(1200, -2f, 2f).View, c, new PhiloxKey(99, 3, 5), k.Out(1200).View))),
+        new KernelProbe("GaussianKL, PriorKL, DiscretizedGaussianNll n=4 d=300", k =>
+        {
+            var diffusion = k.Kernels<DiffusionKernels>();
+            // x0 on the 256 levels of 8-bit data, as the decoder expects.
+            var x0 = k.Upload(Array.ConvertAll(k.Data(1200, 0f, 256f), v => Math.Min(255f, MathF.Floor(v)) / 127.5f - 1f));
+            float scale = (float)(1 / (300 * Math.Log(2)));
+            diffusion.GaussianKL(k.In(1200).View, -4.5f, k.In(1200).View, -4.2f, k.Out(4).View, 4, 300, scale);
+            diffusion.PriorKL(x0.View, ProbeAlphaBar[^1], k.Out(4).View, 4, 300, scale);
+            diffusion.DiscretizedGaussianNll(x0.View, k.In(1200).View, -6f, k.Out(4).View, 4, 300, scale);
+        }),
+    ]);
+
+    /// <summary>ᾱ_t of the linear schedule β_t from 1e-4 to 0.02 over T = 1000 steps (Ho et al. 2020, §4), for the probes.</summary>
+    private static double[] ProbeAlphaBar
+    {
+        get
+        {
+            var bars = new double[1000];
+            double bar = 1;
+            for (int i = 0; i < bars.Length; i++) bars[i] = bar *= 1 - (1e-4 + (0.02 - 1e-4) * i / 999);
+            return bars;
+        }
+    }
+
     private readonly ComputeDevice device;
     private readonly ReduceKernels reduce;
 

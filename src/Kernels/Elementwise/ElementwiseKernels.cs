@@ -23,6 +23,38 @@ namespace IlgpuDdpm.Kernels.Elementwise;
 /// </summary>
 public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<ElementwiseKernels>
 {
+    /// <summary>
+    /// Self-check probes. Tolerance: SiLU's exp; sin/cos of t·f up to ~1000 rad in the timestep sinusoid, where GPU
+    /// sine/cosine lose accuracy with the size of the argument.
+    /// </summary>
+    public static KernelProbes Probes { get; } = new("Elementwise", 1e-3,
+    [
+        .. new[] { (2, 16, 8 * 8), (3, 5, 7 * 9) }.Select(s => new KernelProbe($"SiLU, Add, Scale, AddChannelVector, Concat, Dropout (and backward) {s}", k =>
+        {
+            var (e, (n, c, hw)) = (k.Kernels<ElementwiseKernels>(), s);
+            int len = n * c * hw;
+            var (x, b, dy, key) = (k.In(len, -6f, 6f), k.In(len), k.In(len), new PhiloxKey(77, 3, 11));
+            e.Silu(x.View, k.Out(len).View);
+            e.SiluBackward(x.View, dy.View, k.Acc(len).View);
+            var sum = k.Out(len);
+            e.Add(x.View, b.View, sum.View);
+            e.AddScaledInto(sum.View, dy.View, -0.37f);
+            e.Scale(x.View, k.Out(len).View, 1.25f);
+            e.AddChannelVector(x.View, k.In(n * c).View, k.Out(len).View, n, c, hw);
+            e.AddChannelVectorBackward(dy.View, k.Out(len).View, k.Out(n * c).View, n, c, hw);
+            var cat = k.Out(2 * len);
+            e.Concat(x.View, b.View, cat.View, n, c, c, hw);
+            e.ConcatBackward(cat.View, k.Out(len).View, k.Out(len).View, n, c, c, hw);
+            e.Dropout(x.View, k.Out(len).View, 0.1f, key);
+            e.DropoutBackward(dy.View, k.Out(len).View, 0.1f, key);
+        })),
+        .. new[] { 16, 128 }.Select(dim => new KernelProbe($"TimestepSinusoid dim={dim}, t in 0..999", k =>
+        {
+            int[] steps = [0, 1, 2, 17, 250, 499, 500, 998, 999];
+            k.Kernels<ElementwiseKernels>().TimestepSinusoid(k.Upload(steps).View, k.Out(steps.Length * dim).View, steps.Length, dim);
+        })),
+    ]);
+
     private ElementwiseKernels(ComputeDevice device, GridStride launch) : base(device, launch) { }
 
     /// <inheritdoc/>

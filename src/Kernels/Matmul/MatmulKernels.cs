@@ -43,6 +43,32 @@ public readonly record struct GemmDims(int Batch, int M, int N, int K, bool Tran
 /// </summary>
 public sealed class MatmulKernels(ComputeDevice device) : IKernelFamily<MatmulKernels>
 {
+    /// <summary>
+    /// Self-check probes: plain and transposed operands (the backward passes), batched (attention), accumulating
+    /// (gradients), and a Linear with its bias gradient. Tolerance: sums over K in another order.
+    /// </summary>
+    public static KernelProbes Probes { get; } = new("Matmul", 1e-4,
+    [
+        .. new[]
+        {
+            (new GemmDims(1, 70, 50, 90), false), (new GemmDims(1, 64, 128, 64, TransposeA: true), false),
+            (new GemmDims(1, 33, 65, 129, TransposeB: true), true), (new GemmDims(3, 49, 49, 32, TransposeA: true, TransposeB: true), true),
+            (new GemmDims(2, 196, 196, 32, TransposeA: true), false),
+        }.Select(c => new KernelProbe($"Gemm {c.Item1}{(c.Item2 ? " accumulate" : "")}", k =>
+        {
+            var d = c.Item1;
+            k.Kernels<MatmulKernels>().Gemm(k.In(d.Batch * d.M * d.K).View, k.In(d.Batch * d.K * d.N).View, k.Acc(d.Batch * d.M * d.N).View,
+                d, alpha: 0.75f, accumulate: c.Item2);
+        })),
+        new KernelProbe("GemmBias (Linear 37×64 → 256) and BiasBackward", k =>
+        {
+            var matmul = k.Kernels<MatmulKernels>();
+            var y = k.Out(37 * 256);
+            matmul.GemmBias(k.In(37 * 64).View, k.In(256 * 64, -0.2f, 0.2f).View, k.In(256).View, y.View, new GemmDims(1, 37, 256, 64, TransposeB: true));
+            matmul.BiasBackward(y.View, k.Acc(256).View, 37, 256);
+        }),
+    ]);
+
     /// <inheritdoc/>
     public static MatmulKernels Create(ComputeDevice device) => new(device);
 

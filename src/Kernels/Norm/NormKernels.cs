@@ -66,6 +66,19 @@ public readonly struct GroupNormDims
 /// </summary>
 public sealed class NormKernels : IKernelFamily<NormKernels>
 {
+    /// <summary>
+    /// Self-check probes (N, C, G, H·W): a tiny preset block, a shape off every power of two, and a long group (GPU
+    /// tree loops). Tolerance: two-pass statistics and backward sums in another order (tree vs loop).
+    /// </summary>
+    public static KernelProbes Probes { get; } = new("Norm", 1e-4, [.. new[] { new GroupNormDims(2, 16, 4, 8 * 8), new GroupNormDims(3, 12, 4, 7 * 9),
+        new GroupNormDims(2, 64, 8, 33 * 33) }.Select(d => new KernelProbe($"GroupNorm forward+backward {d}", k =>
+    {
+        var (x, gamma, mean, rstd) = (k.In(d.Length, -2f, 3f), k.In(d.C, 0.5f, 1.5f), k.Out(d.StatCount), k.Out(d.StatCount));
+        k.Kernels<NormKernels>().Forward(x.View, gamma.View, k.In(d.C, -0.5f, 0.5f).View, k.Out(d.Length).View, mean.View, rstd.View, d);
+        k.Kernels<NormKernels>().Backward(x.View, gamma.View, mean.View, rstd.View, k.In(d.Length).View, k.Out(d.Length).View,
+            k.Out(d.C).View, k.Out(d.C).View, d);
+    }))]);
+
     private readonly ComputeDevice device;
     private readonly ReduceKernels reduce;
 

@@ -91,6 +91,20 @@ public readonly struct AdamStep(
 /// </summary>
 public sealed class OptimKernels : IKernelFamily<OptimKernels>
 {
+    /// <summary>Self-check probes. Tolerance: Adam's sqrt and divide, a few ulps; norms are positive sums in another order.</summary>
+    public static KernelProbes Probes { get; } = new("Optim", 1e-4,
+    [
+        .. new[] { 1000, 10_007 }.Select(n => new KernelProbe($"Adam (plain and clip-scaled), EMA n={n}", k =>
+        {
+            var (optim, p, g, m, v) = (k.Kernels<OptimKernels>(), k.Acc(n), k.In(n, -0.1f, 0.1f), k.Acc(n, -0.01f, 0.01f), k.Acc(n, 0f, 1e-3f));
+            optim.Adam(p.View, g.View, m.View, v.View, new AdamSettings { WeightDecay = 0.01f }.ForStep(3, 2e-4));
+            optim.Adam(p.View, g.View, m.View, v.View, new AdamSettings().ForStep(4, 1e-3), k.Upload(new[] { 1.7f, 0.4f }).View, 1);
+            optim.Ema(k.Acc(n).View, p.View, 0.999f);
+        })),
+        new KernelProbe("global-norm clipping over 3 tensors (SumOfSquares, ClipScale, scale)", k =>
+            k.Kernels<OptimKernels>().ClipGlobalNorm([k.Acc(70_001).View, k.Acc(257).View, k.Acc(3).View], 1f, k.Out(3).View, k.Out(2).View)),
+    ]);
+
     private readonly ComputeDevice device;
     private readonly ReduceKernels reduce;
 

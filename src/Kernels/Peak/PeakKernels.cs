@@ -11,6 +11,13 @@ namespace IlgpuDdpm.Kernels.Peak;
 /// </summary>
 public sealed class PeakKernels : IKernelFamily<PeakKernels>
 {
+    /// <summary>Self-check probes. Tolerance: multiply-add chains of 1024 steps: the GPU contracts to FMA (one rounding fewer each).</summary>
+    public static KernelProbes Probes { get; } = new("Peak", 1e-4,
+    [
+        new KernelProbe("MultiplyAdd 4096 threads", k => k.Kernels<PeakKernels>().MultiplyAdd(k.Out(4096).View, 4096)),
+        new KernelProbe("Copy n=100003", k => k.Kernels<PeakKernels>().Copy(k.In(100_003).View, k.Out(100_003).View)),
+    ]);
+
     /// <summary>Multiply-adds per chain per launch, for FLOP counting: 2 · 8 chains · <see cref="InnerRounds"/> · 16 per thread.</summary>
     public const int InnerRounds = 64;
 

@@ -10,6 +10,19 @@ namespace IlgpuDdpm.Kernels.Random;
 /// </summary>
 public sealed class RandomKernels : IKernelFamily<RandomKernels>
 {
+    /// <summary>
+    /// Self-check probes. Tolerance: Philox bits are exact, but Box–Muller's √(−2 ln u) for u within a few ulps of 1
+    /// magnifies the GPU log's absolute error (up to ~1e-4 of the largest |z|).
+    /// </summary>
+    public static KernelProbes Probes { get; } = new("Random", 1e-3, [.. new[] { (1000, 0UL), (4099, 3UL), (65_536, 1UL << 33) }.Select(s =>
+        new KernelProbe($"Uniform, Normal, Integers n={s.Item1} offset={s.Item2}", k =>
+        {
+            var (random, n, key) = (k.Kernels<RandomKernels>(), s.Item1, new PhiloxKey(0x1234_5678_9ABCUL, 7, s.Item2));
+            random.Uniform(k.Out(n).View, key);
+            random.Normal(k.Out(n).View, key.Advance(n));
+            random.Integers(k.IntOut(n).View, key with { Stream = 8 }, 1000);
+        }))]);
+
     private readonly ComputeDevice device;
 
     private RandomKernels(ComputeDevice device) => this.device = device;

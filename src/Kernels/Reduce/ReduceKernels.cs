@@ -91,6 +91,24 @@ public readonly struct AddSink(ArrayView<float> output) : IReductionSink
 /// </summary>
 public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
 {
+    /// <summary>Self-check probes. Tolerance: sums of 10^5 positive values in another order (two-stage tree vs loop).</summary>
+    public static KernelProbes Probes { get; } = new("Reduce", 1e-4,
+    [
+        .. new[] { 1000, 4096 * 3 + 17, 100_003 }.Select(n => new KernelProbe($"Sum, SumOfSquaredDifferences n={n}", k =>
+        {
+            var a = k.In(n, 0f, 1f);
+            k.Kernels<ReduceKernels>().Sum(a.View, k.Out(1).View, 1f / n);
+            k.Kernels<ReduceKernels>().SumOfSquaredDifferences(a.View, k.In(n).View, k.Out(1).View, 1f / n);
+        })),
+        new KernelProbe("SumBackward, SumOfSquaredDifferencesBackward n=5003", k =>
+        {
+            var (reduce, a, b, dloss) = (k.Kernels<ReduceKernels>(), k.In(5003), k.In(5003), k.Upload(new[] { 0.75f }));
+            reduce.SumBackward(dloss.View, k.Acc(5003).View, 0.5f); // backward kernels add into their outputs
+            reduce.SumOfSquaredDifferencesBackward(a.View, b.View, dloss.View, k.Out(5003).View, 1f / 5003);
+            reduce.SumOfSquaredDifferencesBackward(a.View, b.View, dloss.View, k.Out(5003).View, 1f / 5003, withRespectToB: true);
+        }),
+    ]);
+
     /// <summary>Elements summed into one stage-1 partial.</summary>
     public const int SegmentLength = 4096;
 

@@ -12,6 +12,15 @@ namespace IlgpuDdpm.Kernels.Resample;
 /// </summary>
 public sealed class ResampleKernels : GridStrideFamily, IKernelFamily<ResampleKernels>
 {
+    /// <summary>Self-check probes. Tolerance: copies and 4-term sums in the same order.</summary>
+    public static KernelProbes Probes { get; } = new("Resample", 1e-6, [.. new[] { (2, 32, 7, 7), (1, 3, 5, 9), (2, 64, 16, 16) }.Select(s =>
+        new KernelProbe($"Upsample2x and backward {s}", k =>
+        {
+            var (r, (n, c, h, w)) = (k.Kernels<ResampleKernels>(), s);
+            r.Upsample2x(k.In(n * c * h * w).View, k.Out(4 * n * c * h * w).View, n, c, h, w);
+            r.Upsample2xBackward(k.In(4 * n * c * h * w).View, k.Acc(n * c * h * w).View, n, c, h, w);
+        }))]);
+
     private ResampleKernels(ComputeDevice device, GridStride launch) : base(device, launch) { }
 
     /// <inheritdoc/>
