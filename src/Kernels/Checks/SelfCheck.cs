@@ -1,4 +1,5 @@
 using IlgpuDdpm.Kernels.Attention;
+using IlgpuDdpm.Kernels.Classify;
 using IlgpuDdpm.Kernels.Conv;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Diffusion;
@@ -58,7 +59,7 @@ public static class SelfCheck
     [
         ConvKernels.Probes, MatmulKernels.Probes, AttentionKernels.Probes, NormKernels.Probes, ReduceKernels.Probes,
         ElementwiseKernels.Probes, ResampleKernels.Probes, RandomKernels.Probes, OptimKernels.Probes,
-        DiffusionKernels.Probes, PeakKernels.Probes,
+        DiffusionKernels.Probes, ClassifyKernels.Probes, PeakKernels.Probes,
     ];
 
     /// <summary>Every family checked, in order, with its tolerance on the relative difference.</summary>

@@ -17,6 +17,20 @@ namespace IlgpuDdpm.Kernels.Classify;
 /// </summary>
 public sealed class ClassifyKernels : GridStrideFamily, IKernelFamily<ClassifyKernels>
 {
+    /// <summary>Self-check probes (Checks/SelfCheck.cs): pooling over odd spatial sizes, cross-entropy over a few class counts.
+    /// Tolerance as Elementwise's (the GPU's exp and log are approximate).</summary>
+    public static KernelProbes Probes { get; } = new("Classify", 1e-3, [.. new[] { (6, 49), (5, 10), (64, 3) }.Select(s =>
+        new KernelProbe($"GlobalAveragePool, SoftmaxCrossEntropy and backwards {s}", k =>
+        {
+            var (f, (rows, cols)) = (k.Kernels<ClassifyKernels>(), s);
+            f.GlobalAveragePool(k.In(rows * cols).View, k.Out(rows).View, rows, cols);
+            f.GlobalAveragePoolBackward(k.In(rows).View, k.Acc(rows * cols).View, rows, cols);
+            var labels = k.Upload(Enumerable.Range(0, rows).Select(r => (r * 7) % cols).ToArray());
+            var probs = k.Out(rows * cols);
+            f.SoftmaxCrossEntropy(k.In(rows * cols, -4f, 4f).View, labels.View, k.Out(rows).View, probs.View, k.Out(1).View, rows, cols);
+            f.SoftmaxCrossEntropyBackward(probs.View, labels.View, k.In(1).View, k.Acc(rows * cols).View, rows, cols);
+        }))]);
+
     private readonly ReduceKernels reduce;
 
     private ClassifyKernels(ComputeDevice device, GridStride launch) : base(device, launch) => reduce = device.Kernels<ReduceKernels>();
