@@ -48,6 +48,12 @@ internal sealed class TrainingRun
     {
         ranks = Launcher.Open();
         if (ranks.Size == 1 && ranks is SingleProcess) return RunRoot();
+        if (config.Batch % ranks.Size != 0)
+        {
+            // Every rank finds this before any collective call: each one stops with the same line, no abort needed.
+            ranks.Dispose();
+            throw new UsageException($"--batch {config.Batch} cannot be split over {ranks.Size} ranks; choose a multiple of {ranks.Size} (--batch is the global batch)");
+        }
         try
         {
             if (!ranks.IsRoot)
@@ -118,8 +124,6 @@ internal sealed class TrainingRun
         var scheduleSpec = new ScheduleSpec(config.Schedule == "cosine" ? ScheduleKind.Cosine : ScheduleKind.Linear, config.Timesteps);
         var schedule = scheduleSpec.Build();
 
-        if (config.Batch % ranks.Size != 0)
-            throw new UsageException($"--batch {config.Batch} cannot be split over {ranks.Size} ranks; choose a multiple of {ranks.Size} (--batch is the global batch)");
         if (ranks.Size > 1) DistributedCheck.SameRun(ranks, config, data);
 
         // Several ranks on one machine: the GPU of the node-local rank, or an equal share of the CPU cores.
