@@ -365,8 +365,10 @@ internal sealed class TrainingRun
         int code;
         try
         {
-            // Rank 0 alone shows progress.
-            var shown = ranks.IsRoot ? context : new CliContext(TextWriter.Null, context.Error, interactive: false, context.Interrupt);
+            // Rank 0 alone shows progress, as plain lines under a launcher (mpirun hands the ranks a pseudo-terminal,
+            // and a live bar in its forwarded output is noise).
+            var shown = ranks is SingleProcess ? context
+                : new CliContext(ranks.IsRoot ? context.Output : TextWriter.Null, context.Error, interactive: false, context.Interrupt);
             code = ProgressDisplay.Run(shown, title, maxValue, PrintLine, Body);
         }
         finally
