@@ -102,10 +102,10 @@ internal sealed class TrainingRun
 
     private int RunLocked()
     {
-        if (!ranks.IsRoot) { }
-        else if (resuming && !Checkpoint.Exists(folder))
+        // The folder is rank 0's: the other ranks get its state by broadcast.
+        if (ranks.IsRoot && resuming && !Checkpoint.Exists(folder))
             throw new CliException($"{folder}: holds no checkpoint ({Checkpoint.ManifestFile} or {Checkpoint.ModelFile}) to resume from");
-        else if (!resuming && Checkpoint.Exists(folder))
+        if (ranks.IsRoot && !resuming && Checkpoint.Exists(folder))
             throw new UsageException($"--out {folder} already holds a checkpoint; pass --resume to continue that run, or choose another folder");
 
         // Data first: a missing data set is reported before any device work.
