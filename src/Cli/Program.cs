@@ -74,8 +74,7 @@ public static class Program
         string commandName = CommandPath(parse.CommandResult.Command, root);
         if (parse.Errors.Count > 0)
         {
-            context.Error.WriteLine($"{commandName}: {ParseErrorLine(parse, root)}");
-            context.Error.WriteLine($"run '{commandName} --help'");
+            context.Error.WriteLine($"{commandName}: {ParseErrorLine(parse, root)} (see '{commandName} --help')");
             return UsageExitCode;
         }
         try
@@ -133,8 +132,7 @@ public static class Program
         e = Unwrap(e);
         if (e is UsageException)
         {
-            context.Error.WriteLine($"{commandName}: {OneLine(e.Message)}");
-            context.Error.WriteLine($"run '{commandName} --help'");
+            context.Error.WriteLine($"{commandName}: {OneLine(e.Message)} (see '{commandName} --help')");
             return UsageExitCode;
         }
         if (e is OperationCanceledException)
