@@ -51,13 +51,25 @@ public sealed class GaussianDiffusion : IDisposable
     /// same step of a resumed run draws the same t, ε and dropout masks.
     /// </summary>
     /// <param name="x0">Clean images [N, C, H, W] in [−1, 1].</param>
-    public Tensor TrainingLoss(Tape tape, UNet model, Tensor x0, ulong seed, long step)
+    public Tensor TrainingLoss(Tape tape, UNet model, Tensor x0, ulong seed, long step) => TrainingLoss(tape, model, x0, seed, step, 0, 0);
+
+    /// <summary>
+    /// <see cref="TrainingLoss(Tape, UNet, Tensor, ulong, long)"/> on a shard: x0 holds images
+    /// <paramref name="firstImage"/>.. of a global batch of <paramref name="globalBatch"/> (0: x0 is the whole
+    /// batch). Image i of the global batch of step s draws t from offset s·G + i, ε from (s·G + i)·d and its
+    /// dropout numbers where the whole batch would, so the draws depend on (seed, step, global index) and never
+    /// on how the batch is split (docs/distributed.md). The loss is the mean over the shard.
+    /// </summary>
+    public Tensor TrainingLoss(Tape tape, UNet model, Tensor x0, ulong seed, long step, int globalBatch, int firstImage)
     {
         int n = x0.Dim(0), d = x0.Length / n;
+        if (globalBatch == 0) globalBatch = n;
+        ulong first = (ulong)step * (ulong)globalBatch + (ulong)firstImage;
         using var t = device.Pool.Rent<int>(n);
-        random.Integers(t.View, new PhiloxKey(seed, RandomStreams.Timesteps, (ulong)(step * n)), Timesteps);
-        var (xt, eps) = Noised(tape, x0, t.View, new PhiloxKey(seed, RandomStreams.TrainingNoise, (ulong)step * (ulong)(n * d)));
-        var predicted = model.Forward(tape, xt, t.View, new PhiloxKey(seed, RandomStreams.Dropout, (ulong)step * (ulong)model.DropoutDraws(n)));
+        random.Integers(t.View, new PhiloxKey(seed, RandomStreams.Timesteps, first), Timesteps);
+        var (xt, eps) = Noised(tape, x0, t.View, new PhiloxKey(seed, RandomStreams.TrainingNoise, first * (ulong)d));
+        var predicted = model.Forward(tape, xt, t.View, new PhiloxKey(seed, RandomStreams.Dropout, (ulong)step * (ulong)model.DropoutDraws(globalBatch)),
+                                      globalBatch, firstImage);
         return tape.MseLoss(predicted, eps);
     }
 

@@ -144,7 +144,7 @@ public sealed class Classifier : IDisposable
     public Tensor Logits(Tape tape, Tensor features) => head.Forward(Ops(tape), features);
 
     // The layers' tape ops with this classifier's parameters; SiLU, no timesteps, no dropout.
-    private TapeOps Ops(Tape tape) => new(tape, name => byName[name], Activation.Silu, default, 0, default);
+    private TapeOps Ops(Tape tape) => new(tape, name => byName[name], Activation.Silu, default, 0, default, 0, 0);
 
     /// <summary>Class scores: x [N, in, S, S] → [N, classes].</summary>
     public Tensor Forward(Tape tape, Tensor x) => Logits(tape, Features(tape, x));

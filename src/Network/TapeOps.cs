@@ -8,10 +8,14 @@ namespace IlgpuDdpm.Network;
 /// The forward ops on a <see cref="Tape"/>: each one is the tape op of the same name (which records its
 /// backward), with the parameters of <paramref name="parameters"/> looked up by spec name. The
 /// activation is the config's (<see cref="Activations.Apply"/>); dropout call b (forward order) draws
-/// from <paramref name="dropoutKey"/> advanced by the lengths of the calls before it.
+/// from <paramref name="dropoutKey"/> advanced by the lengths the calls before it have in the whole batch of
+/// <paramref name="globalBatch"/> images. This pass may hold only a shard of that batch (data-parallel
+/// training): images <paramref name="firstImage"/>.. of it, which draw exactly the numbers they would in
+/// the whole batch. A plain pass is the shard 0.. of a batch of its own size.
 /// </summary>
 internal sealed class TapeOps(Tape tape, Func<string, Parameter> parameters, Activation activation,
-                              ArrayView<int> timesteps, int batch, PhiloxKey dropoutKey) : IForwardOps<Tensor>
+                              ArrayView<int> timesteps, int batch, PhiloxKey dropoutKey,
+                              int globalBatch, int firstImage) : IForwardOps<Tensor>
 {
     private PhiloxKey key = dropoutKey;
 
@@ -33,8 +37,9 @@ internal sealed class TapeOps(Tape tape, Func<string, Parameter> parameters, Act
 
     public Tensor Dropout(Tensor x, float p)
     {
-        var y = tape.Dropout(x, p, key);
-        key = key.Advance(x.Length);
+        long perImage = x.Length / batch;
+        var y = tape.Dropout(x, p, key.Advance(perImage * firstImage));
+        key = key.Advance(perImage * globalBatch);
         return y;
     }
 

@@ -84,7 +84,16 @@ public sealed class UNet : IDisposable
     /// <paramref name="dropoutKey"/>: ResBlock b (forward order) draws from offset key.Offset + Σ_{b'&lt;b} N·C_b'·H_b'·W_b',
     /// <see cref="DropoutDraws"/> numbers in all.
     /// </summary>
-    public Tensor Forward(Tape tape, Tensor x, ArrayView<int> t, PhiloxKey dropoutKey)
+    public Tensor Forward(Tape tape, Tensor x, ArrayView<int> t, PhiloxKey dropoutKey) => Forward(tape, x, t, dropoutKey, 0, 0);
+
+    /// <summary>
+    /// <see cref="Forward(Tape, Tensor, ArrayView{int}, PhiloxKey)"/> for a shard of a larger batch (data-parallel
+    /// training, docs/distributed.md): x holds images <paramref name="firstImage"/>.. of a global batch of
+    /// <paramref name="globalBatch"/>, and each image draws exactly the dropout numbers it would draw in the whole
+    /// batch: block b's region is Σ_{b'&lt;b} G·C_b'·H_b'·W_b' long, image i's numbers start at i·C_b·H_b·W_b in it.
+    /// globalBatch 0 means the batch is x itself.
+    /// </summary>
+    public Tensor Forward(Tape tape, Tensor x, ArrayView<int> t, PhiloxKey dropoutKey, int globalBatch, int firstImage)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         var cfg = Config;
@@ -93,7 +102,10 @@ public sealed class UNet : IDisposable
                 $"model input {Tensor.ShapeText(x.Shape)} does not match the model: expected [N, {cfg.InChannels}, {cfg.ImageSize}, {cfg.ImageSize}]");
         int n = x.Dim(0);
         if (t.Length != n) throw new ArgumentException($"expected {n} timesteps (one per image), got {t.Length}");
-        return Modules.Forward(new TapeOps(tape, GetParameter, cfg.Activation, t, n, dropoutKey), x);
+        if (globalBatch == 0) globalBatch = n;
+        if (firstImage < 0 || firstImage + n > globalBatch)
+            throw new ArgumentException($"a shard of images {firstImage}..{firstImage + n - 1} does not fit a batch of {globalBatch}");
+        return Modules.Forward(new TapeOps(tape, GetParameter, cfg.Activation, t, n, dropoutKey, globalBatch, firstImage), x);
     }
 
     /// <summary>

@@ -5,6 +5,7 @@ using IlgpuDdpm.Diffusion;
 using IlgpuDdpm.Diffusion.Checkpoints;
 using IlgpuDdpm.Diffusion.Data;
 using IlgpuDdpm.Diffusion.Evaluation;
+using IlgpuDdpm.Diffusion.Distributed;
 using IlgpuDdpm.Diffusion.Images;
 using IlgpuDdpm.Diffusion.Schedules;
 using IlgpuDdpm.Kernels.Device;
@@ -27,8 +28,10 @@ internal sealed class TrainingRun
     private readonly string folder;
     private readonly string? deviceChoice;
     private readonly bool resuming;
-    private readonly TextWriter output;
+    private TextWriter output;
     private string runId = "";
+    // The data-parallel ranks (docs/distributed.md); a plain run is SingleProcess. Only rank 0 touches the folder.
+    private ICommunicator ranks = SingleProcess.Instance;
 
     public TrainingRun(CliContext context, RunConfig config, string folder, string? deviceChoice, bool resuming)
     {
@@ -44,6 +47,39 @@ internal sealed class TrainingRun
     private string SamplesFolder => Path.Combine(folder, "samples");
 
     public int Run()
+    {
+        ranks = Launcher.Open();
+        if (ranks.Size == 1 && ranks is SingleProcess) return RunRoot();
+        if (config.Batch % ranks.Size != 0)
+        {
+            // Every rank finds this before any collective call: each one stops with the same line, no abort needed.
+            ranks.Dispose();
+            throw new UsageException($"--batch {config.Batch} cannot be split over {ranks.Size} ranks; choose a multiple of {ranks.Size} (--batch is the global batch)");
+        }
+        try
+        {
+            if (!ranks.IsRoot)
+            {
+                output = TextWriter.Null; // rank 0 alone prints progress and writes the run folder
+                return RunLocked();
+            }
+            return RunRoot();
+        }
+        catch (Exception e) when (ranks.Size > 1)
+        {
+            // The other ranks wait in a collective for this one: end the whole job (Open MPI's MPI_Abort).
+            context.Error.WriteLine($"ddpm: rank {ranks.Rank} of {ranks.Size}: {Program.OneLine(e.Message)}; stopping every rank");
+            context.Error.Flush();
+            ranks.Abort(e is UsageException ? Program.UsageExitCode : Program.FailureExitCode);
+            throw;
+        }
+        finally
+        {
+            ranks.Dispose();
+        }
+    }
+
+    private int RunRoot()
     {
         // One writer per run folder: everything below runs under the folder's lock (RunLock).
         bool created = !Directory.Exists(folder);
@@ -68,9 +104,10 @@ internal sealed class TrainingRun
 
     private int RunLocked()
     {
-        if (resuming && !Checkpoint.Exists(folder))
+        // The folder is rank 0's: the other ranks get its state by broadcast.
+        if (ranks.IsRoot && resuming && !Checkpoint.Exists(folder))
             throw new CliException($"{folder}: holds no checkpoint ({Checkpoint.ManifestFile} or {Checkpoint.ModelFile}) to resume from");
-        if (!resuming && Checkpoint.Exists(folder))
+        if (ranks.IsRoot && !resuming && Checkpoint.Exists(folder))
             throw new UsageException($"--out {folder} already holds a checkpoint; pass --resume to continue that run, or choose another folder");
 
         // Data first: a missing data set is reported before any device work.
@@ -90,8 +127,14 @@ internal sealed class TrainingRun
         var scheduleSpec = new ScheduleSpec(config.Schedule == "cosine" ? ScheduleKind.Cosine : ScheduleKind.Linear, config.Timesteps);
         var schedule = scheduleSpec.Build();
 
-        using var lease = context.OpenDevice(deviceChoice);
+        if (ranks.Size > 1) DistributedCheck.SameRun(ranks, config, data);
+
+        // Several ranks on one machine: the GPU of the node-local rank, or an equal share of the CPU cores.
+        using var lease = ranks is SingleProcess ? context.OpenDevice(deviceChoice)
+            : new CliContext.DeviceLease(ComputeDevice.Open(deviceChoice, ranks.LocalRank, Math.Max(1, Environment.ProcessorCount / ranks.LocalSize)), d => d.Dispose());
         var device = lease.Device;
+        if (ranks.Size > 1)
+            output.WriteLine($"distributed: {ranks.Description}; global batch {config.Batch} = {ranks.Size} x {config.Batch / ranks.Size}");
         output.WriteLine($"device: {Format.Device(device)}");
         output.WriteLine($"data: {data.Source}, {data.Count:N0} images of {data.Channels}x{data.Height}x{data.Width}");
         var summary = ModelSummary.For(modelConfig);
@@ -99,8 +142,11 @@ internal sealed class TrainingRun
                          $"schedule: {config.Schedule}, T = {config.Timesteps}; batch {config.Batch}");
         if (device.IsCpu && config.Preset != "tiny") WarnCpu(summary, modelConfig);
 
-        Directory.CreateDirectory(folder);
-        Directory.CreateDirectory(SamplesFolder);
+        if (ranks.IsRoot)
+        {
+            Directory.CreateDirectory(folder);
+            Directory.CreateDirectory(SamplesFolder);
+        }
 
         var options = new TrainingOptions
         {
@@ -116,7 +162,7 @@ internal sealed class TrainingRun
         // The trainer's model and diffusion are ours to dispose (Trainer.Dispose frees only its own buffers).
         Trainer trainer;
         SamplerState position = default;
-        if (resuming)
+        if (resuming && ranks.IsRoot)
         {
             trainer = Checkpoint.Resume(device, folder, null, out position, out string? savedRunId);
             if (savedRunId is not null && config.RunId is not null && savedRunId != config.RunId)
@@ -158,16 +204,25 @@ internal sealed class TrainingRun
 
         try
         {
+            if (ranks.Size > 1)
+            {
+                // Rank 0's weights, optimizer state, step and data position (its checkpoint's, on --resume) for every rank.
+                trainer.Distribute(ranks);
+                Span<double> where = [position.Epoch, position.Index];
+                ranks.Broadcast(where);
+                position = new SamplerState((long)where[0], (int)where[1]);
+            }
             using var previewDiffusion = new GaussianDiffusion(device, schedule);
             using var previewModel = new UNet(device, modelConfig, config.Seed);
             var sampler = new BatchSampler(data, config.Batch, config.Seed, config.Flip, position);
 
-            WriteConfig(device, data, modelConfig, summary);
-            using var metrics = resuming
-                ? MetricsLog.Resume(Path.Combine(folder, "metrics.jsonl"), trainer.Step)
+            if (ranks.IsRoot) WriteConfig(device, data, modelConfig, summary);
+            using var metrics = !ranks.IsRoot ? null
+                : resuming ? MetricsLog.Resume(Path.Combine(folder, "metrics.jsonl"), trainer.Step)
                 : MetricsLog.Create(Path.Combine(folder, "metrics.jsonl"));
 
-            using var quality = classifierPath is null ? null : new SampleQuality(device, classifierPath, config.Data);
+            // Rank 0 alone scores (it alone writes metrics.jsonl); the other ranks wait for it at the next step.
+            using var quality = classifierPath is null || !ranks.IsRoot ? null : new SampleQuality(device, classifierPath, config.Data);
             return Loop(device, trainer, sampler, metrics, previewDiffusion, previewModel, quality);
         }
         finally
@@ -183,7 +238,7 @@ internal sealed class TrainingRun
         trainer.Model.Dispose();
     }
 
-    private int Loop(ComputeDevice device, Trainer trainer, BatchSampler sampler, MetricsLog metrics,
+    private int Loop(ComputeDevice device, Trainer trainer, BatchSampler sampler, MetricsLog? metrics,
                      GaussianDiffusion previewDiffusion, UNet previewModel, SampleQuality? quality)
     {
         long startStep = trainer.Step;
@@ -215,8 +270,8 @@ internal sealed class TrainingRun
         {
             if (intervalSteps == 0 && score is null) return;
             double now = clock.Elapsed.TotalSeconds, span = now - intervalStart;
-            double loss = intervalSteps > 0 ? intervalLoss / intervalSteps : metrics.Lines.Count > 0 ? metrics.Lines[^1].Loss : lastLoss;
-            metrics.Append(new MetricsLine(last.Step, loss, last.GradNorm, last.LearningRate,
+            double loss = intervalSteps > 0 ? intervalLoss / intervalSteps : metrics is { Lines.Count: > 0 } ? metrics.Lines[^1].Loss : lastLoss;
+            metrics?.Append(new MetricsLine(last.Step, loss, last.GradNorm, last.LearningRate,
                 span > 0 ? intervalSteps * config.Batch / span : 0, Math.Round(now, 3))
             {
                 Fcd = score?.Fcd,
@@ -242,8 +297,25 @@ internal sealed class TrainingRun
             if (target is { } tv) display.Update(startStep, title);
             while (true)
             {
+                bool timeUp = seconds is { } s && clock.Elapsed.TotalSeconds >= s;
+                bool interrupted = context.Interrupt.IsCancellationRequested;
+                if (ranks.Size > 1)
+                {
+                    // The ranks stop together: on rank 0's clock, or when any rank was interrupted.
+                    Span<double> votes = [timeUp && ranks.IsRoot ? 1 : 0, interrupted ? 1 : 0];
+                    ranks.AllReduceMax(votes);
+                    timeUp = votes[0] > 0;
+                    interrupted = votes[1] > 0;
+                }
+                if (interrupted && trainer.Step > startStep)
+                {
+                    FlushMetrics();
+                    if (lastSaved != trainer.Step) Save(trainer, sampler, metrics);
+                    display.Note($"interrupted at step {trainer.Step:N0}: checkpoint saved in {folder}; continue with: ddpm train --resume {folder}");
+                    return Program.InterruptedExitCode;
+                }
                 if (target is { } limit && trainer.Step >= limit) break;
-                if (seconds is { } s && clock.Elapsed.TotalSeconds >= s) break;
+                if (timeUp) break;
 
                 sampler.Next(batch);
                 var result = trainer.TrainStep(batch);
@@ -296,19 +368,12 @@ internal sealed class TrainingRun
                     Save(trainer, sampler, metrics);
                     lastSaved = step;
                 }
-                if (config.SampleEvery > 0 && step % config.SampleEvery == 0)
+                if (ranks.IsRoot && config.SampleEvery > 0 && step % config.SampleEvery == 0)
                 {
                     Preview(trainer, previewDiffusion, previewModel, step);
                     lastSampled = step;
                 }
 
-                if (context.Interrupt.IsCancellationRequested)
-                {
-                    FlushMetrics();
-                    if (lastSaved != step) Save(trainer, sampler, metrics);
-                    display.Note($"interrupted at step {step:N0}: checkpoint saved in {folder}; continue with: ddpm train --resume {folder}");
-                    return Program.InterruptedExitCode;
-                }
             }
             return 0;
         }
@@ -326,7 +391,11 @@ internal sealed class TrainingRun
         int code;
         try
         {
-            code = ProgressDisplay.Run(context, title, maxValue, PrintLine, Body);
+            // Rank 0 alone shows progress, as plain lines under a launcher (mpirun hands the ranks a pseudo-terminal,
+            // and a live bar in its forwarded output is noise).
+            var shown = ranks is SingleProcess ? context
+                : new CliContext(ranks.IsRoot ? context.Output : TextWriter.Null, context.Error, interactive: false, context.Interrupt);
+            code = ProgressDisplay.Run(shown, title, maxValue, PrintLine, Body);
         }
         finally
         {
@@ -339,18 +408,22 @@ internal sealed class TrainingRun
         FlushMetrics(finalScore);
         if (finalScore is { } fs) output.WriteLine(ScoreLine(final, fs));
         if (lastSaved != final) Save(trainer, sampler, metrics);
-        else if (metrics.Lines.Count > 0) LossPlot.SavePng(LossPlotPath, metrics.LossPoints(), metrics.ScorePoints());
-        if (config.SampleEvery > 0 && lastSampled != final) Preview(trainer, previewDiffusion, previewModel, final);
+        else if (metrics is { Lines.Count: > 0 }) LossPlot.SavePng(LossPlotPath, metrics.LossPoints(), metrics.ScorePoints());
+        if (ranks.IsRoot && config.SampleEvery > 0 && lastSampled != final) Preview(trainer, previewDiffusion, previewModel, final);
         double elapsed = clock.Elapsed.TotalSeconds;
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"done: step {final:N0} ({final - startStep:N0} steps in {Format.Duration(TimeSpan.FromSeconds(elapsed))}, " +
             $"{(final - startStep) * config.Batch / Math.Max(elapsed, 1e-9):F1} img/s), last loss {lastLoss:F4}; run folder {folder}"));
+        if (ranks.Size > 1 && final > startStep)
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"all-reduce: {trainer.AllReduceTime.TotalMilliseconds / (final - startStep):F2} ms per step on rank 0 (gradients staged through host memory, {ranks.Size} ranks)"));
         return 0;
     }
 
     /// <summary>The checkpoint pair (both files, then the manifest renamed: docs/checkpoint-format.md) and loss.png.</summary>
-    private void Save(Trainer trainer, BatchSampler sampler, MetricsLog metrics)
+    private void Save(Trainer trainer, BatchSampler sampler, MetricsLog? metrics)
     {
+        if (metrics is null) return; // not rank 0: rank 0 alone writes the run folder
         Checkpoint.Save(folder, trainer, sampler.State, runId, new Dictionary<string, string>
         {
             ["preset"] = config.Preset,

@@ -1,5 +1,8 @@
 using ILGPU;
+using ILGPU.Runtime;
+using System.Diagnostics;
 using IlgpuDdpm.Autodiff;
+using IlgpuDdpm.Diffusion.Distributed;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Elementwise;
 using IlgpuDdpm.Kernels.Optim;
@@ -10,7 +13,7 @@ namespace IlgpuDdpm.Diffusion;
 /// <summary>Hyper-parameters of a training run (DDPM paper defaults where it gives them).</summary>
 public sealed record TrainingOptions
 {
-    /// <summary>Images per step.</summary>
+    /// <summary>Images per step (the global batch: data-parallel ranks take equal shards of it).</summary>
     public int BatchSize { get; init; } = 64;
     /// <summary>Adam's learning rate after warm-up (DDPM: 2e-4).</summary>
     public double LearningRate { get; init; } = 2e-4;
@@ -64,6 +67,9 @@ public sealed class Trainer : IDisposable
     private readonly DeviceBuffer<float> lossValue;
     private readonly ArrayView<float>[] gradientViews;
     private Tensor? batchTensor;
+    private ICommunicator communicator = SingleProcess.Instance;
+    private float[] gradientStage = [];
+    private readonly Stopwatch allReduceClock = new();
 
     /// <summary>A fresh run: zero moments, EMA weights equal to the model's.</summary>
     public Trainer(UNet model, GaussianDiffusion diffusion, TrainingOptions options)
@@ -103,6 +109,43 @@ public sealed class Trainer : IDisposable
     /// <summary>The run's hyper-parameters.</summary>
     public TrainingOptions Options { get; }
 
+    /// <summary>The ranks this trainer shares its steps with (<see cref="SingleProcess"/> unless <see cref="Distribute"/> was called).</summary>
+    public ICommunicator Communicator => communicator;
+
+    /// <summary>Images this rank trains on per step: BatchSize / ranks.</summary>
+    public int LocalBatchSize => Options.BatchSize / communicator.Size;
+
+    /// <summary>Time spent staging gradients through the host and summing them across ranks, over all steps.</summary>
+    public TimeSpan AllReduceTime => allReduceClock.Elapsed;
+
+    /// <summary>
+    /// Makes this trainer one of <paramref name="ranks"/>' data-parallel replicas (docs/distributed.md): rank 0's
+    /// whole state (weights, Adam moments, EMA weights, step) is broadcast to every rank, so the replicas start
+    /// equal; every later step trains on this rank's shard of the global batch and sums the gradients across
+    /// ranks with one all-reduce. Every rank must call it at the same point. Throws <see cref="ArgumentException"/>
+    /// when the ranks do not divide the batch.
+    /// </summary>
+    public void Distribute(ICommunicator ranks)
+    {
+        ArgumentNullException.ThrowIfNull(ranks);
+        if (Options.BatchSize % ranks.Size != 0)
+            throw new ArgumentException($"--batch {Options.BatchSize} cannot be split evenly over {ranks.Size} ranks; choose a multiple of {ranks.Size}");
+        communicator = ranks;
+        if (ranks.Size == 1) return;
+        var parameters = Model.Parameters;
+        long total = 0;
+        foreach (var p in parameters) total += p.Length;
+        gradientStage = new float[checked((int)total + 1)]; // the gradients, then this rank's loss
+        var stage = gradientStage.AsSpan(0, (int)total);
+        BroadcastBuffers(parameters.Select(p => p.View).ToArray(), stage);
+        BroadcastBuffers(firstMoments.Select(b => b.View).ToArray(), stage);
+        BroadcastBuffers(secondMoments.Select(b => b.View).ToArray(), stage);
+        BroadcastBuffers(emaWeights.Select(b => b.View).ToArray(), stage);
+        Span<double> step = [Step];
+        ranks.Broadcast(step);
+        Step = (long)step[0];
+    }
+
     /// <summary>Number of completed steps.</summary>
     public long Step { get; private set; }
 
@@ -118,7 +161,10 @@ public sealed class Trainer : IDisposable
     public double EmaDecayAt(long step) => Math.Min(Options.EmaDecay, (1.0 + step) / (10.0 + step));
 
     /// <summary>
-    /// One optimisation step on <paramref name="batch"/> ([B, C, H, W] in [−1, 1], B = the batch size).
+    /// One optimisation step on <paramref name="batch"/> ([B, C, H, W] in [−1, 1], B = the global batch size).
+    /// Distributed, this rank trains on its shard (images rank·B/N ..), the gradients are summed across ranks
+    /// and divided by N — the gradient of the mean loss over the whole batch, so the update is the one a single
+    /// process would make on it — and the loss returned is the global mean.
     /// </summary>
     public StepResult TrainStep(ReadOnlySpan<float> batch)
     {
@@ -126,13 +172,15 @@ public sealed class Trainer : IDisposable
         int b = Options.BatchSize, c = config.InChannels, s = config.ImageSize;
         if (batch.Length != b * c * s * s)
             throw new ArgumentException($"a batch must hold {b} images of {c}×{s}×{s} ({b * c * s * s} values), got {batch.Length}");
-        batchTensor ??= Tensor.Create(device, b, c, s, s);
-        batchTensor.CopyFrom(batch);
+        int local = LocalBatchSize, first = communicator.Rank * local, image = c * s * s;
+        batchTensor ??= Tensor.Create(device, local, c, s, s);
+        batchTensor.CopyFrom(batch.Slice(first * image, local * image));
 
         Model.ZeroGrad();
-        var loss = Diffusion.TrainingLoss(tape, Model, batchTensor, Options.Seed, Step);
+        var loss = Diffusion.TrainingLoss(tape, Model, batchTensor, Options.Seed, Step, b, first);
         elementwise.Copy(loss.View, lossValue.View);
         tape.Backward(loss);
+        float? globalLoss = communicator.Size > 1 ? AllReduceGradients() : null;
 
         // Clip the global gradient norm to GradClip (scale computed on the device, fused into Adam).
         optim.ClipGlobalNorm(gradientViews, Options.GradClip, normPartials.View, normAndScale.View, applyScale: false);
@@ -146,9 +194,68 @@ public sealed class Trainer : IDisposable
             optim.Ema(emaWeights[i].View, parameters[i].View, emaDecay);
         }
         Step++;
-        float lossHost = lossValue.ToArray()[0];
+        float lossHost = globalLoss ?? lossValue.ToArray()[0];
         float norm = normAndScale.ToArray()[0];
         return new StepResult(Step, lossHost, norm, lr);
+    }
+
+    /// <summary>
+    /// Sums every gradient and the loss across ranks in ONE all-reduce of a flat host buffer (gradients in
+    /// parameter order, then the loss), divides by the number of ranks and copies the gradients back. Staged
+    /// through host memory: docs/distributed.md explains the CUDA-aware path this leaves for later.
+    /// </summary>
+    private float AllReduceGradients()
+    {
+        allReduceClock.Start();
+        var stream = device.Stream;
+        var parameters = Model.Parameters;
+        var stage = gradientStage.AsSpan();
+        int offset = 0;
+        stream.Synchronize();
+        foreach (var p in parameters)
+        {
+            ToHost(p.Gradient.View, stage.Slice(offset, p.Length));
+            offset += p.Length;
+        }
+        ToHost(lossValue.View, stage.Slice(offset, 1));
+        stream.Synchronize();
+        communicator.AllReduceSum(stage);
+        float inverse = 1f / communicator.Size;
+        for (int i = 0; i < stage.Length; i++) stage[i] *= inverse;
+        offset = 0;
+        foreach (var p in parameters)
+        {
+            FromHost(p.Gradient.View, stage.Slice(offset, p.Length));
+            offset += p.Length;
+        }
+        stream.Synchronize();
+        allReduceClock.Stop();
+        return stage[offset];
+    }
+
+    private void ToHost(ArrayView<float> view, Span<float> host) => ((ArrayView1D<float, Stride1D.Dense>)view).CopyToCPU(device.Stream, host);
+    private void FromHost(ArrayView<float> view, ReadOnlySpan<float> host) => ((ArrayView1D<float, Stride1D.Dense>)view).CopyFromCPU(device.Stream, host);
+
+    /// <summary>Rank 0's contents of <paramref name="views"/> into every rank's, through <paramref name="stage"/>.</summary>
+    private void BroadcastBuffers(ArrayView<float>[] views, Span<float> stage)
+    {
+        var stream = device.Stream;
+        int offset = 0;
+        stream.Synchronize();
+        foreach (var view in views)
+        {
+            ToHost(view, stage.Slice(offset, (int)view.Length));
+            offset += (int)view.Length;
+        }
+        stream.Synchronize();
+        communicator.Broadcast(stage[..offset]);
+        offset = 0;
+        foreach (var view in views)
+        {
+            FromHost(view, stage.Slice(offset, (int)view.Length));
+            offset += (int)view.Length;
+        }
+        stream.Synchronize();
     }
 
     /// <summary>Copies the EMA weights into <paramref name="target"/> (a model of the same config), for sampling.</summary>

@@ -115,7 +115,14 @@ public sealed class ComputeDevice : IDisposable
     /// <c>cpu</c>); null or empty means <c>DDPM_DEVICE</c>, else <c>auto</c>.
     /// Throws <see cref="DeviceUnavailableException"/> with a one-line reason when the named kind is absent.
     /// </summary>
-    public static ComputeDevice Open(string? choice = null)
+    public static ComputeDevice Open(string? choice = null) => Open(choice, 0, 0);
+
+    /// <summary>
+    /// <see cref="Open(string?)"/> for one of several processes sharing a machine (data-parallel training):
+    /// CUDA device <paramref name="cudaOrdinal"/> (the process's node-local rank, modulo the devices present),
+    /// and a CPU accelerator of <paramref name="cpuCores"/> multiprocessors (0: one per core).
+    /// </summary>
+    public static ComputeDevice Open(string? choice, int cudaOrdinal, int cpuCores)
     {
         if (string.IsNullOrWhiteSpace(choice)) choice = Environment.GetEnvironmentVariable(EnvironmentVariable);
         if (string.IsNullOrWhiteSpace(choice)) choice = "auto";
@@ -124,7 +131,7 @@ public sealed class ComputeDevice : IDisposable
             throw new DeviceUnavailableException($"unknown device '{choice}': expected auto, cuda, opencl or cpu");
 
         NativeLibraries.Register();
-        var context = CreateContext();
+        var context = CreateContext(cpuCores);
         var report = new List<string>();
         try
         {
@@ -137,9 +144,10 @@ public sealed class ComputeDevice : IDisposable
             {
                 if (cuda.Count > 0)
                 {
-                    accelerator = cuda[0].CreateAccelerator(context);
+                    int ordinal = cudaOrdinal % cuda.Count;
+                    accelerator = cuda[ordinal].CreateAccelerator(context);
                     kind = DeviceKind.Cuda;
-                    report.Add($"chose CUDA device 0: {cuda[0].Name}" + (cuda.Count > 1 ? $" (of {cuda.Count})" : ""));
+                    report.Add($"chose CUDA device {ordinal}: {cuda[ordinal].Name}" + (cuda.Count > 1 ? $" (of {cuda.Count})" : ""));
                 }
                 else report.Add("CUDA: no device (libcuda.so.1 not found or no NVIDIA GPU visible)");
             }
@@ -157,7 +165,7 @@ public sealed class ComputeDevice : IDisposable
             {
                 accelerator = context.GetCPUDevice(0).CreateAccelerator(context);
                 kind = DeviceKind.Cpu;
-                report.Add($"chose the CPU accelerator ({Environment.ProcessorCount} cores; kernels run as .NET threads, far slower than a GPU)");
+                report.Add($"chose the CPU accelerator ({(cpuCores > 0 ? cpuCores : Environment.ProcessorCount)} cores; kernels run as .NET threads, far slower than a GPU)");
             }
             if (accelerator is null)
                 throw new DeviceUnavailableException($"device '{wanted}' requested but unavailable: {report[^1]}");
@@ -196,7 +204,7 @@ public sealed class ComputeDevice : IDisposable
     /// The ILGPU context: O2 and fast 32-bit math in Release (O1 with assertions in Debug), a CPU device
     /// sized for the grouped kernels, and the CUDA and OpenCL devices present.
     /// </summary>
-    internal static Context CreateContext() => Context.Create(builder =>
+    internal static Context CreateContext(int cpuCores = 0) => Context.Create(builder =>
     {
         builder
 #if DEBUG
@@ -205,7 +213,7 @@ public sealed class ComputeDevice : IDisposable
             .Optimize(OptimizationLevel.O2)
 #endif
             .Math(MathMode.Fast32BitOnly)
-            .CPU(CreateCpuDevice())
+            .CPU(CreateCpuDevice(cpuCores))
             .Cuda()
             .OpenCL();
         builder.EnableAlgorithms();
@@ -215,8 +223,8 @@ public sealed class ComputeDevice : IDisposable
     /// A CPU device with <see cref="CpuThreadsPerGroup"/> threads per group (warps of 4) and one
     /// multiprocessor per core: ILGPU runs one OS thread per simulated GPU thread.
     /// </summary>
-    internal static CPUDevice CreateCpuDevice() =>
-        new(numThreadsPerWarp: 4, numWarpsPerMultiprocessor: CpuThreadsPerGroup / 4, numMultiprocessors: Math.Max(1, Environment.ProcessorCount));
+    internal static CPUDevice CreateCpuDevice(int cores = 0) =>
+        new(numThreadsPerWarp: 4, numWarpsPerMultiprocessor: CpuThreadsPerGroup / 4, numMultiprocessors: cores > 0 ? cores : Math.Max(1, Environment.ProcessorCount));
 
     /// <summary>Frees the pool, the accelerator and the context.</summary>
     public void Dispose()
