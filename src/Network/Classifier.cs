@@ -85,17 +85,7 @@ public sealed class Classifier : IDisposable
         specs = [stem.Weight, stem.Bias,
                  .. levels.SelectMany(v => new[] { v.Norm1.Weight, v.Norm1.Bias, v.Down.Weight, v.Down.Bias, v.Norm2.Weight, v.Norm2.Bias, v.Conv.Weight, v.Conv.Bias }),
                  tailNorm.Weight, tailNorm.Bias, head.Weight, head.Bias];
-        var created = new List<Parameter>();
-        try
-        {
-            foreach (var spec in specs) created.Add(Parameter.Create(device, spec.Name, spec.Shape));
-        }
-        catch
-        {
-            foreach (var p in created) p.Dispose();
-            throw;
-        }
-        parameters = [.. created];
+        parameters = ParameterSpec.Allocate(device, specs);
         byName = parameters.ToDictionary(p => p.Name);
         ParameterCount = parameters.Sum(p => (long)p.Length);
         Initialize(seed);

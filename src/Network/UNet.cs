@@ -31,17 +31,7 @@ public sealed class UNet : IDisposable
         Layout = UNetLayout.Plan(Modules);
         Device = device;
         Config = config;
-        var created = new List<Parameter>();
-        try
-        {
-            foreach (var spec in Layout.Parameters) created.Add(Parameter.Create(device, spec.Name, spec.Shape));
-        }
-        catch
-        {
-            foreach (var p in created) p.Dispose();
-            throw;
-        }
-        parameters = [.. created];
+        parameters = ParameterSpec.Allocate(device, Layout.Parameters);
         byName = parameters.ToDictionary(p => p.Name);
         ParameterCount = parameters.Sum(p => (long)p.Length);
         Initialize(seed);
