@@ -68,6 +68,7 @@ public sealed class Trainer : IDisposable
     private Tensor? batchTensor;
     private ICommunicator communicator = SingleProcess.Instance;
     private GradientExchange? exchange;
+    private ArrayView<float>[] exchangeViews = [];
 
     /// <summary>A fresh run: zero moments, EMA weights equal to the model's.</summary>
     public Trainer(UNet model, GaussianDiffusion diffusion, TrainingOptions options)
@@ -137,11 +138,13 @@ public sealed class Trainer : IDisposable
         long total = 0;
         foreach (var p in parameters) total += p.Length;
         // Room for the gradients, then this rank's loss.
+        exchange?.Dispose();
         exchange = new GradientExchange(device, ranks, checked((int)total + 1), TransferPaths.Choose(device.Kind, ranks.CudaAware));
         exchange.Broadcast(parameters.Select(p => p.View).ToArray());
         exchange.Broadcast(firstMoments.Select(b => b.View).ToArray());
         exchange.Broadcast(secondMoments.Select(b => b.View).ToArray());
         exchange.Broadcast(emaWeights.Select(b => b.View).ToArray());
+        exchangeViews = [.. gradientViews, lossValue.View];
         Span<double> step = [Step];
         ranks.Broadcast(step);
         Step = (long)step[0];
@@ -205,7 +208,7 @@ public sealed class Trainer : IDisposable
     /// order, then the loss) and divides by the number of ranks; returns the global mean loss. Staged through
     /// host memory, or direct on a CUDA-aware MPI (<see cref="GradientExchange"/>).
     /// </summary>
-    private float AllReduceGradients() => exchange!.Average([.. gradientViews, lossValue.View]);
+    private float AllReduceGradients() => exchange!.Average(exchangeViews);
 
     /// <summary>Copies the EMA weights into <paramref name="target"/> (a model of the same config), for sampling.</summary>
     public void CopyEmaInto(UNet target)
