@@ -325,7 +325,7 @@ public sealed class LauncherTests
     {
         Assert.That(Launcher.InterruptNote(_ => null), Is.Null, "a plain process");
         Assert.That(Launcher.InterruptNote(name => name == "OMPI_COMM_WORLD_SIZE" ? "2" : null),
-            Does.Contain("1 s").And.Contain("--mca odls_base_sigkill_timeout 30").And.Not.Contain("\n"), "Open MPI's default of 1 s");
+            Does.Contain("1 s").And.Contain("--mca odls_base_sigkill_timeout 20").And.Not.Contain("\n"), "Open MPI's default of 1 s");
         Assert.That(Launcher.InterruptNote(name => name switch { "OMPI_COMM_WORLD_SIZE" => "2", "OMPI_MCA_odls_base_sigkill_timeout" => "30", _ => null }), Is.Null);
     }
 

@@ -66,7 +66,7 @@ public static class Launcher
         int timeout = IntFrom(environment, "OMPI_MCA_odls_base_sigkill_timeout") ?? 1;
         if (timeout >= SufficientKillTimeout) return null;
         return $"note: Ctrl-C on mpirun gives the ranks {timeout} s between SIGTERM and SIGKILL (odls_base_sigkill_timeout) to finish the step and save; " +
-               $"start mpirun with --mca odls_base_sigkill_timeout 30 so the checkpoint is written (Ctrl-C then takes effect 30 s later)";
+               $"start mpirun with --mca odls_base_sigkill_timeout 20 so the checkpoint is written (Ctrl-C then takes effect 20 s later)";
     }
 
     private static int? IntFrom(Func<string, string?> environment, params string[] names)
