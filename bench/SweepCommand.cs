@@ -22,6 +22,9 @@ public static class SweepCommand
                 case "--quick":
                     Settings.Quick = true;
                     break;
+                case "-h" or "--help" or "-?":
+                    Console.WriteLine($"usage: --sweep [--quick] [--family {string.Join('|', SweepFamily.Names)}]... [--out DIR] [--batch N]; docs/benchmarks.md");
+                    return 0;
                 case "--family" when i + 1 < args.Count:
                     foreach (var name in args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                     {
