@@ -76,7 +76,7 @@ public class AttentionBenchmarks
         device.Synchronize();
     }
 
-    private sealed class AttentionCase(string name, int channels, int positions) : BenchCase(name)
+    internal sealed class AttentionCase(string name, int channels, int positions) : BenchCase(name)
     {
         public int Channels { get; } = channels;
         public int Positions { get; } = positions;

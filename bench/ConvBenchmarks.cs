@@ -78,7 +78,7 @@ public class ConvBenchmarks
         device.Synchronize();
     }
 
-    private sealed class ConvCase(string name, ConvShape shape, Func<string, Work> work) : BenchCase(name)
+    internal sealed class ConvCase(string name, ConvShape shape, Func<string, Work> work) : BenchCase(name)
     {
         public ConvShape Shape { get; } = shape;
         public override Work WorkOf(string method) => work(method);

@@ -68,7 +68,7 @@ public class MatmulBenchmarks
         device.Synchronize();
     }
 
-    private sealed class GemmCase(string name, GemmDims dims) : BenchCase(name)
+    internal sealed class GemmCase(string name, GemmDims dims) : BenchCase(name)
     {
         public GemmDims Dims { get; } = dims;
         public override Work WorkOf(string method) => Work.Compute(Dims.Flops, Settings.Launches);

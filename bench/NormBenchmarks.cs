@@ -76,7 +76,7 @@ public class NormBenchmarks
         device.Synchronize();
     }
 
-    private sealed class NormCase(string name, GroupNormDims dims, Func<string, Work> work) : BenchCase(name)
+    internal sealed class NormCase(string name, GroupNormDims dims, Func<string, Work> work) : BenchCase(name)
     {
         public GroupNormDims Dims { get; } = dims;
         public override Work WorkOf(string method) => work(method);

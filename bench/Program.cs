@@ -36,6 +36,8 @@ public static class Program
     /// <summary>Parses our options, opens the device, runs BenchmarkDotNet, prints the throughput table.</summary>
     public static int Main(string[] args)
     {
+        // bench --sweep: every family over a range of sizes, written as CSV, JSON, markdown and PNG (SweepCommand).
+        if (args.Contains("--sweep")) return SweepCommand.Run([.. args.Where(a => a != "--sweep")]);
         var rest = new List<string>();
         for (int i = 0; i < args.Length; i++)
         {
@@ -121,6 +123,8 @@ public static class Program
             usage: dotnet IlgpuDdpm.Bench.dll [--quick] [--batch N] [BenchmarkDotNet options]
               --quick      few iterations, only the small-preset shapes, batch 8 (CPU accelerator) or 64 (GPU)
               --batch N    images per batch for the network-shaped cases
+              --sweep      each kernel family over a range of sizes, with the device's measured peaks: CSV, JSON,
+                           markdown and a PNG plot per family; [--family NAME]... [--out DIR] (default sweep/)
               DDPM_DEVICE  auto (default), cuda, opencl or cpu
             BenchmarkDotNet options pass through, e.g. --filter '*Conv*', --list flat, --artifacts DIR.
             """);

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using IlgpuDdpm.Diffusion.Checkpoints;
 using IlgpuDdpm.Diffusion.Distributed;
@@ -84,6 +85,96 @@ public sealed class MpiTrainingTests
         Assert.That(Directory.Exists(odd), Is.False, "nothing may be written for a refused run");
     }
 
+    /// <summary>
+    /// Issue 10 item 3, Ctrl-C on the launcher: SIGINT to mpirun reaches the ranks as SIGTERM after
+    /// odls_base_sigkill_timeout seconds (here 5; SIGKILL 5 s later); the ranks agree to stop after the same
+    /// step, rank 0 saves one checkpoint, every process exits, and --resume continues from it.
+    /// </summary>
+    [Test]
+    public void CtrlCOnMpirun_SavesOneCheckpointThatResumes()
+    {
+        string folder = Path.Combine(root, "interrupted");
+        using var run = Launch(2, TrainArgs(folder, 100_000), ["--mca", "odls_base_sigkill_timeout", "5"]);
+        WaitFor(() => File.Exists(Path.Combine(folder, "metrics.jsonl")) && new FileInfo(Path.Combine(folder, "metrics.jsonl")).Length > 0, run, "the first step in metrics.jsonl");
+
+        var signalled = Stopwatch.StartNew();
+        Assert.That(kill(run.Process.Id, SigInt), Is.Zero, "kill -INT mpirun");
+        string output = run.Finish(TimeSpan.FromSeconds(30));
+        Assert.That(signalled.Elapsed, Is.LessThan(TimeSpan.FromSeconds(30)), output);
+
+        long step = Checkpoint.Locate(folder).Manifest!.Step;
+        Assert.That(step, Is.GreaterThan(0), output);
+        Assert.That(output, Does.Contain($"interrupted at step {step}: checkpoint saved"), "rank 0 saved at the step both ranks stopped after");
+        Assert.That(Directory.GetDirectories(Path.Combine(folder, "checkpoints")), Has.Length.EqualTo(1), "one checkpoint (--checkpoint-every 0)");
+
+        Run(1, ["train", "--resume", folder, "--steps", (step + 2).ToString(CultureInfo.InvariantCulture)]);
+        Assert.That(Checkpoint.Locate(folder).Manifest!.Step, Is.EqualTo(step + 2));
+        Assert.That(Losses(folder), Has.Count.EqualTo(step + 2), "metrics.jsonl continues where the interrupted run stopped");
+    }
+
+    /// <summary>
+    /// Issue 10 item 3, a rank dies: kill -9 of rank 1 ends the whole job well within 60 s with mpirun's
+    /// message naming the rank and the signal, and the last checkpoint rank 0 wrote stays complete.
+    /// </summary>
+    [Test]
+    public void ARankKilled_StopsTheJobAndLeavesTheLastCheckpointIntact()
+    {
+        string folder = Path.Combine(root, "killed");
+        string[] args = TrainArgs(folder, 100_000);
+        args[Array.IndexOf(args, "--checkpoint-every") + 1] = "2";
+        using var run = Launch(2, args);
+        WaitFor(() => File.Exists(Path.Combine(folder, Checkpoint.ManifestFile)), run, "the first checkpoint");
+        int rank1 = RankProcess(run.Process.Id, 1);
+
+        var killed = Stopwatch.StartNew();
+        Assert.That(kill(rank1, SigKill), Is.Zero, "kill -9 rank 1");
+        string output = run.Finish(TimeSpan.FromSeconds(60));
+        Assert.That(killed.Elapsed, Is.LessThan(TimeSpan.FromSeconds(60)));
+        Assert.That(run.Process.ExitCode, Is.Not.Zero, output);
+        Assert.That(output, Does.Contain("rank 1").And.Contain("signal 9"), "mpirun names the rank that died");
+
+        var pair = Checkpoint.Locate(folder);
+        Assert.That(pair.Manifest!.Step, Is.GreaterThanOrEqualTo(2).And.EqualTo(pair.Manifest.Step / 2 * 2));
+        Assert.DoesNotThrow(() => SafeTensors.Read(pair.ModelFile), "model file complete");
+        Assert.DoesNotThrow(() => SafeTensors.Read(pair.StateFile!), "state file complete");
+    }
+
+    private const int SigInt = 2, SigKill = 9;
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int kill(int pid, int signal);
+
+    /// <summary>The pid of the child of <paramref name="mpirunPid"/> that Open MPI started as <paramref name="rank"/> (from /proc).</summary>
+    private static int RankProcess(int mpirunPid, int rank)
+    {
+        foreach (var dir in Directory.GetDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
+            try
+            {
+                string stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                int parent = int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1], CultureInfo.InvariantCulture);
+                if (parent != mpirunPid) continue;
+                if (File.ReadAllText(Path.Combine(dir, "environ")).Split('\0').Contains($"OMPI_COMM_WORLD_RANK={rank}")) return pid;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        Assert.Fail($"no child of mpirun ({mpirunPid}) runs rank {rank}");
+        return 0;
+    }
+
+    /// <summary>Polls <paramref name="ready"/> (the run still going) for up to <see cref="Patience"/>.</summary>
+    private static void WaitFor(Func<bool> ready, LaunchedRun run, string what)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!ready())
+        {
+            if (run.Process.HasExited) Assert.Fail($"the run ended before {what}:\n{run.Finish(TimeSpan.Zero)}");
+            if (clock.Elapsed > Patience) Assert.Fail($"no {what} after {Patience}");
+            Thread.Sleep(100);
+        }
+    }
+
     private string[] TrainArgs(string outDir, int steps) =>
         ["train", "--data", data, "--preset", "tiny", "--steps", steps.ToString(CultureInfo.InvariantCulture), "--batch", "4",
          "--timesteps", "20", "--warmup", "2", "--ema", "0.5", "--sample-every", "0", "--checkpoint-every", "0",
@@ -100,6 +191,14 @@ public sealed class MpiTrainingTests
     /// <summary>1 rank: a plain process (no launcher, no MPI library); more: under mpirun.</summary>
     private (int Code, string Output) Start(int ranks, string[] args)
     {
+        using var run = Launch(ranks, args);
+        string output = run.Finish(Patience);
+        return (run.Process.ExitCode, output);
+    }
+
+    /// <summary>Starts ddpm on <paramref name="ranks"/> ranks (mpirun with <paramref name="mpirunOptions"/> for more than 1).</summary>
+    private LaunchedRun Launch(int ranks, string[] args, string[]? mpirunOptions = null)
+    {
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet";
         var info = new ProcessStartInfo(ranks == 1 ? dotnet : mpirun!)
         {
@@ -107,20 +206,48 @@ public sealed class MpiTrainingTests
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        string[] launcher = ranks == 1 ? [] : ["--allow-run-as-root", "--oversubscribe", "-np", ranks.ToString(CultureInfo.InvariantCulture), "-x", "DDPM_DEVICE=cpu", dotnet];
+        string[] launcher = ranks == 1 ? []
+            : ["--allow-run-as-root", "--oversubscribe", .. mpirunOptions ?? [], "-np", ranks.ToString(CultureInfo.InvariantCulture), "-x", "DDPM_DEVICE=cpu", dotnet];
         foreach (var a in (string[])[.. launcher, Path.Combine(AppContext.BaseDirectory, "ddpm.dll"), .. args])
             info.ArgumentList.Add(a);
         info.Environment["DDPM_DEVICE"] = "cpu";
         info.Environment.Remove("DDPM_DEBUG");
-        using var process = Process.Start(info)!;
-        var stderr = process.StandardError.ReadToEndAsync();
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        if (!process.WaitForExit(Patience))
+        return new LaunchedRun(Process.Start(info)!, $"{(ranks == 1 ? "" : $"mpirun -np {ranks} ")}ddpm {string.Join(' ', args)}");
+    }
+
+    /// <summary>A started ddpm (or mpirun) with its output collected as it comes.</summary>
+    private sealed class LaunchedRun : IDisposable
+    {
+        private readonly Task<string> stdout, stderr;
+        private readonly string command;
+
+        public LaunchedRun(Process process, string command)
         {
-            process.Kill(entireProcessTree: true);
-            Assert.Fail($"mpirun -np {ranks} ddpm {string.Join(' ', args)} did not finish in {Patience}");
+            Process = process;
+            this.command = command;
+            stderr = process.StandardError.ReadToEndAsync();
+            stdout = process.StandardOutput.ReadToEndAsync();
         }
-        return (process.ExitCode, stdout.Result + "\n" + stderr.Result);
+
+        public Process Process { get; }
+
+        /// <summary>Waits up to <paramref name="patience"/> for the exit (failing the test after killing it otherwise); returns stdout and stderr.</summary>
+        public string Finish(TimeSpan patience)
+        {
+            if (!Process.WaitForExit(patience))
+            {
+                Process.Kill(entireProcessTree: true);
+                Assert.Fail($"{command} did not finish in {patience}");
+            }
+            Process.WaitForExit();
+            return stdout.Result + "\n" + stderr.Result;
+        }
+
+        public void Dispose()
+        {
+            if (!Process.HasExited) Process.Kill(entireProcessTree: true);
+            Process.Dispose();
+        }
     }
 
     /// <summary>The per-step losses of metrics.jsonl and the final checkpoint agree to <see cref="Tolerance"/>.</summary>
@@ -191,6 +318,15 @@ public sealed class LauncherTests
     {
         var e = Assert.Throws<DistributedError>(() => Launcher.Open(name => name == "PMI_RANK" ? "0" : null));
         Assert.That(e!.Message, Does.Contain("PMI_RANK=0").And.Contain("Open MPI").And.Not.Contain("\n"));
+    }
+
+    [Test]
+    public void CtrlCNote_OnlyUnderMpirunWithAShortKillTimeout()
+    {
+        Assert.That(Launcher.InterruptNote(_ => null), Is.Null, "a plain process");
+        Assert.That(Launcher.InterruptNote(name => name == "OMPI_COMM_WORLD_SIZE" ? "2" : null),
+            Does.Contain("1 s").And.Contain("--mca odls_base_sigkill_timeout 20").And.Not.Contain("\n"), "Open MPI's default of 1 s");
+        Assert.That(Launcher.InterruptNote(name => name switch { "OMPI_COMM_WORLD_SIZE" => "2", "OMPI_MCA_odls_base_sigkill_timeout" => "30", _ => null }), Is.Null);
     }
 
     [Test]

@@ -208,6 +208,8 @@ internal sealed class TrainingRun
             {
                 // Rank 0's weights, optimizer state, step and data position (its checkpoint's, on --resume) for every rank.
                 trainer.Distribute(ranks);
+                output.WriteLine(TransferPaths.Describe(trainer.TransferPath!.Value, device.Kind, ranks.CudaAware));
+                if (Launcher.InterruptNote() is { } note) output.WriteLine(note);
                 Span<double> where = [position.Epoch, position.Index];
                 ranks.Broadcast(where);
                 position = new SamplerState((long)where[0], (int)where[1]);
@@ -416,7 +418,7 @@ internal sealed class TrainingRun
             $"{(final - startStep) * config.Batch / Math.Max(elapsed, 1e-9):F1} img/s), last loss {lastLoss:F4}; run folder {folder}"));
         if (ranks.Size > 1 && final > startStep)
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"all-reduce: {trainer.AllReduceTime.TotalMilliseconds / (final - startStep):F2} ms per step on rank 0 (gradients staged through host memory, {ranks.Size} ranks)"));
+                $"all-reduce: {trainer.AllReduceTime.TotalMilliseconds / (final - startStep):F2} ms per step on rank 0 ({(trainer.TransferPath == TransferPath.Direct ? "direct" : "staged through host memory")}, {ranks.Size} ranks)"));
         return 0;
     }
 

@@ -38,6 +38,21 @@ public interface ICommunicator : IDisposable
     /// <summary>Copies rank <paramref name="root"/>'s <paramref name="values"/> into every rank's.</summary>
     void Broadcast(Span<float> values, int root = 0);
 
+    /// <summary>
+    /// Whether the library takes CUDA device addresses in <see cref="AllReduceSum(nint, long)"/> and
+    /// <see cref="Broadcast(nint, long, int)"/> (a CUDA-aware Open MPI, <c>MPIX_Query_cuda_support</c>).
+    /// </summary>
+    bool CudaAware { get; }
+
+    /// <summary>
+    /// <see cref="AllReduceSum(Span{float})"/> on <paramref name="count"/> floats at <paramref name="floats"/>:
+    /// host memory, or CUDA device memory when <see cref="CudaAware"/>. The caller has finished every write to it.
+    /// </summary>
+    void AllReduceSum(nint floats, long count);
+
+    /// <summary><see cref="Broadcast(Span{float}, int)"/> on <paramref name="count"/> floats at <paramref name="floats"/> (host, or device when <see cref="CudaAware"/>).</summary>
+    void Broadcast(nint floats, long count, int root = 0);
+
     /// <summary>Copies rank <paramref name="root"/>'s <paramref name="values"/> into every rank's.</summary>
     void Broadcast(Span<double> values, int root = 0);
 
@@ -64,6 +79,9 @@ public sealed class SingleProcess : ICommunicator
     public int LocalRank => 0;
     public int LocalSize => 1;
     public string Description => "single process";
+    public bool CudaAware => false;
+    public void AllReduceSum(nint floats, long count) { }
+    public void Broadcast(nint floats, long count, int root = 0) => CheckRoot(root);
     public void AllReduceSum(Span<float> values) { }
     public void AllReduceSum(Span<double> values) { }
     public void AllReduceMax(Span<double> values) { }

@@ -48,6 +48,27 @@ public static class Launcher
         return MpiCommunicator.Initialize(openMpi, localRank, localSize);
     }
 
+    /// <summary>Seconds of grace below which <see cref="InterruptNote"/> warns: enough for a step and a save of most runs.</summary>
+    public const int SufficientKillTimeout = 10;
+
+    /// <summary>
+    /// What Ctrl-C on Open MPI's mpirun does to this run, when that is too little to save a checkpoint; null
+    /// otherwise (and for a plain process or another launcher). Measured with Open MPI 4.1 (docs/distributed.md):
+    /// on SIGINT mpirun sends the ranks SIGCONT at once, SIGTERM after <c>odls_base_sigkill_timeout</c> seconds
+    /// (default 1) and SIGKILL after as many again. ddpm saves on SIGTERM, so it has that one timeout to finish
+    /// the step and write the checkpoint. mpirun passes <c>--mca</c> settings to the ranks as
+    /// <c>OMPI_MCA_*</c> variables, which is how a rank sees the value.
+    /// </summary>
+    public static string? InterruptNote(Func<string, string?>? environment = null)
+    {
+        environment ??= Environment.GetEnvironmentVariable;
+        if (string.IsNullOrEmpty(environment("OMPI_COMM_WORLD_SIZE"))) return null;
+        int timeout = IntFrom(environment, "OMPI_MCA_odls_base_sigkill_timeout") ?? 1;
+        if (timeout >= SufficientKillTimeout) return null;
+        return $"note: Ctrl-C on mpirun gives the ranks {timeout} s between SIGTERM and SIGKILL (odls_base_sigkill_timeout) to finish the step and save; " +
+               $"start mpirun with --mca odls_base_sigkill_timeout 20 so the checkpoint is written (Ctrl-C then takes effect 20 s later)";
+    }
+
     private static int? IntFrom(Func<string, string?> environment, params string[] names)
     {
         foreach (var name in names)

@@ -9,9 +9,9 @@ namespace IlgpuDdpm.Diffusion.Distributed;
 /// MPI loads its components (mca_*.so) as plugins that expect libmpi's symbols to be global, which .NET's
 /// own loader (RTLD_LOCAL) does not give. Open MPI's handles are addresses of exported objects:
 /// <c>MPI_COMM_WORLD</c> = &amp;ompi_mpi_comm_world, <c>MPI_FLOAT</c> = &amp;ompi_mpi_float, <c>MPI_SUM</c> =
-/// &amp;ompi_mpi_op_sum, and <c>MPI_IN_PLACE</c> is <c>(void*)1</c> (mpi.h). Every buffer is host memory
-/// (transfers are staged through the host, docs/distributed.md); <see cref="CudaAware"/> reports what
-/// <c>MPIX_Query_cuda_support</c> says, for the log and a later direct device path.
+/// &amp;ompi_mpi_op_sum, and <c>MPI_IN_PLACE</c> is <c>(void*)1</c> (mpi.h). Buffers are host memory, or CUDA
+/// device memory when <see cref="CudaAware"/> (what <c>MPIX_Query_cuda_support</c> says; <see cref="TransferPaths"/>
+/// decides, docs/distributed.md).
 /// MPI runs in MPI_THREAD_FUNNELED mode: only the thread that initialised it calls it.
 /// </summary>
 public sealed unsafe class MpiCommunicator : ICommunicator
@@ -89,8 +89,8 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     public string LaunchVariable { get; }
 
     public string Description =>
-        $"{LibraryVersion.Split(',')[0]}, rank {Rank} of {Size} (local {LocalRank} of {LocalSize}), transfers staged through host memory" +
-        (CudaAware ? " (the library reports CUDA support)" : "");
+        $"{LibraryVersion.Split(',')[0]}, rank {Rank} of {Size} (local {LocalRank} of {LocalSize}), " +
+        (CudaAware ? "CUDA-aware (MPIX_Query_cuda_support = 1)" : "no CUDA support");
 
     /// <summary>
     /// Loads Open MPI and calls MPI_Init_thread. A missing or foreign library is a <see cref="DistributedError"/>
@@ -124,6 +124,9 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     public void Broadcast(Span<double> values, int root = 0) => Bcast(values, mpiDouble, root);
     public void Broadcast(Span<byte> values, int root = 0) => Bcast(values, mpiByte, root);
 
+    public void AllReduceSum(nint floats, long count) => AllReduce(floats, count, mpiFloat, opSum);
+    public void Broadcast(nint floats, long count, int root = 0) => Bcast(floats, count, mpiFloat, root);
+
     public void Barrier() => Check(barrier(commWorld), "MPI_Barrier");
 
     public void Abort(int exitCode) => abort(commWorld, exitCode);
@@ -136,23 +139,32 @@ public sealed unsafe class MpiCommunicator : ICommunicator
         finalize();
     }
 
-    // MPI counts are int: a buffer longer than 2³¹−1 elements goes in pieces.
     private void AllReduce<T>(Span<T> values, nint type, nint op) where T : unmanaged
     {
-        fixed (T* p = values)
-            for (int start = 0; start < values.Length; start += int.MaxValue)
-            {
-                int count = Math.Min(int.MaxValue, values.Length - start);
-                Check(allreduce(InPlace, (nint)(p + start), count, type, op, commWorld), "MPI_Allreduce");
-            }
+        fixed (T* p = values) AllReduce((nint)p, values.Length, type, op, sizeof(T));
     }
 
     private void Bcast<T>(Span<T> values, nint type, int root) where T : unmanaged
     {
+        fixed (T* p = values) Bcast((nint)p, values.Length, type, root, sizeof(T));
+    }
+
+    // MPI counts are int: a buffer longer than 2³¹−1 elements goes in pieces. The address may be a device one
+    // (CUDA-aware library): it is only offset here, never read.
+    private void AllReduce(nint address, long length, nint type, nint op, int elementSize = sizeof(float))
+    {
+        for (long start = 0; start < length; start += int.MaxValue)
+        {
+            int count = (int)Math.Min(int.MaxValue, length - start);
+            Check(allreduce(InPlace, address + (nint)(start * elementSize), count, type, op, commWorld), "MPI_Allreduce");
+        }
+    }
+
+    private void Bcast(nint address, long length, nint type, int root, int elementSize = sizeof(float))
+    {
         if (root < 0 || root >= Size) throw new ArgumentOutOfRangeException(nameof(root), $"root rank {root}; expected 0..{Size - 1}");
-        fixed (T* p = values)
-            for (int start = 0; start < values.Length; start += int.MaxValue)
-                Check(bcast((nint)(p + start), Math.Min(int.MaxValue, values.Length - start), type, root, commWorld), "MPI_Bcast");
+        for (long start = 0; start < length; start += int.MaxValue)
+            Check(bcast(address + (nint)(start * elementSize), (int)Math.Min(int.MaxValue, length - start), type, root, commWorld), "MPI_Bcast");
     }
 
     private nint Export(string name, bool required = true)

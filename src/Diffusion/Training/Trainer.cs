@@ -1,6 +1,5 @@
 using ILGPU;
 using ILGPU.Runtime;
-using System.Diagnostics;
 using IlgpuDdpm.Autodiff;
 using IlgpuDdpm.Diffusion.Distributed;
 using IlgpuDdpm.Kernels.Device;
@@ -68,8 +67,8 @@ public sealed class Trainer : IDisposable
     private readonly ArrayView<float>[] gradientViews;
     private Tensor? batchTensor;
     private ICommunicator communicator = SingleProcess.Instance;
-    private float[] gradientStage = [];
-    private readonly Stopwatch allReduceClock = new();
+    private GradientExchange? exchange;
+    private ArrayView<float>[] exchangeViews = [];
 
     /// <summary>A fresh run: zero moments, EMA weights equal to the model's.</summary>
     public Trainer(UNet model, GaussianDiffusion diffusion, TrainingOptions options)
@@ -115,8 +114,11 @@ public sealed class Trainer : IDisposable
     /// <summary>Images this rank trains on per step: BatchSize / ranks.</summary>
     public int LocalBatchSize => Options.BatchSize / communicator.Size;
 
-    /// <summary>Time spent staging gradients through the host and summing them across ranks, over all steps.</summary>
-    public TimeSpan AllReduceTime => allReduceClock.Elapsed;
+    /// <summary>Time spent moving the gradients and summing them across ranks, over all steps.</summary>
+    public TimeSpan AllReduceTime => exchange?.Time ?? TimeSpan.Zero;
+
+    /// <summary>How gradients travel between ranks (<see cref="TransferPaths.Choose"/>); null before <see cref="Distribute"/> with more than one rank.</summary>
+    public TransferPath? TransferPath => exchange?.Path;
 
     /// <summary>
     /// Makes this trainer one of <paramref name="ranks"/>' data-parallel replicas (docs/distributed.md): rank 0's
@@ -135,12 +137,14 @@ public sealed class Trainer : IDisposable
         var parameters = Model.Parameters;
         long total = 0;
         foreach (var p in parameters) total += p.Length;
-        gradientStage = new float[checked((int)total + 1)]; // the gradients, then this rank's loss
-        var stage = gradientStage.AsSpan(0, (int)total);
-        BroadcastBuffers(parameters.Select(p => p.View).ToArray(), stage);
-        BroadcastBuffers(firstMoments.Select(b => b.View).ToArray(), stage);
-        BroadcastBuffers(secondMoments.Select(b => b.View).ToArray(), stage);
-        BroadcastBuffers(emaWeights.Select(b => b.View).ToArray(), stage);
+        // Room for the gradients, then this rank's loss.
+        exchange?.Dispose();
+        exchange = new GradientExchange(device, ranks, checked((int)total + 1), TransferPaths.Choose(device.Kind, ranks.CudaAware));
+        exchange.Broadcast(parameters.Select(p => p.View).ToArray());
+        exchange.Broadcast(firstMoments.Select(b => b.View).ToArray());
+        exchange.Broadcast(secondMoments.Select(b => b.View).ToArray());
+        exchange.Broadcast(emaWeights.Select(b => b.View).ToArray());
+        exchangeViews = [.. gradientViews, lossValue.View];
         Span<double> step = [Step];
         ranks.Broadcast(step);
         Step = (long)step[0];
@@ -200,63 +204,11 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>
-    /// Sums every gradient and the loss across ranks in ONE all-reduce of a flat host buffer (gradients in
-    /// parameter order, then the loss), divides by the number of ranks and copies the gradients back. Staged
-    /// through host memory: docs/distributed.md explains the CUDA-aware path this leaves for later.
+    /// Sums every gradient and the loss across ranks in ONE all-reduce of a flat buffer (gradients in parameter
+    /// order, then the loss) and divides by the number of ranks; returns the global mean loss. Staged through
+    /// host memory, or direct on a CUDA-aware MPI (<see cref="GradientExchange"/>).
     /// </summary>
-    private float AllReduceGradients()
-    {
-        allReduceClock.Start();
-        var stream = device.Stream;
-        var parameters = Model.Parameters;
-        var stage = gradientStage.AsSpan();
-        int offset = 0;
-        stream.Synchronize();
-        foreach (var p in parameters)
-        {
-            ToHost(p.Gradient.View, stage.Slice(offset, p.Length));
-            offset += p.Length;
-        }
-        ToHost(lossValue.View, stage.Slice(offset, 1));
-        stream.Synchronize();
-        communicator.AllReduceSum(stage);
-        float inverse = 1f / communicator.Size;
-        for (int i = 0; i < stage.Length; i++) stage[i] *= inverse;
-        offset = 0;
-        foreach (var p in parameters)
-        {
-            FromHost(p.Gradient.View, stage.Slice(offset, p.Length));
-            offset += p.Length;
-        }
-        stream.Synchronize();
-        allReduceClock.Stop();
-        return stage[offset];
-    }
-
-    private void ToHost(ArrayView<float> view, Span<float> host) => ((ArrayView1D<float, Stride1D.Dense>)view).CopyToCPU(device.Stream, host);
-    private void FromHost(ArrayView<float> view, ReadOnlySpan<float> host) => ((ArrayView1D<float, Stride1D.Dense>)view).CopyFromCPU(device.Stream, host);
-
-    /// <summary>Rank 0's contents of <paramref name="views"/> into every rank's, through <paramref name="stage"/>.</summary>
-    private void BroadcastBuffers(ArrayView<float>[] views, Span<float> stage)
-    {
-        var stream = device.Stream;
-        int offset = 0;
-        stream.Synchronize();
-        foreach (var view in views)
-        {
-            ToHost(view, stage.Slice(offset, (int)view.Length));
-            offset += (int)view.Length;
-        }
-        stream.Synchronize();
-        communicator.Broadcast(stage[..offset]);
-        offset = 0;
-        foreach (var view in views)
-        {
-            FromHost(view, stage.Slice(offset, (int)view.Length));
-            offset += (int)view.Length;
-        }
-        stream.Synchronize();
-    }
+    private float AllReduceGradients() => exchange!.Average(exchangeViews);
 
     /// <summary>Copies the EMA weights into <paramref name="target"/> (a model of the same config), for sampling.</summary>
     public void CopyEmaInto(UNet target)
@@ -289,6 +241,7 @@ public sealed class Trainer : IDisposable
         normPartials.Dispose();
         normAndScale.Dispose();
         lossValue.Dispose();
+        exchange?.Dispose();
         batchTensor?.Dispose();
     }
 }
