@@ -3,6 +3,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Matmul;
+using IlgpuDdpm.Kernels.Reduce;
 
 namespace IlgpuDdpm.Kernels.Conv;
 
@@ -170,12 +171,12 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     public void BackwardWeight(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ConvShape s) =>
         BackwardWeight(x, dy, dw, s, ConvVariant.Auto);
 
-    /// <summary>db[co] += Σ_{n,oy,ox} dy[n,co,oy,ox]. dy [N,Cout,Ho,Wo] → ADDS into db [Cout]. One thread per channel.</summary>
+    /// <summary>db[co] += Σ_{n,oy,ox} dy[n,co,oy,ox]. dy [N,Cout,Ho,Wo] → ADDS into db [Cout] (the deterministic reduction).</summary>
     public void BackwardBias(ArrayView<float> dy, ArrayView<float> db, ConvShape s)
     {
         Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
         Require(db, s.Cout, "bias gradient", "Cout", s);
-        device.Launch(s.Cout, new BiasGradKernel(dy, db, s.N, s.Cout, s.Ho * s.Wo));
+        device.Kernels<ReduceKernels>().Rows(new ChannelTerm(dy, s.N, s.Cout, s.Ho * s.Wo), new AddSink(db), s.Cout, s.N * s.Ho * s.Wo);
     }
 
     /// <summary><see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ConvShape)"/> with a chosen implementation.</summary>
@@ -257,7 +258,7 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         }
 
         // dw [Cout, R] += DY [Cout, P] · Xᵀ [P, R], P = N·Ho·Wo pixels, R = Cin·K·K; on a GPU the pixels are
-        // split over the grid into partial products that SumPartialsKernel adds into dw in order.
+        // split over the grid into partial products whose column sums add into dw in order.
         int columns = s.Cin * s.K * s.K, pixels = s.N * s.Ho * s.Wo;
         int slices = (pixels + GemmCore.TileK - 1) / GemmCore.TileK;
         if (!tiled) splits = 1;
@@ -287,7 +288,7 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         using var partial = device.Pool.Rent<float>(splits * count);
         var store = new MatrixStore { C = partial.View, Bias = partial.View, M = s.Cout, N = columns, Alpha = 1f };
         GemmCore.Run(device, gradient, image, store, splits, s.Cout, columns, length, tiled);
-        device.Launch(count, new SumPartialsKernel(partial.View, dw, splits, count));
+        device.Kernels<ReduceKernels>().Rows(new ColumnTerm(partial.View, splits, count), new AddSink(dw), count, splits);
     }
 
     private ConvVariant Resolve(ConvVariant variant) =>
@@ -405,41 +406,4 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
             else Y[index] = HasBias != 0 ? sum + Bias[i] : sum;
         }
     }
-
-    // =====================================================================================================
-    // Bias gradient (both variants)
-    // =====================================================================================================
-
-    // dy [N,Cout,HW] -> db [Cout]:  db[co] += Σ_n Σ_p dy[n,co,p]   (one thread per channel, 4 running sums)
-    internal readonly struct BiasGradKernel(ArrayView<float> dy, ArrayView<float> db, int n, int cout, int hw) : IThreadKernel
-    {
-        public void Execute(int co)
-        {
-            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-            int full = hw & ~3;
-            for (int i = 0; i < n; i++)
-            {
-                int at = (i * cout + co) * hw;
-                int p = 0;
-                for (; p < full; p += 4)
-                {
-                    s0 += dy[at + p]; s1 += dy[at + p + 1]; s2 += dy[at + p + 2]; s3 += dy[at + p + 3];
-                }
-                for (; p < hw; p++) s0 += dy[at + p];
-            }
-            db[co] += (s0 + s1) + (s2 + s3);
-        }
-    }
-
-    // partial [splits, count] -> out [count]:  out[i] += Σ_{z in order} partial[z, i]
-    internal readonly struct SumPartialsKernel(ArrayView<float> partial, ArrayView<float> output, int splits, int count) : IThreadKernel
-    {
-        public void Execute(int i)
-        {
-            float sum = 0f;
-            for (int z = 0; z < splits; z++) sum += partial[z * count + i];
-            output[i] += sum;
-        }
-    }
 }
-

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using ILGPU;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Random;
@@ -234,34 +233,19 @@ public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<Element
 
     // ---------------------------------------------------------------- Dropout
     // Element i is kept iff u_i = Philox.Uniform(seed, stream, offset + i) ≥ p; then y_i = x_i / (1 − p), else 0.
-    // Unit u = one Philox block (four numbers): block (offset >> 2) + u holds numbers 4·((offset >> 2) + u) + lane,
-    // i.e. elements i = 4u − (offset & 3) + lane. One block evaluation serves four elements.
     // Forward: src = x, dst = y (accumulate 0). Backward: src = dy, dst = dx (accumulate 1: dx_i += keep_i · dy_i / (1 − p)),
     // the mask regenerated from the same key.
-    internal readonly struct DropoutKernel(ArrayView<float> src, ArrayView<float> dst, int n, PhiloxKey key, float p, float scale, int accumulate) : IElementKernel
+    internal readonly struct DropoutOp(ArrayView<float> src, ArrayView<float> dst, float p, float scale, int accumulate) : IRandomElement
     {
-        public void Element(int u)
-        {
-            Philox.Block(key.Seed, key.Stream, (key.Offset >> 2) + (ulong)u, out uint w0, out uint w1, out uint w2, out uint w3);
-            int e = 4 * u - (int)(key.Offset & 3UL);
-            Lane(e, w0);
-            Lane(e + 1, w1);
-            Lane(e + 2, w2);
-            Lane(e + 3, w3);
-        }
+        public RandomDraw Draw => RandomDraw.Uniform;
 
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void Lane(int e, uint bits)
+        public void Apply(int e, float u)
         {
-            if (e < 0 || e >= n) return;
-            float v = Philox.ToUniform(bits) >= p ? src[e] * scale : 0f;
+            float v = u >= p ? src[e] * scale : 0f;
             if (accumulate != 0) dst[e] += v;
             else dst[e] = v;
         }
     }
-
-    // Philox blocks covering numbers offset .. offset + n − 1.
-    private static int BlockCount(ulong offset, int n) => (int)(((offset + (ulong)n - 1UL) >> 2) - (offset >> 2)) + 1;
 
     /// <summary>
     /// Inverted dropout: y_i = x_i / (1 − p) where Philox.Uniform(key.Seed, key.Stream, key.Offset + i) ≥ p,
@@ -278,8 +262,7 @@ public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<Element
         int n = Length(src, srcName);
         Expect(dst, n, dstName);
         float scale = p >= 0f && p < 1f ? 1f / (1f - p) : throw new ArgumentOutOfRangeException(nameof(p), $"dropout probability must be in [0, 1), got {p}");
-        if (n == 0) return;
-        Run(BlockCount(key.Offset, n), new DropoutKernel(src, dst, n, key, p, scale, accumulate));
+        RandomKernels.ForEach(Device, new DropoutOp(src, dst, p, scale, accumulate), key, n, Launch);
     }
 
     // ---------------------------------------------------------------- TimestepSinusoid
