@@ -26,14 +26,14 @@ public sealed partial class ConvKernels
     }
 
     /// <summary>
-    /// A zero-padded copy of an NCHW tensor: dst[n, c, r, q] = src[n, c, (r − PadTop)/Dilation, (q − PadLeft)/Dilation]
-    /// where that divides evenly and lies inside, else 0; Cp ≥ C channels (the extra ones zero), Hp rows of Wp4 Float4s.
+    /// A zero-padded copy of an NCHW tensor: dst[n, c, r, q] = src[n, c, r − PadTop, q − PadLeft] where that lies
+    /// inside, else 0; Cp ≥ C channels (the extra ones zero), Hp rows of Wp4 Float4s.
     /// </summary>
     internal struct Packing
     {
         public int C, H, W;
         public int Cp, Hp, Wp4;
-        public int PadTop, PadLeft, Dilation;
+        public int PadTop, PadLeft;
         public readonly int Rows(int n) => n * Cp * Hp;
         public readonly int Floats(int n) => n * Cp * Hp * Wp4 * 4;
     }
@@ -69,7 +69,7 @@ public sealed partial class ConvKernels
             // A plain GEMM per image: pixels flattened, channels padded to a multiple of 4.
             int pixels = s.H * s.W;
             int xb = (pixels + 7) / 8;
-            var pack = new Packing { C = s.Cin, H = 1, W = pixels, Cp = RoundUp4(s.Cin), Hp = 1, Wp4 = 2 * xb, Dilation = 1 };
+            var pack = new Packing { C = s.Cin, H = 1, W = pixels, Cp = RoundUp4(s.Cin), Hp = 1, Wp4 = 2 * xb };
             var g = new Blocked { N = s.N, Cin = pack.Cp, Hp = 1, Wp4 = pack.Wp4, Cout = s.Cout, CoB = Blocks4(s.Cout), Ho = 1, Wo = pixels, XB = xb, HasBias = hasBias };
             using var xp = PackInput(x, s.N, pack);
             using var wp = PackWeights(w, s.Cout, s.Cin, 1, pack.Cp, transpose: false);
@@ -78,7 +78,7 @@ public sealed partial class ConvKernels
         }
         int stride = s.Stride;
         var (hp, wp4, xbs) = Plan3x3(stride, s.Ho, s.Wo);
-        var packing = new Packing { C = s.Cin, H = s.H, W = s.W, Cp = s.Cin, Hp = hp, Wp4 = wp4, PadTop = s.Padding, PadLeft = s.Padding, Dilation = 1 };
+        var packing = new Packing { C = s.Cin, H = s.H, W = s.W, Cp = s.Cin, Hp = hp, Wp4 = wp4, PadTop = s.Padding, PadLeft = s.Padding };
         var geometry = new Blocked { N = s.N, Cin = s.Cin, Hp = hp, Wp4 = wp4, Cout = s.Cout, CoB = Blocks4(s.Cout), Ho = s.Ho, Wo = s.Wo, XB = xbs, HasBias = hasBias };
         using var xpacked = PackInput(x, s.N, packing);
         using var weights = PackWeights(w, s.Cout, s.Cin, 9, s.Cin, transpose: false);
@@ -93,7 +93,7 @@ public sealed partial class ConvKernels
             // dx = wᵀ·dy per image: the 1×1 forward kernel with the weight transposed.
             int pixels = s.H * s.W;
             int xb = (pixels + 7) / 8;
-            var pack = new Packing { C = s.Cout, H = 1, W = pixels, Cp = RoundUp4(s.Cout), Hp = 1, Wp4 = 2 * xb, Dilation = 1 };
+            var pack = new Packing { C = s.Cout, H = 1, W = pixels, Cp = RoundUp4(s.Cout), Hp = 1, Wp4 = 2 * xb };
             var g = new Blocked { N = s.N, Cin = pack.Cp, Hp = 1, Wp4 = pack.Wp4, Cout = s.Cin, CoB = Blocks4(s.Cin), Ho = 1, Wo = pixels, XB = xb, Accumulate = 1 };
             using var dyp = PackInput(dy, s.N, pack);
             using var wp = PackWeights(w, s.Cout, s.Cin, 1, pack.Cp, transpose: true);
@@ -104,7 +104,7 @@ public sealed partial class ConvKernels
         // The transposed convolution at stride 1 is a convolution of dy padded by K−1−p with the weight
         // transposed (Cin ↔ Cout) and rotated by 180°.
         var (hp, wp4, xbs) = Plan3x3(1, s.H, s.W);
-        var packing = new Packing { C = s.Cout, H = s.Ho, W = s.Wo, Cp = s.Cout, Hp = hp, Wp4 = wp4, PadTop = 2 - s.Padding, PadLeft = 2 - s.Padding, Dilation = 1 };
+        var packing = new Packing { C = s.Cout, H = s.Ho, W = s.Wo, Cp = s.Cout, Hp = hp, Wp4 = wp4, PadTop = 2 - s.Padding, PadLeft = 2 - s.Padding };
         var geometry = new Blocked { N = s.N, Cin = s.Cout, Hp = hp, Wp4 = wp4, Cout = s.Cin, CoB = Blocks4(s.Cin), Ho = s.H, Wo = s.W, XB = xbs, Accumulate = 1 };
         using var dyp2 = PackInput(dy, s.N, packing);
         using var weights = PackWeights(w, s.Cout, s.Cin, 9, s.Cout, transpose: true);
@@ -119,8 +119,8 @@ public sealed partial class ConvKernels
         {
             int pixels = s.H * s.W;
             int p4 = (pixels + 3) / 4;
-            var xPack = new Packing { C = s.Cin, H = 1, W = pixels, Cp = RoundUp4(s.Cin), Hp = 1, Wp4 = p4, Dilation = 1 };
-            var dyPack = new Packing { C = s.Cout, H = 1, W = pixels, Cp = coB * 4, Hp = 1, Wp4 = p4, Dilation = 1 };
+            var xPack = new Packing { C = s.Cin, H = 1, W = pixels, Cp = RoundUp4(s.Cin), Hp = 1, Wp4 = p4 };
+            var dyPack = new Packing { C = s.Cout, H = 1, W = pixels, Cp = coB * 4, Hp = 1, Wp4 = p4 };
             var g = new Blocked { N = s.N, Cin = xPack.Cp, Wp4 = p4, Cout = s.Cout, CoB = coB, CoutP = coB * 4, Ci = s.Cin, CiB = Blocks4(s.Cin) };
             using var xp = PackInput(x, s.N, xPack);
             using var dyp = PackInput(dy, s.N, dyPack);
@@ -128,8 +128,8 @@ public sealed partial class ConvKernels
             return;
         }
         var (hp, wp4, xbs) = Plan3x3(s.Stride, s.Ho, s.Wo);
-        var packing = new Packing { C = s.Cin, H = s.H, W = s.W, Cp = s.Cin, Hp = hp, Wp4 = wp4, PadTop = s.Padding, PadLeft = s.Padding, Dilation = 1 };
-        var dyPacking = new Packing { C = s.Cout, H = s.Ho, W = s.Wo, Cp = coB * 4, Hp = s.Ho, Wp4 = xbs, Dilation = 1 };
+        var packing = new Packing { C = s.Cin, H = s.H, W = s.W, Cp = s.Cin, Hp = hp, Wp4 = wp4, PadTop = s.Padding, PadLeft = s.Padding };
+        var dyPacking = new Packing { C = s.Cout, H = s.Ho, W = s.Wo, Cp = coB * 4, Hp = s.Ho, Wp4 = xbs };
         var geometry = new Blocked { N = s.N, Cin = s.Cin, Hp = hp, Wp4 = wp4, Cout = s.Cout, CoB = coB, CoutP = coB * 4, Ci = s.Cin, Ho = s.Ho, Wo = s.Wo, XB = xbs };
         using var packedX = PackInput(x, s.N, packing);
         using var packedDy = PackInput(dy, s.N, dyPacking);
@@ -181,8 +181,8 @@ public sealed partial class ConvKernels
     // Packing (blocked variant)
     // =====================================================================================================
 
-    // src [N,C,H,W] -> dst [N,Cp,Hp,Wp4·4]: dst[n,c,r,q] = src[n,c,(r−PadTop)/d,(q−PadLeft)/d] when c < C and both
-    // offsets are non-negative multiples of d inside the source, else 0. One thread per destination row.
+    // src [N,C,H,W] -> dst [N,Cp,Hp,Wp4·4]: dst[n,c,r,q] = src[n,c,r−PadTop,q−PadLeft] when c < C and that lies
+    // inside the source, else 0. One thread per destination row.
     internal readonly struct PackInputKernel(ArrayView<float> src, ArrayView<Float4> dst, Packing p) : IThreadKernel
     {
         public void Execute(int row)
@@ -194,49 +194,31 @@ public sealed partial class ConvKernels
             int sy = r - p.PadTop;
             int dstRow = row * p.Wp4;
             Float4 zero = default;
-            if (c >= p.C || sy < 0 || sy % p.Dilation != 0 || sy / p.Dilation >= p.H)
+            if (c >= p.C || sy < 0 || sy >= p.H)
             {
                 for (int q = 0; q < p.Wp4; q++) dst[dstRow + q] = zero;
                 return;
             }
-            int srcRow = ((n * p.C + c) * p.H + sy / p.Dilation) * p.W;
-            if (p.Dilation == 1)
-            {
-                for (int q = 0; q < p.Wp4; q++)
-                {
-                    int sx = 4 * q - p.PadLeft;
-                    Float4 v;
-                    if (sx >= 0 && sx + 3 < p.W)
-                    {
-                        v.X = src[srcRow + sx]; v.Y = src[srcRow + sx + 1]; v.Z = src[srcRow + sx + 2]; v.W = src[srcRow + sx + 3];
-                    }
-                    else
-                    {
-                        v.X = sx >= 0 && sx < p.W ? src[srcRow + sx] : 0f;
-                        v.Y = sx + 1 >= 0 && sx + 1 < p.W ? src[srcRow + sx + 1] : 0f;
-                        v.Z = sx + 2 >= 0 && sx + 2 < p.W ? src[srcRow + sx + 2] : 0f;
-                        v.W = sx + 3 >= 0 && sx + 3 < p.W ? src[srcRow + sx + 3] : 0f;
-                    }
-                    dst[dstRow + q] = v;
-                }
-                return;
-            }
+            int srcRow = ((n * p.C + c) * p.H + sy) * p.W;
             for (int q = 0; q < p.Wp4; q++)
             {
                 int sx = 4 * q - p.PadLeft;
                 Float4 v;
-                v.X = Fetch(src, srcRow, sx, p);
-                v.Y = Fetch(src, srcRow, sx + 1, p);
-                v.Z = Fetch(src, srcRow, sx + 2, p);
-                v.W = Fetch(src, srcRow, sx + 3, p);
+                if (sx >= 0 && sx + 3 < p.W)
+                {
+                    v.X = src[srcRow + sx]; v.Y = src[srcRow + sx + 1]; v.Z = src[srcRow + sx + 2]; v.W = src[srcRow + sx + 3];
+                }
+                else
+                {
+                    v.X = sx >= 0 && sx < p.W ? src[srcRow + sx] : 0f;
+                    v.Y = sx + 1 >= 0 && sx + 1 < p.W ? src[srcRow + sx + 1] : 0f;
+                    v.Z = sx + 2 >= 0 && sx + 2 < p.W ? src[srcRow + sx + 2] : 0f;
+                    v.W = sx + 3 >= 0 && sx + 3 < p.W ? src[srcRow + sx + 3] : 0f;
+                }
                 dst[dstRow + q] = v;
             }
         }
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Fetch(ArrayView<float> src, int srcRow, int sx, Packing p) =>
-        sx >= 0 && sx % p.Dilation == 0 && sx / p.Dilation < p.W ? src[srcRow + sx / p.Dilation] : 0f;
 
     // w [Cout,Cin,K·K] -> dst [blocks][reduction][K·K] Float4:
     //   forward    dst[(b·reduction + ci)·KK + k] = (w[4b+i, ci, k])_{i<4}, zero for 4b+i ≥ Cout or ci ≥ Cin
