@@ -11,9 +11,9 @@ namespace IlgpuDdpm.Kernels.Conv;
 /// The shape of one 2-D convolution, NCHW: input x [N, Cin, H, W], weight [Cout, Cin, K, K], optional
 /// bias [Cout], output y [N, Cout, Ho, Wo] with Ho = (H + 2·Padding − K) / Stride + 1 (same for Wo).
 /// Zero padding on all four sides. The constructor validates everything and throws one-line
-/// <see cref="ArgumentException"/>s.
+/// <see cref="ArgumentException"/>s. Two shapes are equal when all their dimensions are.
 /// </summary>
-public readonly struct ConvShape : IEquatable<ConvShape>
+public readonly record struct ConvShape
 {
     /// <summary>
     /// A convolution of <paramref name="n"/> images of <paramref name="inChannels"/> × <paramref name="height"/> ×
@@ -83,18 +83,6 @@ public readonly struct ConvShape : IEquatable<ConvShape>
     /// <summary>Floating-point operations of the forward pass (a multiply-add counts 2): 2·N·Cout·Ho·Wo·Cin·K².</summary>
     public long Flops => 2L * N * Cout * Ho * Wo * Cin * K * K;
 
-    /// <inheritdoc/>
-    public bool Equals(ConvShape other) =>
-        N == other.N && Cin == other.Cin && H == other.H && W == other.W && Cout == other.Cout &&
-        K == other.K && Stride == other.Stride && Padding == other.Padding;
-    /// <inheritdoc/>
-    public override bool Equals(object? obj) => obj is ConvShape other && Equals(other);
-    /// <inheritdoc/>
-    public override int GetHashCode() => HashCode.Combine(N, Cin, H, W, Cout, K, Stride, Padding);
-    /// <summary>Equality of all dimensions.</summary>
-    public static bool operator ==(ConvShape a, ConvShape b) => a.Equals(b);
-    /// <summary>Inequality.</summary>
-    public static bool operator !=(ConvShape a, ConvShape b) => !a.Equals(b);
     /// <summary>"[2, 3, 7, 7] * [5, 3, 3, 3] stride 1 pad 1 -> [2, 5, 7, 7]".</summary>
     public override string ToString() => $"[{N}, {Cin}, {H}, {W}] * [{Cout}, {Cin}, {K}, {K}] stride {Stride} pad {Padding} -> [{N}, {Cout}, {Ho}, {Wo}]";
 }
@@ -176,7 +164,11 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     {
         Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
         Require(db, s.Cout, "bias gradient", "Cout", s);
-        device.Kernels<ReduceKernels>().Rows(new ChannelTerm(dy, s.N, s.Cout, s.Ho * s.Wo), new AddSink(db), s.Cout, s.N * s.Ho * s.Wo);
+        // Per (n, co) over the contiguous plane, then over n: two row reductions, no index division per element.
+        var reduce = device.Kernels<ReduceKernels>();
+        using var perImage = device.Pool.Rent<float>(s.N * s.Cout);
+        reduce.Rows(new ValueTerm(dy), new StoreSink(perImage.View, 0, 1f), s.N * s.Cout, s.Ho * s.Wo);
+        reduce.Rows(new ColumnTerm(perImage.View, s.N, s.Cout), new AddSink(db), s.Cout, s.N);
     }
 
     /// <summary><see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ConvShape)"/> with a chosen implementation.</summary>
@@ -191,9 +183,16 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         if (hasBias == 0) bias = w; // never read; keeps every kernel argument a valid view
 
         bool tiled = Resolve(variant) == ConvVariant.Tiled;
-        if (!tiled && HasBlockedKernel(s))
+        if (!tiled && HasBlockedForward(s))
         {
             ForwardBlocked(x, w, bias, hasBias, y, s);
+            return;
+        }
+        int plane = s.H * s.W;
+        if (IsPointwise(s)) // y[n] = w·x[n] + b: one product per image, no im2col
+        {
+            var pointwise = new ImageStore { Y = y, Bias = bias, HasBias = hasBias, C = s.Cout, H = s.H, W = s.W, GridH = s.H, GridW = s.W, Step = 1 };
+            GemmCore.Run(device, Strided.A(w, s.Cout, s.Cin, false, 0), Strided.B(x, s.Cin, plane, false, s.Cin * plane), pointwise, s.N, s.Cout, plane, s.Cin, tiled);
             return;
         }
         int reduction = s.Cin * s.K * s.K;
@@ -210,6 +209,13 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         Require(dx, s.InputLength, "dx", "N·Cin·H·W", s);
 
         bool tiled = Resolve(variant) == ConvVariant.Tiled;
+        int plane = s.H * s.W;
+        if (IsPointwise(s)) // dx[n] += wᵀ·dy[n]
+        {
+            var pointwise = new ImageStore { Y = dx, Bias = dx, Accumulate = 1, C = s.Cin, H = s.H, W = s.W, GridH = s.H, GridW = s.W, Step = 1 };
+            GemmCore.Run(device, Strided.A(w, s.Cin, s.Cout, true, 0), Strided.B(dy, s.Cout, plane, false, s.Cout * plane), pointwise, s.N, s.Cin, plane, s.Cout, tiled);
+            return;
+        }
         if (!tiled && BackwardInputBlocked(dy, w, dx, s)) return;
 
         // Phase (py, px) of dx — the pixels iy = py + s·a, ix = px + s·b — receives only the taps
@@ -251,7 +257,15 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         Require(dw, s.WeightLength, "weight gradient", "Cout·Cin·K·K", s);
 
         bool tiled = Resolve(variant) == ConvVariant.Tiled;
-        if (!tiled && HasBlockedKernel(s))
+        if (!tiled && IsPointwise(s)) // dw += DY [Cout, N·H·W] · Xᵀ, both read channel-major (GPUs split the long sum below)
+        {
+            int all = s.N * s.H * s.W;
+            var dyc = new ChannelMajor { View = dy, C = s.Cout, Plane = s.H * s.W, SplitLength = all, Pixels = all };
+            var xc = new ChannelMajor { View = x, C = s.Cin, Plane = s.H * s.W, SplitLength = all, Pixels = all, Transposed = 1 };
+            GemmCore.Run(device, dyc, xc, new MatrixStore { C = dw, Bias = dw, M = s.Cout, N = s.Cin, Alpha = 1f, Accumulate = 1 }, 1, s.Cout, s.Cin, all, tiled);
+            return;
+        }
+        if (!tiled && Is3x3(s))
         {
             BackwardWeightBlocked(x, dy, dw, s);
             return;
@@ -291,6 +305,9 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         device.Kernels<ReduceKernels>().Rows(new ColumnTerm(partial.View, splits, count), new AddSink(dw), count, splits);
     }
 
+    /// <summary>The 1×1, stride-1, unpadded case: a plain product per image.</summary>
+    private static bool IsPointwise(ConvShape s) => s.K == 1 && s.Stride == 1 && s.Padding == 0;
+
     private ConvVariant Resolve(ConvVariant variant) =>
         variant != ConvVariant.Auto ? variant : device.IsCpu ? ConvVariant.Blocked : ConvVariant.Tiled;
 
@@ -304,7 +321,9 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     internal static IEnumerable<Type> LaunchedKernels =>
         GemmCore.Kernels<Strided, Im2col, ImageStore>()
             .Concat(GemmCore.Kernels<PhaseWeights, Im2col, ImageStore>())
-            .Concat(GemmCore.Kernels<ChannelMajor, Im2col, MatrixStore>());
+            .Concat(GemmCore.Kernels<ChannelMajor, Im2col, MatrixStore>())
+            .Concat(GemmCore.Kernels<Strided, Strided, ImageStore>())
+            .Concat(GemmCore.Kernels<ChannelMajor, ChannelMajor, MatrixStore>());
 
     // =====================================================================================================
     // GEMM operands and epilogue of the convolution
@@ -348,21 +367,21 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     }
 
     /// <summary>
-    /// dy as a [C, pixels] matrix: DY[c, (n, p)] = View[n, c, p] (Plane = Ho·Wo pixels per image); product z
-    /// covers pixels [z·SplitLength, (z+1)·SplitLength), 0 past the last.
+    /// An NCHW tensor as a [C, pixels] matrix: M[c, (n, p)] = View[n, c, p] (Plane = pixels per image), or its
+    /// transpose [pixels, C] when Transposed; product z covers pixels [z·SplitLength, (z+1)·SplitLength), 0 past the last.
     /// </summary>
     internal struct ChannelMajor : IGemmOperand
     {
         public ArrayView<float> View;
-        public int C, Plane, SplitLength, Pixels;
+        public int C, Plane, SplitLength, Pixels, Transposed;
 
         /// <inheritdoc/>
         public readonly float Load(int batch, int row, int col)
         {
-            int pixel = col + batch * SplitLength;
+            int pixel = (Transposed != 0 ? row : col) + batch * SplitLength, channel = Transposed != 0 ? col : row;
             if (pixel >= Pixels) return 0f;
             int n = pixel / Plane;
-            return View[(n * C + row) * Plane + pixel - n * Plane];
+            return View[(n * C + channel) * Plane + pixel - n * Plane];
         }
 
         /// <inheritdoc/>
@@ -389,7 +408,8 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     }
 
     /// <summary>
-    /// Scatters C [channels, (n, a, b)] into an NCHW image: Y[n, i, OffY + Step·a, OffX + Step·b] = sum + Bias[i]
+    /// Scatters C [channels, (n, a, b)] of product `batch` into an NCHW image (image batch + n; one product per image for
+    /// the 1×1 convolution, else batch 0): Y[n, i, OffY + Step·a, OffX + Step·b] = sum + Bias[i]
     /// (when HasBias), or += sum (when Accumulate). A fused activation would be one more epilogue struct.
     /// </summary>
     internal struct ImageStore : IGemmEpilogue
@@ -401,7 +421,7 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         public readonly void Store(int batch, int i, int j, float sum)
         {
             int plane = GridH * GridW, n = j / plane, rem = j - n * plane, a = rem / GridW, b = rem - a * GridW;
-            int index = ((n * C + i) * H + OffY + Step * a) * W + OffX + Step * b;
+            int index = (((batch + n) * C + i) * H + OffY + Step * a) * W + OffX + Step * b;
             if (Accumulate != 0) Y[index] += sum;
             else Y[index] = HasBias != 0 ? sum + Bias[i] : sum;
         }

@@ -217,17 +217,14 @@ public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<Element
     {
         int len = Product(n, ca + cb, spatial, "concat dy");
         Expect(dy, len, $"concat dy [{n}, {ca + cb}, {spatial}]");
-        if (da.Length > 0)
+        AddSlice(da, ca, 0, "da");
+        AddSlice(db, cb, ca * spatial, "db");
+
+        void AddSlice(ArrayView<float> part, int channels, int start, string name)
         {
-            int lenA = Product(n, ca, spatial, "concat da");
-            Expect(da, lenA, $"concat da [{n}, {ca}, {spatial}]");
-            Run(lenA, new AddChannelSliceKernel(dy, da, ca * spatial, (ca + cb) * spatial, 0));
-        }
-        if (db.Length > 0)
-        {
-            int lenB = Product(n, cb, spatial, "concat db");
-            Expect(db, lenB, $"concat db [{n}, {cb}, {spatial}]");
-            Run(lenB, new AddChannelSliceKernel(dy, db, cb * spatial, (ca + cb) * spatial, ca * spatial));
+            if (part.Length == 0) return;
+            Expect(part, Product(n, channels, spatial, $"concat {name}"), $"concat {name} [{n}, {channels}, {spatial}]");
+            Run((int)part.Length, new AddChannelSliceKernel(dy, part, channels * spatial, (ca + cb) * spatial, start));
         }
     }
 

@@ -70,17 +70,6 @@ public readonly struct ColumnTerm(ArrayView<float> x, int rows, int cols) : IRed
     public float At(int c, int i) => x[(i - c * rows) * cols + c];
 }
 
-/// <summary>Per-channel sums of x [N, C, S]: row c of the reduction is channel c over every n and s, rowLength = N·S.</summary>
-public readonly struct ChannelTerm(ArrayView<float> x, int n, int channels, int spatial) : IReductionTerm
-{
-    /// <inheritdoc/>
-    public float At(int c, int i)
-    {
-        int k = i - c * n * spatial, image = k / spatial;
-        return x[(image * channels + c) * spatial + k - image * spatial];
-    }
-}
-
 /// <summary>output[offset + row] = scale · total (scale 1 stores the total unchanged).</summary>
 public readonly struct StoreSink(ArrayView<float> output, int offset, float scale) : IReductionSink
 {
