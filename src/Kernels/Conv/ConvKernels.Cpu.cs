@@ -5,7 +5,7 @@ using IlgpuDdpm.Kernels.Device;
 
 namespace IlgpuDdpm.Kernels.Conv;
 
-// The CPU accelerator's convolution kernels (ConvVariant.Blocked) for the shapes the U-Net runs: 3×3 at
+// The CPU accelerator's convolution kernels (GemmVariant.RegisterBlocked) for the shapes the U-Net runs: 3×3 at
 // stride 1 and 2 and 1×1. The reduction input is first copied into a zero-padded buffer whose rows are
 // whole Float4s and the weights into groups of 4 output channels; then each thread computes a register
 // block with no bounds checks, loading each input once per block and adding whole hand-unrolled dot

@@ -87,17 +87,6 @@ public readonly record struct ConvShape
     public override string ToString() => $"[{N}, {Cin}, {H}, {W}] * [{Cout}, {Cin}, {K}, {K}] stride {Stride} pad {Padding} -> [{N}, {Cout}, {Ho}, {Wo}]";
 }
 
-/// <summary>Which implementation of the convolution kernels runs (tests pick one explicitly).</summary>
-internal enum ConvVariant
-{
-    /// <summary><see cref="Blocked"/> on the CPU accelerator, <see cref="Tiled"/> elsewhere.</summary>
-    Auto,
-    /// <summary>Barrier-free: operands packed, each thread computes a register block of outputs.</summary>
-    Blocked,
-    /// <summary>Shared-memory implicit GEMM, 64×64 output tiles per group of 16×16 threads.</summary>
-    Tiled,
-}
-
 /// <summary>
 /// 2-D convolution (NCHW, weight [Cout, Cin, K, K], zero padding, any stride, optional bias) and its three
 /// gradients, as implicit GEMMs on the GEMM core (<see cref="GemmCore"/>): the forward is
@@ -138,27 +127,6 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     // Public launch methods
     // =====================================================================================================
 
-    /// <summary>
-    /// y[n,co,oy,ox] = b[co] + Σ_{ci,ky,kx} w[co,ci,ky,kx]·x[n,ci,oy·s+ky−p, ox·s+kx−p] (x is 0 outside).
-    /// x [N,Cin,H,W], w [Cout,Cin,K,K], bias [Cout] or an empty view for none → y [N,Cout,Ho,Wo] (overwritten).
-    /// </summary>
-    public void Forward(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, ArrayView<float> y, ConvShape s) =>
-        Forward(x, w, bias, y, s, ConvVariant.Auto);
-
-    /// <summary>
-    /// dx[n,ci,iy,ix] += Σ_{co,ky,kx} w[co,ci,ky,kx]·dy[n,co,oy,ox] over oy·s = iy+p−ky, ox·s = ix+p−kx
-    /// (the transposed convolution). dy [N,Cout,Ho,Wo], w [Cout,Cin,K,K] → ADDS into dx [N,Cin,H,W].
-    /// </summary>
-    public void BackwardInput(ArrayView<float> dy, ArrayView<float> w, ArrayView<float> dx, ConvShape s) =>
-        BackwardInput(dy, w, dx, s, ConvVariant.Auto);
-
-    /// <summary>
-    /// dw[co,ci,ky,kx] += Σ_{n,oy,ox} dy[n,co,oy,ox]·x[n,ci,oy·s+ky−p, ox·s+kx−p].
-    /// x [N,Cin,H,W], dy [N,Cout,Ho,Wo] → ADDS into dw [Cout,Cin,K,K].
-    /// </summary>
-    public void BackwardWeight(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ConvShape s) =>
-        BackwardWeight(x, dy, dw, s, ConvVariant.Auto);
-
     /// <summary>db[co] += Σ_{n,oy,ox} dy[n,co,oy,ox]. dy [N,Cout,Ho,Wo] → ADDS into db [Cout] (the deterministic reduction).</summary>
     public void BackwardBias(ArrayView<float> dy, ArrayView<float> db, ConvShape s)
     {
@@ -171,8 +139,12 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         reduce.Rows(new ColumnTerm(perImage.View, s.N, s.Cout), new AddSink(db), s.Cout, s.N);
     }
 
-    /// <summary><see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ConvShape)"/> with a chosen implementation.</summary>
-    internal void Forward(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, ArrayView<float> y, ConvShape s, ConvVariant variant)
+    /// <summary>
+    /// y[n,co,oy,ox] = b[co] + Σ_{ci,ky,kx} w[co,ci,ky,kx]·x[n,ci,oy·s+ky−p, ox·s+kx−p] (x is 0 outside).
+    /// x [N,Cin,H,W], w [Cout,Cin,K,K], bias [Cout] or an empty view for none → y [N,Cout,Ho,Wo] (overwritten).
+    /// <paramref name="variant"/> picks the implementation (tests run both).
+    /// </summary>
+    public void Forward(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, ArrayView<float> y, ConvShape s, GemmVariant variant = GemmVariant.Auto)
     {
         Require(x, s.InputLength, "x", "N·Cin·H·W", s);
         Require(w, s.WeightLength, "weight", "Cout·Cin·K·K", s);
@@ -182,7 +154,7 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         int hasBias = bias.Length != 0 ? 1 : 0;
         if (hasBias == 0) bias = w; // never read; keeps every kernel argument a valid view
 
-        bool tiled = Resolve(variant) == ConvVariant.Tiled;
+        bool tiled = Resolve(variant) == GemmVariant.Tiled;
         if (!tiled && HasBlockedForward(s))
         {
             ForwardBlocked(x, w, bias, hasBias, y, s);
@@ -201,14 +173,17 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         GemmCore.Run(device, Strided.A(w, s.Cout, reduction, false, 0), image, store, 1, s.Cout, s.N * s.Ho * s.Wo, reduction, tiled);
     }
 
-    /// <summary><see cref="BackwardInput(ArrayView{float}, ArrayView{float}, ArrayView{float}, ConvShape)"/> with a chosen implementation.</summary>
-    internal void BackwardInput(ArrayView<float> dy, ArrayView<float> w, ArrayView<float> dx, ConvShape s, ConvVariant variant)
+    /// <summary>
+    /// dx[n,ci,iy,ix] += Σ_{co,ky,kx} w[co,ci,ky,kx]·dy[n,co,oy,ox] over oy·s = iy+p−ky, ox·s = ix+p−kx
+    /// (the transposed convolution). dy [N,Cout,Ho,Wo], w [Cout,Cin,K,K] → ADDS into dx [N,Cin,H,W].
+    /// </summary>
+    public void BackwardInput(ArrayView<float> dy, ArrayView<float> w, ArrayView<float> dx, ConvShape s, GemmVariant variant = GemmVariant.Auto)
     {
         Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
         Require(w, s.WeightLength, "weight", "Cout·Cin·K·K", s);
         Require(dx, s.InputLength, "dx", "N·Cin·H·W", s);
 
-        bool tiled = Resolve(variant) == ConvVariant.Tiled;
+        bool tiled = Resolve(variant) == GemmVariant.Tiled;
         int plane = s.H * s.W;
         if (IsPointwise(s)) // dx[n] += wᵀ·dy[n]
         {
@@ -247,16 +222,17 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     }
 
     /// <summary>
-    /// <see cref="BackwardWeight(ArrayView{float}, ArrayView{float}, ArrayView{float}, ConvShape)"/> with a chosen
-    /// implementation; <paramref name="splits"/> &gt; 0 forces the tiled kernel's reduction split (tests).
+    /// dw[co,ci,ky,kx] += Σ_{n,oy,ox} dy[n,co,oy,ox]·x[n,ci,oy·s+ky−p, ox·s+kx−p].
+    /// x [N,Cin,H,W], dy [N,Cout,Ho,Wo] → ADDS into dw [Cout,Cin,K,K]. <paramref name="splits"/> &gt; 0 forces the
+    /// tiled kernel's reduction split (tests).
     /// </summary>
-    internal void BackwardWeight(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ConvShape s, ConvVariant variant, int splits = 0)
+    public void BackwardWeight(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ConvShape s, GemmVariant variant = GemmVariant.Auto, int splits = 0)
     {
         Require(x, s.InputLength, "x", "N·Cin·H·W", s);
         Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
         Require(dw, s.WeightLength, "weight gradient", "Cout·Cin·K·K", s);
 
-        bool tiled = Resolve(variant) == ConvVariant.Tiled;
+        bool tiled = Resolve(variant) == GemmVariant.Tiled;
         if (!tiled && IsPointwise(s)) // dw += DY [Cout, N·H·W] · Xᵀ, both read channel-major (GPUs split the long sum below)
         {
             int all = s.N * s.H * s.W;
@@ -308,8 +284,8 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     /// <summary>The 1×1, stride-1, unpadded case: a plain product per image.</summary>
     private static bool IsPointwise(ConvShape s) => s.K == 1 && s.Stride == 1 && s.Padding == 0;
 
-    private ConvVariant Resolve(ConvVariant variant) =>
-        variant != ConvVariant.Auto ? variant : device.IsCpu ? ConvVariant.Blocked : ConvVariant.Tiled;
+    private GemmVariant Resolve(GemmVariant variant) =>
+        variant != GemmVariant.Auto ? variant : device.IsCpu ? GemmVariant.RegisterBlocked : GemmVariant.Tiled; // RegisterBlocked: ConvKernels.Cpu.cs where it has a kernel
 
     private static void Require(ArrayView<float> view, int expected, string what, string formula, ConvShape s)
     {
