@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Random;
@@ -66,12 +67,14 @@ public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<Element
     // x [L] -> y [L]:  y = op.Forward(x)
     internal readonly struct UnaryKernel<TOp>(TOp op, ArrayView<float> x, ArrayView<float> y) : IElementKernel where TOp : struct, IUnaryOp
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Element(int e) => y[e] = op.Forward(x[e]);
     }
 
     // x, dy [L] -> dx [L] (ADDS):  dx += dy·op′(x)
     internal readonly struct UnaryBackwardKernel<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dx) : IElementKernel where TOp : struct, IUnaryOp
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Element(int e) => dx[e] += op.Backward(x[e], dy[e]);
     }
 
@@ -111,12 +114,14 @@ public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<Element
     // a, b [L] -> y [L]:  y = op(a, b)
     internal readonly struct BinaryKernel<TOp>(TOp op, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y) : IElementKernel where TOp : struct, IBinaryOp
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Element(int e) => y[e] = op.Apply(a[e], b[e]);
     }
 
     // x [R·S], v [R] -> y [R·S]:  y[r,s] = op(x[r,s], v[r])   (R = N·C rows of S = H·W: a per-channel broadcast)
     internal readonly struct BroadcastKernel<TOp>(TOp op, ArrayView<float> x, ArrayView<float> v, ArrayView<float> y, int spatial) : IElementKernel where TOp : struct, IBinaryOp
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Element(int e) => y[e] = op.Apply(x[e], v[e / spatial]);
     }
 
