@@ -7,6 +7,7 @@ namespace IlgpuDdpm.Bench;
 /// <summary>
 /// The 3×3, stride 1, pad 1 convolutions of each U-Net level, C→C channels at the level's resolution
 /// (small at 28×28: 32→32 at 28, 64→64 at 14, 64→64 at 7; ddpm-cifar10 at 32×32: 128→128 at 32, 256→256 at 16, 8, 4),
+/// and per preset one downsampling (3×3, stride 2) and one 1×1 shortcut convolution,
 /// batch <see cref="Settings.Batch"/>. Forward (with bias), backward-input and backward-weight each do
 /// 2·N·Cout·Ho·Wo·Cin·K² FLOPs (<see cref="ConvShape.Flops"/>; the bias add is not counted).
 /// </summary>
@@ -18,12 +19,20 @@ public class ConvBenchmarks
     private DeviceBuffer<float> x = null!, w = null!, bias = null!, y = null!, dy = null!, dx = null!, dw = null!;
     private ConvShape shape;
 
-    /// <summary>One case per level of each preset.</summary>
-    public static IEnumerable<BenchCase> Cases() => PresetShape.Active.SelectMany(p => p.Levels.Select(level =>
+    /// <summary>
+    /// One 3×3 case per level of each preset, then the first level's downsampling conv (3×3, stride 2) and the 1×1
+    /// shortcut into the second level (the CPU accelerator runs its own blocked kernels for all three kinds).
+    /// </summary>
+    public static IEnumerable<BenchCase> Cases() => PresetShape.Active.SelectMany(p =>
     {
-        var s = new ConvShape(Settings.Batch, level.Channels, level.Resolution, level.Resolution, level.Channels, 3);
-        return (BenchCase)new ConvCase($"{p.Tag} n{s.N} {s.Cin}->{s.Cout} {s.H}x{s.W} k3", s, _ => Work.Compute(s.Flops, Settings.Launches));
-    }));
+        var levels = p.Levels.ToArray();
+        var (top, next) = (levels[0], levels[Math.Min(1, levels.Length - 1)]);
+        return levels.Select(level => new ConvShape(Settings.Batch, level.Channels, level.Resolution, level.Resolution, level.Channels, 3))
+            .Append(new ConvShape(Settings.Batch, top.Channels, top.Resolution, top.Resolution, top.Channels, 3, stride: 2))
+            .Append(new ConvShape(Settings.Batch, top.Channels, next.Resolution, next.Resolution, next.Channels, 1))
+            .Select(s => (BenchCase)new ConvCase($"{p.Tag} n{s.N} {s.Cin}->{s.Cout} {s.H}x{s.W} k{s.K}{(s.Stride > 1 ? $" s{s.Stride}" : "")}", s,
+                _ => Work.Compute(s.Flops, Settings.Launches)));
+    });
 
     /// <summary>The case.</summary>
     [ParamsSource(nameof(Cases))]

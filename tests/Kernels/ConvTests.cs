@@ -2,6 +2,7 @@ using ILGPU;
 using IlgpuDdpm.Autodiff;
 using IlgpuDdpm.Kernels.Conv;
 using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Matmul;
 using NUnit.Framework;
 
 namespace IlgpuDdpm.Tests.Kernels;
@@ -66,7 +67,7 @@ public sealed class ConvTests
         new TestCaseData(variant, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
             .SetArgDisplayNames(variant, $"x[{c[0]},{c[1]},{c[2]},{c[3]}]", $"w[{c[4]},{c[1]},{c[5]},{c[5]}]", $"s{c[6]}", $"p{c[7]}");
 
-    private static ConvVariant Variant(string name) => name == "tiled" ? ConvVariant.Tiled : ConvVariant.Blocked;
+    private static GemmVariant Variant(string name) => name == "tiled" ? GemmVariant.Tiled : GemmVariant.RegisterBlocked;
 
     /// <summary>The device and kernels a variant's tests run on.</summary>
     private static (ComputeDevice Device, ConvKernels Kernels) On(string variant)
@@ -159,7 +160,7 @@ public sealed class ConvTests
         foreach (int splits in new[] { 1, 3, 11 })
         {
             dwb.Clear();
-            kernels.BackwardWeight(xb.View, dyb.View, dwb.View, s, ConvVariant.Tiled, splits);
+            kernels.BackwardWeight(xb.View, dyb.View, dwb.View, s, GemmVariant.Tiled, splits);
             Check.Close(dwb.ToArray(), expected, Rtol, 5e-4, $"tiled dw with {splits} splits");
         }
     }

@@ -1,6 +1,7 @@
 using ILGPU;
 using ILGPU.Runtime;
 using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Reduce;
 
 namespace IlgpuDdpm.Kernels.Attention;
 
@@ -55,7 +56,7 @@ public sealed class AttentionKernels(ComputeDevice device) : IKernelFamily<Atten
             throw new ArgumentException($"softmax: {name} must be [{rows}, {cols}] = {(long)rows * cols} elements, got {view.Length}");
     }
 
-    // x [rows, cols] -> y [rows, cols]; one thread per row.
+    // x [rows, cols] -> y [rows, cols]; one thread per row, its sums in the reduction's loop order (ReduceKernels.LoopSum).
     // y = exp(x − m)/Σ exp(x − m), m = row max (numerically stable: every exponent ≤ 0, the sum ≥ 1).
     internal readonly struct SoftmaxForwardKernel(ArrayView<float> x, ArrayView<float> y, int cols) : IThreadKernel
     {
@@ -64,28 +65,16 @@ public sealed class AttentionKernels(ComputeDevice device) : IKernelFamily<Atten
             int start = row * cols, end = start + cols;
             float m = x[start];
             for (int i = start + 1; i < end; i++) m = MathF.Max(m, x[i]);
-
-            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-            int j = start;
-            for (; j + 4 <= end; j += 4)
-            {
-                float e0 = MathF.Exp(x[j] - m);
-                float e1 = MathF.Exp(x[j + 1] - m);
-                float e2 = MathF.Exp(x[j + 2] - m);
-                float e3 = MathF.Exp(x[j + 3] - m);
-                y[j] = e0; y[j + 1] = e1; y[j + 2] = e2; y[j + 3] = e3;
-                s0 += e0; s1 += e1; s2 += e2; s3 += e3;
-            }
-            for (; j < end; j++)
-            {
-                float e = MathF.Exp(x[j] - m);
-                y[j] = e;
-                s0 += e;
-            }
-
-            float inv = 1f / ((s0 + s1) + (s2 + s3));
+            for (int i = start; i < end; i++) y[i] = MathF.Exp(x[i] - m);
+            float inv = 1f / ReduceKernels.LoopSum(new ValueTerm(y), row, start, end);
             for (int i = start; i < end; i++) y[i] *= inv;
         }
+    }
+
+    // dy[i]·y[i].
+    internal readonly struct ProductTerm(ArrayView<float> a, ArrayView<float> b) : IReductionTerm
+    {
+        public float At(int row, int i) => a[i] * b[i];
     }
 
     // y, dy [rows, cols] -> dx [rows, cols] +=; one thread per row.
@@ -95,17 +84,7 @@ public sealed class AttentionKernels(ComputeDevice device) : IKernelFamily<Atten
         public void Execute(int row)
         {
             int start = row * cols, end = start + cols;
-            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-            int j = start;
-            for (; j + 4 <= end; j += 4)
-            {
-                s0 += dy[j] * y[j];
-                s1 += dy[j + 1] * y[j + 1];
-                s2 += dy[j + 2] * y[j + 2];
-                s3 += dy[j + 3] * y[j + 3];
-            }
-            for (; j < end; j++) s0 += dy[j] * y[j];
-            float dot = (s0 + s1) + (s2 + s3);
+            float dot = ReduceKernels.LoopSum(new ProductTerm(dy, y), row, start, end);
             for (int i = start; i < end; i++) dx[i] += y[i] * (dy[i] - dot);
         }
     }

@@ -42,29 +42,8 @@ public sealed class ClassifyKernels : GridStrideFamily, IKernelFamily<ClassifyKe
     internal static ClassifyKernels CreateWith(ComputeDevice device, GridStride launch) => new(device, launch);
 
     // ---------------------------------------------------------------------------------------------
-    // Global average pooling: x [N,C,H,W] -> y [N,C],  y[r] = (1/S) Σ_{j<S} x[r·S + j],  S = H·W, r = n·C + c.
-
-    // One unit per row r.
-    internal readonly struct GlobalAveragePoolKernel(ArrayView<float> x, ArrayView<float> y, int spatial) : IElementKernel
-    {
-        public void Element(int r)
-        {
-            float inv = 1f / spatial;
-            int start = r * spatial;
-            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-            int j = 0;
-            for (; j + 4 <= spatial; j += 4)
-            {
-                s0 += x[start + j];
-                s1 += x[start + j + 1];
-                s2 += x[start + j + 2];
-                s3 += x[start + j + 3];
-            }
-            for (; j < spatial; j++) s0 += x[start + j];
-            y[r] = ((s0 + s1) + (s2 + s3)) * inv;
-        }
-    }
-
+    // Global average pooling: x [N,C,H,W] -> y [N,C],  y[r] = (1/S) Σ_{j<S} x[r·S + j],  S = H·W, r = n·C + c
+    // (a row reduction of ReduceKernels).
     // dx[e] += dy[e / S] / S   (one unit per input element)
     internal readonly struct GlobalAveragePoolBackwardKernel(ArrayView<float> dy, ArrayView<float> dx, int spatial) : IElementKernel
     {
@@ -115,7 +94,7 @@ public sealed class ClassifyKernels : GridStrideFamily, IKernelFamily<ClassifyKe
         CheckPositive(rows, spatial, "global average pool");
         Expect(x, (long)rows * spatial, "global average pool x");
         Expect(y, rows, "global average pool y");
-        Run(rows, new GlobalAveragePoolKernel(x, y, spatial));
+        reduce.Rows(new ValueTerm(x), new StoreSink(y, 0, 1f / spatial), rows, spatial);
     }
 
     /// <summary>Backward of <see cref="GlobalAveragePool"/>: dx[r·S + j] += dy[r] / S. ADDS into <paramref name="dx"/>.</summary>

@@ -5,7 +5,7 @@ using IlgpuDdpm.Kernels.Device;
 
 namespace IlgpuDdpm.Kernels.Conv;
 
-// The CPU accelerator's convolution kernels (ConvVariant.Blocked) for the shapes the U-Net runs: 3×3 at
+// The CPU accelerator's convolution kernels (GemmVariant.RegisterBlocked) for the shapes the U-Net runs: 3×3 at
 // stride 1 and 2 and 1×1. The reduction input is first copied into a zero-padded buffer whose rows are
 // whole Float4s and the weights into groups of 4 output channels; then each thread computes a register
 // block with no bounds checks, loading each input once per block and adding whole hand-unrolled dot
@@ -26,14 +26,14 @@ public sealed partial class ConvKernels
     }
 
     /// <summary>
-    /// A zero-padded copy of an NCHW tensor: dst[n, c, r, q] = src[n, c, (r − PadTop)/Dilation, (q − PadLeft)/Dilation]
-    /// where that divides evenly and lies inside, else 0; Cp ≥ C channels (the extra ones zero), Hp rows of Wp4 Float4s.
+    /// A zero-padded copy of an NCHW tensor: dst[n, c, r, q] = src[n, c, r − PadTop, q − PadLeft] where that lies
+    /// inside, else 0; Cp ≥ C channels (the extra ones zero), Hp rows of Wp4 Float4s.
     /// </summary>
     internal struct Packing
     {
         public int C, H, W;
         public int Cp, Hp, Wp4;
-        public int PadTop, PadLeft, Dilation;
+        public int PadTop, PadLeft;
         public readonly int Rows(int n) => n * Cp * Hp;
         public readonly int Floats(int n) => n * Cp * Hp * Wp4 * 4;
     }
@@ -47,8 +47,8 @@ public sealed partial class ConvKernels
         public int Hp, Wp4;
         /// <summary>Output channels, blocks of 4 of them, channels of the packed dy (weight gradient).</summary>
         public int Cout, CoB, CoutP;
-        /// <summary>Real input channels and blocks of 4 of them (weight gradient).</summary>
-        public int Ci, CiB;
+        /// <summary>Real input channels (weight gradient).</summary>
+        public int Ci;
         /// <summary>Output rows and columns, pixel blocks per output row.</summary>
         public int Ho, Wo, XB;
         /// <summary>1: out += result (backward-input); 0: out = result + bias.</summary>
@@ -56,11 +56,11 @@ public sealed partial class ConvKernels
     }
 
 
-    /// <summary>The 1×1, stride-1, unpadded case: a plain product per image.</summary>
-    private static bool IsPointwise(ConvShape s) => s.K == 1 && s.Stride == 1 && s.Padding == 0;
+    /// <summary>Whether the blocked kernels cover <paramref name="s"/>'s forward pass (3×3 at stride 1 and 2, and 1×1).</summary>
+    private static bool HasBlockedForward(ConvShape s) => IsPointwise(s) || Is3x3(s);
 
-    /// <summary>Whether the blocked kernels cover <paramref name="s"/>'s forward and weight-gradient passes.</summary>
-    private static bool HasBlockedKernel(ConvShape s) => IsPointwise(s) || (s.K == 3 && s.Stride <= 2);
+    /// <summary>Whether the blocked kernels cover <paramref name="s"/>'s weight gradient (3×3 at stride 1 and 2).</summary>
+    private static bool Is3x3(ConvShape s) => s.K == 3 && s.Stride <= 2;
 
     private void ForwardBlocked(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, int hasBias, ArrayView<float> y, ConvShape s)
     {
@@ -69,7 +69,7 @@ public sealed partial class ConvKernels
             // A plain GEMM per image: pixels flattened, channels padded to a multiple of 4.
             int pixels = s.H * s.W;
             int xb = (pixels + 7) / 8;
-            var pack = new Packing { C = s.Cin, H = 1, W = pixels, Cp = RoundUp4(s.Cin), Hp = 1, Wp4 = 2 * xb, Dilation = 1 };
+            var pack = new Packing { C = s.Cin, H = 1, W = pixels, Cp = RoundUp4(s.Cin), Hp = 1, Wp4 = 2 * xb };
             var g = new Blocked { N = s.N, Cin = pack.Cp, Hp = 1, Wp4 = pack.Wp4, Cout = s.Cout, CoB = Blocks4(s.Cout), Ho = 1, Wo = pixels, XB = xb, HasBias = hasBias };
             using var xp = PackInput(x, s.N, pack);
             using var wp = PackWeights(w, s.Cout, s.Cin, 1, pack.Cp, transpose: false);
@@ -78,33 +78,21 @@ public sealed partial class ConvKernels
         }
         int stride = s.Stride;
         var (hp, wp4, xbs) = Plan3x3(stride, s.Ho, s.Wo);
-        var packing = new Packing { C = s.Cin, H = s.H, W = s.W, Cp = s.Cin, Hp = hp, Wp4 = wp4, PadTop = s.Padding, PadLeft = s.Padding, Dilation = 1 };
+        var packing = new Packing { C = s.Cin, H = s.H, W = s.W, Cp = s.Cin, Hp = hp, Wp4 = wp4, PadTop = s.Padding, PadLeft = s.Padding };
         var geometry = new Blocked { N = s.N, Cin = s.Cin, Hp = hp, Wp4 = wp4, Cout = s.Cout, CoB = Blocks4(s.Cout), Ho = s.Ho, Wo = s.Wo, XB = xbs, HasBias = hasBias };
         using var xpacked = PackInput(x, s.N, packing);
         using var weights = PackWeights(w, s.Cout, s.Cin, 9, s.Cin, transpose: false);
         Launch3x3(stride, xpacked, weights, bias, y, geometry);
     }
 
-    /// <summary>The stride-1 backward-input pass (3×3 or 1×1); false when <paramref name="s"/> has no blocked kernel.</summary>
+    /// <summary>The 3×3 stride-1 backward-input pass; false when <paramref name="s"/> has no blocked kernel.</summary>
     private bool BackwardInputBlocked(ArrayView<float> dy, ArrayView<float> w, ArrayView<float> dx, ConvShape s)
     {
-        if (IsPointwise(s))
-        {
-            // dx = wᵀ·dy per image: the 1×1 forward kernel with the weight transposed.
-            int pixels = s.H * s.W;
-            int xb = (pixels + 7) / 8;
-            var pack = new Packing { C = s.Cout, H = 1, W = pixels, Cp = RoundUp4(s.Cout), Hp = 1, Wp4 = 2 * xb, Dilation = 1 };
-            var g = new Blocked { N = s.N, Cin = pack.Cp, Hp = 1, Wp4 = pack.Wp4, Cout = s.Cin, CoB = Blocks4(s.Cin), Ho = 1, Wo = pixels, XB = xb, Accumulate = 1 };
-            using var dyp = PackInput(dy, s.N, pack);
-            using var wp = PackWeights(w, s.Cout, s.Cin, 1, pack.Cp, transpose: true);
-            device.Launch(s.N * g.CoB * xb, new Forward1x1BlockedKernel(View4(dyp), View4(wp), dx, dx, g));
-            return true;
-        }
         if (s.K != 3 || s.Stride != 1) return false;
         // The transposed convolution at stride 1 is a convolution of dy padded by K−1−p with the weight
         // transposed (Cin ↔ Cout) and rotated by 180°.
         var (hp, wp4, xbs) = Plan3x3(1, s.H, s.W);
-        var packing = new Packing { C = s.Cout, H = s.Ho, W = s.Wo, Cp = s.Cout, Hp = hp, Wp4 = wp4, PadTop = 2 - s.Padding, PadLeft = 2 - s.Padding, Dilation = 1 };
+        var packing = new Packing { C = s.Cout, H = s.Ho, W = s.Wo, Cp = s.Cout, Hp = hp, Wp4 = wp4, PadTop = 2 - s.Padding, PadLeft = 2 - s.Padding };
         var geometry = new Blocked { N = s.N, Cin = s.Cout, Hp = hp, Wp4 = wp4, Cout = s.Cin, CoB = Blocks4(s.Cin), Ho = s.H, Wo = s.W, XB = xbs, Accumulate = 1 };
         using var dyp2 = PackInput(dy, s.N, packing);
         using var weights = PackWeights(w, s.Cout, s.Cin, 9, s.Cout, transpose: true);
@@ -115,21 +103,9 @@ public sealed partial class ConvKernels
     private void BackwardWeightBlocked(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ConvShape s)
     {
         int coB = Blocks4(s.Cout);
-        if (IsPointwise(s))
-        {
-            int pixels = s.H * s.W;
-            int p4 = (pixels + 3) / 4;
-            var xPack = new Packing { C = s.Cin, H = 1, W = pixels, Cp = RoundUp4(s.Cin), Hp = 1, Wp4 = p4, Dilation = 1 };
-            var dyPack = new Packing { C = s.Cout, H = 1, W = pixels, Cp = coB * 4, Hp = 1, Wp4 = p4, Dilation = 1 };
-            var g = new Blocked { N = s.N, Cin = xPack.Cp, Wp4 = p4, Cout = s.Cout, CoB = coB, CoutP = coB * 4, Ci = s.Cin, CiB = Blocks4(s.Cin) };
-            using var xp = PackInput(x, s.N, xPack);
-            using var dyp = PackInput(dy, s.N, dyPack);
-            device.Launch(coB * g.CiB, new WeightGrad1x1BlockedKernel(View4(xp), View4(dyp), dw, g));
-            return;
-        }
         var (hp, wp4, xbs) = Plan3x3(s.Stride, s.Ho, s.Wo);
-        var packing = new Packing { C = s.Cin, H = s.H, W = s.W, Cp = s.Cin, Hp = hp, Wp4 = wp4, PadTop = s.Padding, PadLeft = s.Padding, Dilation = 1 };
-        var dyPacking = new Packing { C = s.Cout, H = s.Ho, W = s.Wo, Cp = coB * 4, Hp = s.Ho, Wp4 = xbs, Dilation = 1 };
+        var packing = new Packing { C = s.Cin, H = s.H, W = s.W, Cp = s.Cin, Hp = hp, Wp4 = wp4, PadTop = s.Padding, PadLeft = s.Padding };
+        var dyPacking = new Packing { C = s.Cout, H = s.Ho, W = s.Wo, Cp = coB * 4, Hp = s.Ho, Wp4 = xbs };
         var geometry = new Blocked { N = s.N, Cin = s.Cin, Hp = hp, Wp4 = wp4, Cout = s.Cout, CoB = coB, CoutP = coB * 4, Ci = s.Cin, Ho = s.Ho, Wo = s.Wo, XB = xbs };
         using var packedX = PackInput(x, s.N, packing);
         using var packedDy = PackInput(dy, s.N, dyPacking);
@@ -181,8 +157,8 @@ public sealed partial class ConvKernels
     // Packing (blocked variant)
     // =====================================================================================================
 
-    // src [N,C,H,W] -> dst [N,Cp,Hp,Wp4·4]: dst[n,c,r,q] = src[n,c,(r−PadTop)/d,(q−PadLeft)/d] when c < C and both
-    // offsets are non-negative multiples of d inside the source, else 0. One thread per destination row.
+    // src [N,C,H,W] -> dst [N,Cp,Hp,Wp4·4]: dst[n,c,r,q] = src[n,c,r−PadTop,q−PadLeft] when c < C and that lies
+    // inside the source, else 0. One thread per destination row.
     internal readonly struct PackInputKernel(ArrayView<float> src, ArrayView<Float4> dst, Packing p) : IThreadKernel
     {
         public void Execute(int row)
@@ -194,49 +170,31 @@ public sealed partial class ConvKernels
             int sy = r - p.PadTop;
             int dstRow = row * p.Wp4;
             Float4 zero = default;
-            if (c >= p.C || sy < 0 || sy % p.Dilation != 0 || sy / p.Dilation >= p.H)
+            if (c >= p.C || sy < 0 || sy >= p.H)
             {
                 for (int q = 0; q < p.Wp4; q++) dst[dstRow + q] = zero;
                 return;
             }
-            int srcRow = ((n * p.C + c) * p.H + sy / p.Dilation) * p.W;
-            if (p.Dilation == 1)
-            {
-                for (int q = 0; q < p.Wp4; q++)
-                {
-                    int sx = 4 * q - p.PadLeft;
-                    Float4 v;
-                    if (sx >= 0 && sx + 3 < p.W)
-                    {
-                        v.X = src[srcRow + sx]; v.Y = src[srcRow + sx + 1]; v.Z = src[srcRow + sx + 2]; v.W = src[srcRow + sx + 3];
-                    }
-                    else
-                    {
-                        v.X = sx >= 0 && sx < p.W ? src[srcRow + sx] : 0f;
-                        v.Y = sx + 1 >= 0 && sx + 1 < p.W ? src[srcRow + sx + 1] : 0f;
-                        v.Z = sx + 2 >= 0 && sx + 2 < p.W ? src[srcRow + sx + 2] : 0f;
-                        v.W = sx + 3 >= 0 && sx + 3 < p.W ? src[srcRow + sx + 3] : 0f;
-                    }
-                    dst[dstRow + q] = v;
-                }
-                return;
-            }
+            int srcRow = ((n * p.C + c) * p.H + sy) * p.W;
             for (int q = 0; q < p.Wp4; q++)
             {
                 int sx = 4 * q - p.PadLeft;
                 Float4 v;
-                v.X = Fetch(src, srcRow, sx, p);
-                v.Y = Fetch(src, srcRow, sx + 1, p);
-                v.Z = Fetch(src, srcRow, sx + 2, p);
-                v.W = Fetch(src, srcRow, sx + 3, p);
+                if (sx >= 0 && sx + 3 < p.W)
+                {
+                    v.X = src[srcRow + sx]; v.Y = src[srcRow + sx + 1]; v.Z = src[srcRow + sx + 2]; v.W = src[srcRow + sx + 3];
+                }
+                else
+                {
+                    v.X = sx >= 0 && sx < p.W ? src[srcRow + sx] : 0f;
+                    v.Y = sx + 1 >= 0 && sx + 1 < p.W ? src[srcRow + sx + 1] : 0f;
+                    v.Z = sx + 2 >= 0 && sx + 2 < p.W ? src[srcRow + sx + 2] : 0f;
+                    v.W = sx + 3 >= 0 && sx + 3 < p.W ? src[srcRow + sx + 3] : 0f;
+                }
                 dst[dstRow + q] = v;
             }
         }
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Fetch(ArrayView<float> src, int srcRow, int sx, Packing p) =>
-        sx >= 0 && sx % p.Dilation == 0 && sx / p.Dilation < p.W ? src[srcRow + sx / p.Dilation] : 0f;
 
     // w [Cout,Cin,K·K] -> dst [blocks][reduction][K·K] Float4:
     //   forward    dst[(b·reduction + ci)·KK + k] = (w[4b+i, ci, k])_{i<4}, zero for 4b+i ≥ Cout or ci ≥ Cin
@@ -575,47 +533,5 @@ public sealed partial class ConvKernels
         dw[at] += t0; dw[at + 1] += t1; dw[at + 2] += t2;
         dw[at + 3] += t3; dw[at + 4] += t4; dw[at + 5] += t5;
         dw[at + 6] += t6; dw[at + 7] += t7; dw[at + 8] += t8;
-    }
-
-    // xp [N,Cin(padded to 4),P4] Float4, dyp [N,CoutP,P4] Float4 (P = H·W flattened, zero tail) -> dw [Cout,Cin]
-    // dw[co,ci] += Σ_{n,p} dy[n,co,p]·x[n,ci,p]
-    // Thread: 4 output × 4 input channels (16 sums); per 4 pixels 4 + 4 Float4 and a 4-term dot product per sum.
-    internal readonly struct WeightGrad1x1BlockedKernel(ArrayView<Float4> xp, ArrayView<Float4> dyp, ArrayView<float> dw, Blocked g) : IThreadKernel
-    {
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Execute(int index)
-        {
-            int cib = index % g.CiB;
-            int cb = index / g.CiB;
-            Float4 s0 = default, s1 = default, s2 = default, s3 = default;
-            int p4 = g.Wp4;
-            for (int n = 0; n < g.N; n++)
-            {
-                int xr = (n * g.Cin + 4 * cib) * p4;
-                int dr = (n * g.CoutP + 4 * cb) * p4;
-                for (int j = 0; j < p4; j++)
-                {
-                    Float4 x0 = xp[xr + j], x1 = xp[xr + p4 + j], x2 = xp[xr + 2 * p4 + j], x3 = xp[xr + 3 * p4 + j];
-                    s0 = Dots(s0, dyp[dr + j], x0, x1, x2, x3);
-                    s1 = Dots(s1, dyp[dr + p4 + j], x0, x1, x2, x3);
-                    s2 = Dots(s2, dyp[dr + 2 * p4 + j], x0, x1, x2, x3);
-                    s3 = Dots(s3, dyp[dr + 3 * p4 + j], x0, x1, x2, x3);
-                }
-            }
-            int co = 4 * cb, ci = 4 * cib;
-            AddRow(dw, g, co, ci, s0);
-            if (co + 1 < g.Cout) AddRow(dw, g, co + 1, ci, s1);
-            if (co + 2 < g.Cout) AddRow(dw, g, co + 2, ci, s2);
-            if (co + 3 < g.Cout) AddRow(dw, g, co + 3, ci, s3);
-        }
-    }
-
-    private static void AddRow(ArrayView<float> dw, Blocked g, int co, int ci, Float4 v)
-    {
-        int at = co * g.Ci + ci;
-        dw[at] += v.X;
-        if (ci + 1 < g.Ci) dw[at + 1] += v.Y;
-        if (ci + 2 < g.Ci) dw[at + 2] += v.Z;
-        if (ci + 3 < g.Ci) dw[at + 3] += v.W;
     }
 }

@@ -3,6 +3,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Matmul;
+using IlgpuDdpm.Kernels.Reduce;
 
 namespace IlgpuDdpm.Kernels.Conv;
 
@@ -10,9 +11,9 @@ namespace IlgpuDdpm.Kernels.Conv;
 /// The shape of one 2-D convolution, NCHW: input x [N, Cin, H, W], weight [Cout, Cin, K, K], optional
 /// bias [Cout], output y [N, Cout, Ho, Wo] with Ho = (H + 2·Padding − K) / Stride + 1 (same for Wo).
 /// Zero padding on all four sides. The constructor validates everything and throws one-line
-/// <see cref="ArgumentException"/>s.
+/// <see cref="ArgumentException"/>s. Two shapes are equal when all their dimensions are.
 /// </summary>
-public readonly struct ConvShape : IEquatable<ConvShape>
+public readonly record struct ConvShape
 {
     /// <summary>
     /// A convolution of <paramref name="n"/> images of <paramref name="inChannels"/> × <paramref name="height"/> ×
@@ -82,31 +83,8 @@ public readonly struct ConvShape : IEquatable<ConvShape>
     /// <summary>Floating-point operations of the forward pass (a multiply-add counts 2): 2·N·Cout·Ho·Wo·Cin·K².</summary>
     public long Flops => 2L * N * Cout * Ho * Wo * Cin * K * K;
 
-    /// <inheritdoc/>
-    public bool Equals(ConvShape other) =>
-        N == other.N && Cin == other.Cin && H == other.H && W == other.W && Cout == other.Cout &&
-        K == other.K && Stride == other.Stride && Padding == other.Padding;
-    /// <inheritdoc/>
-    public override bool Equals(object? obj) => obj is ConvShape other && Equals(other);
-    /// <inheritdoc/>
-    public override int GetHashCode() => HashCode.Combine(N, Cin, H, W, Cout, K, Stride, Padding);
-    /// <summary>Equality of all dimensions.</summary>
-    public static bool operator ==(ConvShape a, ConvShape b) => a.Equals(b);
-    /// <summary>Inequality.</summary>
-    public static bool operator !=(ConvShape a, ConvShape b) => !a.Equals(b);
     /// <summary>"[2, 3, 7, 7] * [5, 3, 3, 3] stride 1 pad 1 -> [2, 5, 7, 7]".</summary>
     public override string ToString() => $"[{N}, {Cin}, {H}, {W}] * [{Cout}, {Cin}, {K}, {K}] stride {Stride} pad {Padding} -> [{N}, {Cout}, {Ho}, {Wo}]";
-}
-
-/// <summary>Which implementation of the convolution kernels runs (tests pick one explicitly).</summary>
-internal enum ConvVariant
-{
-    /// <summary><see cref="Blocked"/> on the CPU accelerator, <see cref="Tiled"/> elsewhere.</summary>
-    Auto,
-    /// <summary>Barrier-free: operands packed, each thread computes a register block of outputs.</summary>
-    Blocked,
-    /// <summary>Shared-memory implicit GEMM, 64×64 output tiles per group of 16×16 threads.</summary>
-    Tiled,
 }
 
 /// <summary>
@@ -149,37 +127,24 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     // Public launch methods
     // =====================================================================================================
 
-    /// <summary>
-    /// y[n,co,oy,ox] = b[co] + Σ_{ci,ky,kx} w[co,ci,ky,kx]·x[n,ci,oy·s+ky−p, ox·s+kx−p] (x is 0 outside).
-    /// x [N,Cin,H,W], w [Cout,Cin,K,K], bias [Cout] or an empty view for none → y [N,Cout,Ho,Wo] (overwritten).
-    /// </summary>
-    public void Forward(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, ArrayView<float> y, ConvShape s) =>
-        Forward(x, w, bias, y, s, ConvVariant.Auto);
-
-    /// <summary>
-    /// dx[n,ci,iy,ix] += Σ_{co,ky,kx} w[co,ci,ky,kx]·dy[n,co,oy,ox] over oy·s = iy+p−ky, ox·s = ix+p−kx
-    /// (the transposed convolution). dy [N,Cout,Ho,Wo], w [Cout,Cin,K,K] → ADDS into dx [N,Cin,H,W].
-    /// </summary>
-    public void BackwardInput(ArrayView<float> dy, ArrayView<float> w, ArrayView<float> dx, ConvShape s) =>
-        BackwardInput(dy, w, dx, s, ConvVariant.Auto);
-
-    /// <summary>
-    /// dw[co,ci,ky,kx] += Σ_{n,oy,ox} dy[n,co,oy,ox]·x[n,ci,oy·s+ky−p, ox·s+kx−p].
-    /// x [N,Cin,H,W], dy [N,Cout,Ho,Wo] → ADDS into dw [Cout,Cin,K,K].
-    /// </summary>
-    public void BackwardWeight(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ConvShape s) =>
-        BackwardWeight(x, dy, dw, s, ConvVariant.Auto);
-
-    /// <summary>db[co] += Σ_{n,oy,ox} dy[n,co,oy,ox]. dy [N,Cout,Ho,Wo] → ADDS into db [Cout]. One thread per channel.</summary>
+    /// <summary>db[co] += Σ_{n,oy,ox} dy[n,co,oy,ox]. dy [N,Cout,Ho,Wo] → ADDS into db [Cout] (the deterministic reduction).</summary>
     public void BackwardBias(ArrayView<float> dy, ArrayView<float> db, ConvShape s)
     {
         Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
         Require(db, s.Cout, "bias gradient", "Cout", s);
-        device.Launch(s.Cout, new BiasGradKernel(dy, db, s.N, s.Cout, s.Ho * s.Wo));
+        // Per (n, co) over the contiguous plane, then over n: two row reductions, no index division per element.
+        var reduce = device.Kernels<ReduceKernels>();
+        using var perImage = device.Pool.Rent<float>(s.N * s.Cout);
+        reduce.Rows(new ValueTerm(dy), new StoreSink(perImage.View, 0, 1f), s.N * s.Cout, s.Ho * s.Wo);
+        reduce.Rows(new ColumnTerm(perImage.View, s.N, s.Cout), new AddSink(db), s.Cout, s.N);
     }
 
-    /// <summary><see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ConvShape)"/> with a chosen implementation.</summary>
-    internal void Forward(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, ArrayView<float> y, ConvShape s, ConvVariant variant)
+    /// <summary>
+    /// y[n,co,oy,ox] = b[co] + Σ_{ci,ky,kx} w[co,ci,ky,kx]·x[n,ci,oy·s+ky−p, ox·s+kx−p] (x is 0 outside).
+    /// x [N,Cin,H,W], w [Cout,Cin,K,K], bias [Cout] or an empty view for none → y [N,Cout,Ho,Wo] (overwritten).
+    /// <paramref name="variant"/> picks the implementation (tests run both).
+    /// </summary>
+    public void Forward(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, ArrayView<float> y, ConvShape s, GemmVariant variant = GemmVariant.Auto)
     {
         Require(x, s.InputLength, "x", "N·Cin·H·W", s);
         Require(w, s.WeightLength, "weight", "Cout·Cin·K·K", s);
@@ -189,10 +154,17 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         int hasBias = bias.Length != 0 ? 1 : 0;
         if (hasBias == 0) bias = w; // never read; keeps every kernel argument a valid view
 
-        bool tiled = Resolve(variant) == ConvVariant.Tiled;
-        if (!tiled && HasBlockedKernel(s))
+        bool tiled = Resolve(variant) == GemmVariant.Tiled;
+        if (!tiled && HasBlockedForward(s))
         {
             ForwardBlocked(x, w, bias, hasBias, y, s);
+            return;
+        }
+        int plane = s.H * s.W;
+        if (IsPointwise(s)) // y[n] = w·x[n] + b: one product per image, no im2col
+        {
+            var pointwise = new ImageStore { Y = y, Bias = bias, HasBias = hasBias, C = s.Cout, H = s.H, W = s.W, GridH = s.H, GridW = s.W, Step = 1 };
+            GemmCore.Run(device, Strided.A(w, s.Cout, s.Cin, false, 0), Strided.B(x, s.Cin, plane, false, s.Cin * plane), pointwise, s.N, s.Cout, plane, s.Cin, tiled);
             return;
         }
         int reduction = s.Cin * s.K * s.K;
@@ -201,14 +173,24 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         GemmCore.Run(device, Strided.A(w, s.Cout, reduction, false, 0), image, store, 1, s.Cout, s.N * s.Ho * s.Wo, reduction, tiled);
     }
 
-    /// <summary><see cref="BackwardInput(ArrayView{float}, ArrayView{float}, ArrayView{float}, ConvShape)"/> with a chosen implementation.</summary>
-    internal void BackwardInput(ArrayView<float> dy, ArrayView<float> w, ArrayView<float> dx, ConvShape s, ConvVariant variant)
+    /// <summary>
+    /// dx[n,ci,iy,ix] += Σ_{co,ky,kx} w[co,ci,ky,kx]·dy[n,co,oy,ox] over oy·s = iy+p−ky, ox·s = ix+p−kx
+    /// (the transposed convolution). dy [N,Cout,Ho,Wo], w [Cout,Cin,K,K] → ADDS into dx [N,Cin,H,W].
+    /// </summary>
+    public void BackwardInput(ArrayView<float> dy, ArrayView<float> w, ArrayView<float> dx, ConvShape s, GemmVariant variant = GemmVariant.Auto)
     {
         Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
         Require(w, s.WeightLength, "weight", "Cout·Cin·K·K", s);
         Require(dx, s.InputLength, "dx", "N·Cin·H·W", s);
 
-        bool tiled = Resolve(variant) == ConvVariant.Tiled;
+        bool tiled = Resolve(variant) == GemmVariant.Tiled;
+        int plane = s.H * s.W;
+        if (IsPointwise(s)) // dx[n] += wᵀ·dy[n]
+        {
+            var pointwise = new ImageStore { Y = dx, Bias = dx, Accumulate = 1, C = s.Cin, H = s.H, W = s.W, GridH = s.H, GridW = s.W, Step = 1 };
+            GemmCore.Run(device, Strided.A(w, s.Cin, s.Cout, true, 0), Strided.B(dy, s.Cout, plane, false, s.Cout * plane), pointwise, s.N, s.Cin, plane, s.Cout, tiled);
+            return;
+        }
         if (!tiled && BackwardInputBlocked(dy, w, dx, s)) return;
 
         // Phase (py, px) of dx — the pixels iy = py + s·a, ix = px + s·b — receives only the taps
@@ -240,24 +222,33 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     }
 
     /// <summary>
-    /// <see cref="BackwardWeight(ArrayView{float}, ArrayView{float}, ArrayView{float}, ConvShape)"/> with a chosen
-    /// implementation; <paramref name="splits"/> &gt; 0 forces the tiled kernel's reduction split (tests).
+    /// dw[co,ci,ky,kx] += Σ_{n,oy,ox} dy[n,co,oy,ox]·x[n,ci,oy·s+ky−p, ox·s+kx−p].
+    /// x [N,Cin,H,W], dy [N,Cout,Ho,Wo] → ADDS into dw [Cout,Cin,K,K]. <paramref name="splits"/> &gt; 0 forces the
+    /// tiled kernel's reduction split (tests).
     /// </summary>
-    internal void BackwardWeight(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ConvShape s, ConvVariant variant, int splits = 0)
+    public void BackwardWeight(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ConvShape s, GemmVariant variant = GemmVariant.Auto, int splits = 0)
     {
         Require(x, s.InputLength, "x", "N·Cin·H·W", s);
         Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
         Require(dw, s.WeightLength, "weight gradient", "Cout·Cin·K·K", s);
 
-        bool tiled = Resolve(variant) == ConvVariant.Tiled;
-        if (!tiled && HasBlockedKernel(s))
+        bool tiled = Resolve(variant) == GemmVariant.Tiled;
+        if (!tiled && IsPointwise(s)) // dw += DY [Cout, N·H·W] · Xᵀ, both read channel-major (GPUs split the long sum below)
+        {
+            int all = s.N * s.H * s.W;
+            var dyc = new ChannelMajor { View = dy, C = s.Cout, Plane = s.H * s.W, SplitLength = all, Pixels = all };
+            var xc = new ChannelMajor { View = x, C = s.Cin, Plane = s.H * s.W, SplitLength = all, Pixels = all, Transposed = 1 };
+            GemmCore.Run(device, dyc, xc, new MatrixStore { C = dw, Bias = dw, M = s.Cout, N = s.Cin, Alpha = 1f, Accumulate = 1 }, 1, s.Cout, s.Cin, all, tiled);
+            return;
+        }
+        if (!tiled && Is3x3(s))
         {
             BackwardWeightBlocked(x, dy, dw, s);
             return;
         }
 
         // dw [Cout, R] += DY [Cout, P] · Xᵀ [P, R], P = N·Ho·Wo pixels, R = Cin·K·K; on a GPU the pixels are
-        // split over the grid into partial products that SumPartialsKernel adds into dw in order.
+        // split over the grid into partial products whose column sums add into dw in order.
         int columns = s.Cin * s.K * s.K, pixels = s.N * s.Ho * s.Wo;
         int slices = (pixels + GemmCore.TileK - 1) / GemmCore.TileK;
         if (!tiled) splits = 1;
@@ -287,11 +278,14 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         using var partial = device.Pool.Rent<float>(splits * count);
         var store = new MatrixStore { C = partial.View, Bias = partial.View, M = s.Cout, N = columns, Alpha = 1f };
         GemmCore.Run(device, gradient, image, store, splits, s.Cout, columns, length, tiled);
-        device.Launch(count, new SumPartialsKernel(partial.View, dw, splits, count));
+        device.Kernels<ReduceKernels>().Rows(new ColumnTerm(partial.View, splits, count), new AddSink(dw), count, splits);
     }
 
-    private ConvVariant Resolve(ConvVariant variant) =>
-        variant != ConvVariant.Auto ? variant : device.IsCpu ? ConvVariant.Blocked : ConvVariant.Tiled;
+    /// <summary>The 1×1, stride-1, unpadded case: a plain product per image.</summary>
+    private static bool IsPointwise(ConvShape s) => s.K == 1 && s.Stride == 1 && s.Padding == 0;
+
+    private GemmVariant Resolve(GemmVariant variant) =>
+        variant != GemmVariant.Auto ? variant : device.IsCpu ? GemmVariant.RegisterBlocked : GemmVariant.Tiled; // RegisterBlocked: ConvKernels.Cpu.cs where it has a kernel
 
     private static void Require(ArrayView<float> view, int expected, string what, string formula, ConvShape s)
     {
@@ -303,7 +297,9 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     internal static IEnumerable<Type> LaunchedKernels =>
         GemmCore.Kernels<Strided, Im2col, ImageStore>()
             .Concat(GemmCore.Kernels<PhaseWeights, Im2col, ImageStore>())
-            .Concat(GemmCore.Kernels<ChannelMajor, Im2col, MatrixStore>());
+            .Concat(GemmCore.Kernels<ChannelMajor, Im2col, MatrixStore>())
+            .Concat(GemmCore.Kernels<Strided, Strided, ImageStore>())
+            .Concat(GemmCore.Kernels<ChannelMajor, ChannelMajor, MatrixStore>());
 
     // =====================================================================================================
     // GEMM operands and epilogue of the convolution
@@ -347,21 +343,21 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     }
 
     /// <summary>
-    /// dy as a [C, pixels] matrix: DY[c, (n, p)] = View[n, c, p] (Plane = Ho·Wo pixels per image); product z
-    /// covers pixels [z·SplitLength, (z+1)·SplitLength), 0 past the last.
+    /// An NCHW tensor as a [C, pixels] matrix: M[c, (n, p)] = View[n, c, p] (Plane = pixels per image), or its
+    /// transpose [pixels, C] when Transposed; product z covers pixels [z·SplitLength, (z+1)·SplitLength), 0 past the last.
     /// </summary>
     internal struct ChannelMajor : IGemmOperand
     {
         public ArrayView<float> View;
-        public int C, Plane, SplitLength, Pixels;
+        public int C, Plane, SplitLength, Pixels, Transposed;
 
         /// <inheritdoc/>
         public readonly float Load(int batch, int row, int col)
         {
-            int pixel = col + batch * SplitLength;
+            int pixel = (Transposed != 0 ? row : col) + batch * SplitLength, channel = Transposed != 0 ? col : row;
             if (pixel >= Pixels) return 0f;
             int n = pixel / Plane;
-            return View[(n * C + row) * Plane + pixel - n * Plane];
+            return View[(n * C + channel) * Plane + pixel - n * Plane];
         }
 
         /// <inheritdoc/>
@@ -388,7 +384,8 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     }
 
     /// <summary>
-    /// Scatters C [channels, (n, a, b)] into an NCHW image: Y[n, i, OffY + Step·a, OffX + Step·b] = sum + Bias[i]
+    /// Scatters C [channels, (n, a, b)] of product `batch` into an NCHW image (image batch + n; one product per image for
+    /// the 1×1 convolution, else batch 0): Y[n, i, OffY + Step·a, OffX + Step·b] = sum + Bias[i]
     /// (when HasBias), or += sum (when Accumulate). A fused activation would be one more epilogue struct.
     /// </summary>
     internal struct ImageStore : IGemmEpilogue
@@ -400,46 +397,9 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         public readonly void Store(int batch, int i, int j, float sum)
         {
             int plane = GridH * GridW, n = j / plane, rem = j - n * plane, a = rem / GridW, b = rem - a * GridW;
-            int index = ((n * C + i) * H + OffY + Step * a) * W + OffX + Step * b;
+            int index = (((batch + n) * C + i) * H + OffY + Step * a) * W + OffX + Step * b;
             if (Accumulate != 0) Y[index] += sum;
             else Y[index] = HasBias != 0 ? sum + Bias[i] : sum;
         }
     }
-
-    // =====================================================================================================
-    // Bias gradient (both variants)
-    // =====================================================================================================
-
-    // dy [N,Cout,HW] -> db [Cout]:  db[co] += Σ_n Σ_p dy[n,co,p]   (one thread per channel, 4 running sums)
-    internal readonly struct BiasGradKernel(ArrayView<float> dy, ArrayView<float> db, int n, int cout, int hw) : IThreadKernel
-    {
-        public void Execute(int co)
-        {
-            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-            int full = hw & ~3;
-            for (int i = 0; i < n; i++)
-            {
-                int at = (i * cout + co) * hw;
-                int p = 0;
-                for (; p < full; p += 4)
-                {
-                    s0 += dy[at + p]; s1 += dy[at + p + 1]; s2 += dy[at + p + 2]; s3 += dy[at + p + 3];
-                }
-                for (; p < hw; p++) s0 += dy[at + p];
-            }
-            db[co] += (s0 + s1) + (s2 + s3);
-        }
-    }
-
-    // partial [splits, count] -> out [count]:  out[i] += Σ_{z in order} partial[z, i]
-    internal readonly struct SumPartialsKernel(ArrayView<float> partial, ArrayView<float> output, int splits, int count) : IThreadKernel
-    {
-        public void Execute(int i)
-        {
-            float sum = 0f;
-            for (int z = 0; z < splits; z++) sum += partial[z * count + i];
-            output[i] += sum;
-        }
-    }
 }
-

@@ -100,7 +100,8 @@ public sealed class ComputeDevice : IDisposable
     {
         if (units <= 0) return;
         int threads = shape.Threads(units);
-        Launch(threads, new GridStrideKernel<TElement>(element, units, threads));
+        int block = IsCpu ? units / threads + (units % threads != 0 ? 1 : 0) : 1; // see GridStrideKernel
+        Launch(threads, new GridStrideKernel<TElement>(element, units, threads, block));
     }
 
     /// <summary><see cref="LaunchElements{TElement}(GridStride, int, in TElement)"/> with this device's <see cref="ElementShape"/>.</summary>

@@ -60,9 +60,8 @@ public readonly struct ReverseStepCoefficients
 /// noising (Algorithm 1, lines 3–5), the reverse step of every sampler (DDPM's Algorithm 2, line 4, and DDIM), and the
 /// per-sample terms of the variational bound (Gaussian KL, discretized Gaussian decoder NLL).
 /// Noise is Philox4x32-10 (<see cref="Philox.Normal"/>): element i of a call gets stream number
-/// key.Offset + i, so a call consumes n·d numbers (advance the key by that much). The elementwise kernels
-/// give each thread one Philox block, i.e. the (up to) 4 consecutive elements whose stream numbers share it,
-/// and compute those 4 normals with one block and two Box–Muller pairs. No atomics:
+/// key.Offset + i, so a call consumes n·d numbers (advance the key by that much); the noising and the reverse step
+/// are <see cref="IRandomElement"/>s (one Philox block per four elements, <see cref="RandomKernels.ForEach{TOp}"/>). No atomics:
 /// the per-sample sums of the bound are row reductions of <see cref="ReduceKernels.Rows{TTerm, TSink}"/>, so every result is bit-repeatable.
 /// </summary>
 public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
@@ -112,62 +111,22 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
     /// <inheritdoc/>
     public static DiffusionKernels Create(ComputeDevice device) => new(device);
 
-    // ---------------------------------------------------------------- shared helpers
-
-    /// <summary>
-    /// The four normals of Philox block <paramref name="block"/>: exactly <see cref="Philox.Normal"/> of stream
-    /// numbers 4·block … 4·block+3 (same expressions), from one block and two Box–Muller pairs.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void NormalQuad(ulong seed, uint stream, ulong block, out float z0, out float z1, out float z2, out float z3)
-    {
-        Philox.Block(seed, stream, block, out uint x0, out uint x1, out uint x2, out uint x3);
-        float r0 = MathF.Sqrt(-2.0f * MathF.Log(Philox.ToUniformNonZero(x0)));
-        float theta0 = 6.28318530717958647692f * Philox.ToUniform(x1);
-        float r1 = MathF.Sqrt(-2.0f * MathF.Log(Philox.ToUniformNonZero(x2)));
-        float theta1 = 6.28318530717958647692f * Philox.ToUniform(x3);
-        z0 = r0 * MathF.Cos(theta0);
-        z1 = r0 * MathF.Sin(theta0);
-        z2 = r1 * MathF.Cos(theta1);
-        z3 = r1 * MathF.Sin(theta1);
-    }
-
-    /// <summary>Threads of a quad-mapped launch: the Philox blocks touched by stream numbers offset … offset+n−1.</summary>
-    private static int QuadThreads(ulong offset, int n) => (int)(((offset + (ulong)n - 1) >> 2) - (offset >> 2) + 1);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Clamp1(float x) => x < -1f ? -1f : x > 1f ? 1f : x;
-
     // ---------------------------------------------------------------- noising (training)
 
     // x0 [n·d], t [n] (0-based), sqrtAlphaBar [T], sqrtOneMinusAlphaBar [T] → eps [n·d], xt [n·d]:
     //   eps[i] = N(0,1)(seed, stream, offset + i)
     //   xt[i]  = √ᾱ_{t[s]} x0[i] + √(1−ᾱ_{t[s]}) eps[i],  s = i / d      (seed: Algorithm 1, lines 3–5;
     //   q(x_t | x_0) = N(√ᾱ_t x_0, (1−ᾱ_t) I), the closed form of the forward process)
-    // Thread j covers Philox block (offset >> 2) + j, i.e. elements i with offset + i in that block.
-    internal readonly struct NoiseKernel(ArrayView<float> x0, ArrayView<int> t, ArrayView<float> sqrtAlphaBar, ArrayView<float> sqrtOneMinusAlphaBar, ArrayView<float> eps, ArrayView<float> xt, ulong seed, uint stream, ulong offset, int n, int d) : IThreadKernel
+    internal readonly struct NoiseOp(ArrayView<float> x0, ArrayView<int> t, ArrayView<float> sqrtAlphaBar, ArrayView<float> sqrtOneMinusAlphaBar, ArrayView<float> eps, ArrayView<float> xt, int d) : IRandomElement
     {
-        public void Execute(int j)
-        {
-            ulong block = (offset >> 2) + (ulong)j;
-            NormalQuad(seed, stream, block, out float z0, out float z1, out float z2, out float z3);
-            ulong first = (block << 2) - offset; // element of lane 0 (wraps around for lanes before the offset)
-            NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first, z0, n, d);
-            NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 1, z1, n, d);
-            NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 2, z2, n, d);
-            NoiseElement(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, first + 3, z3, n, d);
-        }
-    }
+        public RandomDraw Draw => RandomDraw.Normal;
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void NoiseElement(ArrayView<float> x0, ArrayView<int> t, ArrayView<float> sqrtAlphaBar, ArrayView<float> sqrtOneMinusAlphaBar,
-                                     ArrayView<float> eps, ArrayView<float> xt, ulong element, float z, int n, int d)
-    {
-        if (element >= (ulong)n) return;
-        int i = (int)element;
-        int step = t[i / d];
-        eps[i] = z;
-        xt[i] = sqrtAlphaBar[step] * x0[i] + sqrtOneMinusAlphaBar[step] * z;
+        public void Apply(int i, float z)
+        {
+            int step = t[i / d];
+            eps[i] = z;
+            xt[i] = sqrtAlphaBar[step] * x0[i] + sqrtOneMinusAlphaBar[step] * z;
+        }
     }
 
     /// <summary>
@@ -186,36 +145,23 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
         if (sqrtAlphaBar.Length == 0 || sqrtOneMinusAlphaBar.Length != sqrtAlphaBar.Length)
             throw new ArgumentException($"Noise: sqrtAlphaBar and sqrtOneMinusAlphaBar must be non-empty tables of equal length T, got {sqrtAlphaBar.Length} and {sqrtOneMinusAlphaBar.Length}");
         if (total == 0) return;
-        device.Launch(QuadThreads(key.Offset, total), new NoiseKernel(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, key.Seed, key.Stream, key.Offset, total, d));
+        RandomKernels.ForEach(device, new NoiseOp(x0, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, eps, xt, d), key, total);
     }
 
     // ---------------------------------------------------------------- the reverse step (sampling)
 
     // xt, eps [n] → output [n]:  x̂0 = clip?(P·x_t − Q·ε̂),  x_prev = A·x̂0 + B·x_t + σ·z   (z from the key
     // when σ ≠ 0). DDPM (Algorithm 2, line 4, with the posterior mean μ̃_t(x_t, x̂0)) and DDIM (Song et al.
-    // 2021, eq. 12) are this one form; src/Diffusion/Sampling computes their coefficients. Quad-mapped like NoiseKernel.
-    internal readonly struct ReverseStepKernel(ArrayView<float> xt, ArrayView<float> eps, ArrayView<float> output, ReverseStepCoefficients c, PhiloxKey key, int n) : IThreadKernel
+    // 2021, eq. 12) are this one form; src/Diffusion/Sampling computes their coefficients.
+    internal readonly struct ReverseStepOp(ArrayView<float> xt, ArrayView<float> eps, ArrayView<float> output, ReverseStepCoefficients c) : IRandomElement
     {
-        public void Execute(int j)
-        {
-            ulong block = (key.Offset >> 2) + (ulong)j;
-            float z0 = 0f, z1 = 0f, z2 = 0f, z3 = 0f;
-            if (c.Sigma != 0f) NormalQuad(key.Seed, key.Stream, block, out z0, out z1, out z2, out z3);
-            ulong first = (block << 2) - key.Offset;
-            Element(first, z0);
-            Element(first + 1, z1);
-            Element(first + 2, z2);
-            Element(first + 3, z3);
-        }
+        public RandomDraw Draw => c.Sigma != 0f ? RandomDraw.Normal : RandomDraw.None;
 
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void Element(ulong element, float z)
+        public void Apply(int i, float z)
         {
-            if (element >= (ulong)n) return;
-            int i = (int)element;
             float x = xt[i];
             float x0 = c.P * x - c.Q * eps[i];
-            if (c.ClipFlag != 0) x0 = Clamp1(x0);
+            if (c.ClipFlag != 0) x0 = x0 < -1f ? -1f : x0 > 1f ? 1f : x0;
             float result = c.A * x0 + c.B * x;
             output[i] = c.Sigma != 0f ? result + c.Sigma * z : result;
         }
@@ -230,7 +176,7 @@ public sealed class DiffusionKernels : IKernelFamily<DiffusionKernels>
     {
         int n = CheckSameLength(xt, eps, output, "ReverseStep", "xt, eps and output");
         if (n == 0) return;
-        device.Launch(QuadThreads(c.Sigma != 0f ? key.Offset : 0, n), new ReverseStepKernel(xt, eps, output, c, c.Sigma != 0f ? key : default, n));
+        RandomKernels.ForEach(device, new ReverseStepOp(xt, eps, output, c), c.Sigma != 0f ? key : default, n);
     }
 
     // ---------------------------------------------------------------- variational bound terms

@@ -67,12 +67,14 @@ public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<Element
     // x [L] -> y [L]:  y = op.Forward(x)
     internal readonly struct UnaryKernel<TOp>(TOp op, ArrayView<float> x, ArrayView<float> y) : IElementKernel where TOp : struct, IUnaryOp
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Element(int e) => y[e] = op.Forward(x[e]);
     }
 
     // x, dy [L] -> dx [L] (ADDS):  dx += dy·op′(x)
     internal readonly struct UnaryBackwardKernel<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dx) : IElementKernel where TOp : struct, IUnaryOp
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Element(int e) => dx[e] += op.Backward(x[e], dy[e]);
     }
 
@@ -112,12 +114,14 @@ public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<Element
     // a, b [L] -> y [L]:  y = op(a, b)
     internal readonly struct BinaryKernel<TOp>(TOp op, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y) : IElementKernel where TOp : struct, IBinaryOp
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Element(int e) => y[e] = op.Apply(a[e], b[e]);
     }
 
     // x [R·S], v [R] -> y [R·S]:  y[r,s] = op(x[r,s], v[r])   (R = N·C rows of S = H·W: a per-channel broadcast)
     internal readonly struct BroadcastKernel<TOp>(TOp op, ArrayView<float> x, ArrayView<float> v, ArrayView<float> y, int spatial) : IElementKernel where TOp : struct, IBinaryOp
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Element(int e) => y[e] = op.Apply(x[e], v[e / spatial]);
     }
 
@@ -218,50 +222,32 @@ public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<Element
     {
         int len = Product(n, ca + cb, spatial, "concat dy");
         Expect(dy, len, $"concat dy [{n}, {ca + cb}, {spatial}]");
-        if (da.Length > 0)
+        AddSlice(da, ca, 0, "da");
+        AddSlice(db, cb, ca * spatial, "db");
+
+        void AddSlice(ArrayView<float> part, int channels, int start, string name)
         {
-            int lenA = Product(n, ca, spatial, "concat da");
-            Expect(da, lenA, $"concat da [{n}, {ca}, {spatial}]");
-            Run(lenA, new AddChannelSliceKernel(dy, da, ca * spatial, (ca + cb) * spatial, 0));
-        }
-        if (db.Length > 0)
-        {
-            int lenB = Product(n, cb, spatial, "concat db");
-            Expect(db, lenB, $"concat db [{n}, {cb}, {spatial}]");
-            Run(lenB, new AddChannelSliceKernel(dy, db, cb * spatial, (ca + cb) * spatial, ca * spatial));
+            if (part.Length == 0) return;
+            Expect(part, Product(n, channels, spatial, $"concat {name}"), $"concat {name} [{n}, {channels}, {spatial}]");
+            Run((int)part.Length, new AddChannelSliceKernel(dy, part, channels * spatial, (ca + cb) * spatial, start));
         }
     }
 
     // ---------------------------------------------------------------- Dropout
     // Element i is kept iff u_i = Philox.Uniform(seed, stream, offset + i) ≥ p; then y_i = x_i / (1 − p), else 0.
-    // Unit u = one Philox block (four numbers): block (offset >> 2) + u holds numbers 4·((offset >> 2) + u) + lane,
-    // i.e. elements i = 4u − (offset & 3) + lane. One block evaluation serves four elements.
     // Forward: src = x, dst = y (accumulate 0). Backward: src = dy, dst = dx (accumulate 1: dx_i += keep_i · dy_i / (1 − p)),
     // the mask regenerated from the same key.
-    internal readonly struct DropoutKernel(ArrayView<float> src, ArrayView<float> dst, int n, PhiloxKey key, float p, float scale, int accumulate) : IElementKernel
+    internal readonly struct DropoutOp(ArrayView<float> src, ArrayView<float> dst, float p, float scale, int accumulate) : IRandomElement
     {
-        public void Element(int u)
-        {
-            Philox.Block(key.Seed, key.Stream, (key.Offset >> 2) + (ulong)u, out uint w0, out uint w1, out uint w2, out uint w3);
-            int e = 4 * u - (int)(key.Offset & 3UL);
-            Lane(e, w0);
-            Lane(e + 1, w1);
-            Lane(e + 2, w2);
-            Lane(e + 3, w3);
-        }
+        public RandomDraw Draw => RandomDraw.Uniform;
 
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void Lane(int e, uint bits)
+        public void Apply(int e, float u)
         {
-            if (e < 0 || e >= n) return;
-            float v = Philox.ToUniform(bits) >= p ? src[e] * scale : 0f;
+            float v = u >= p ? src[e] * scale : 0f;
             if (accumulate != 0) dst[e] += v;
             else dst[e] = v;
         }
     }
-
-    // Philox blocks covering numbers offset .. offset + n − 1.
-    private static int BlockCount(ulong offset, int n) => (int)(((offset + (ulong)n - 1UL) >> 2) - (offset >> 2)) + 1;
 
     /// <summary>
     /// Inverted dropout: y_i = x_i / (1 − p) where Philox.Uniform(key.Seed, key.Stream, key.Offset + i) ≥ p,
@@ -278,8 +264,7 @@ public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<Element
         int n = Length(src, srcName);
         Expect(dst, n, dstName);
         float scale = p >= 0f && p < 1f ? 1f / (1f - p) : throw new ArgumentOutOfRangeException(nameof(p), $"dropout probability must be in [0, 1), got {p}");
-        if (n == 0) return;
-        Run(BlockCount(key.Offset, n), new DropoutKernel(src, dst, n, key, p, scale, accumulate));
+        RandomKernels.ForEach(Device, new DropoutOp(src, dst, p, scale, accumulate), key, n, Launch);
     }
 
     // ---------------------------------------------------------------- TimestepSinusoid

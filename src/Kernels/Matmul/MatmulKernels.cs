@@ -1,6 +1,7 @@
 using ILGPU;
 using ILGPU.Runtime;
 using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Reduce;
 
 namespace IlgpuDdpm.Kernels.Matmul;
 
@@ -130,33 +131,13 @@ public sealed class MatmulKernels(ComputeDevice device) : IKernelFamily<MatmulKe
 
     /// <summary>
     /// Bias gradient of <c>y = x·Wᵀ + b</c>: <c>db[j] += Σ_r dy[r, j]</c> over the <paramref name="rows"/>
-    /// rows of dy [rows, cols]. ADDS into <paramref name="db"/> [cols]. One thread per column, rows in order
-    /// (deterministic, no atomics).
+    /// rows of dy [rows, cols]. ADDS into <paramref name="db"/> [cols]. The deterministic column sums of <see cref="ReduceKernels"/>.
     /// </summary>
     public void BiasBackward(ArrayView<float> dy, ArrayView<float> db, int rows, int cols)
     {
         if (rows <= 0 || cols <= 0) throw new ArgumentException($"bias backward: rows and cols must be positive, got {rows}×{cols}");
         if (dy.Length != (long)rows * cols) throw new ArgumentException($"bias backward: dy must be [{rows}, {cols}] = {(long)rows * cols} elements, got {dy.Length}");
         if (db.Length != cols) throw new ArgumentException($"bias backward: db must have {cols} elements, got {db.Length}");
-        device.Launch(cols, new BiasBackwardKernel(dy, db, rows, cols));
-    }
-
-    // dy [rows, cols] -> db [cols] += column sums (Linear's ∂L/∂b = Σ_n ∂L/∂y[n, :])
-    internal readonly struct BiasBackwardKernel(ArrayView<float> dy, ArrayView<float> db, int rows, int cols) : IThreadKernel
-    {
-        public void Execute(int j)
-        {
-            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-            int r = 0, at = j;
-            for (; r + 4 <= rows; r += 4, at += 4 * cols)
-            {
-                s0 += dy[at];
-                s1 += dy[at + cols];
-                s2 += dy[at + 2 * cols];
-                s3 += dy[at + 3 * cols];
-            }
-            for (; r < rows; r++, at += cols) s0 += dy[at];
-            db[j] += (s0 + s1) + (s2 + s3);
-        }
+        device.Kernels<ReduceKernels>().Rows(new ColumnTerm(dy, rows, cols), new AddSink(db), cols, rows);
     }
 }

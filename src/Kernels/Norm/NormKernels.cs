@@ -56,13 +56,11 @@ public readonly struct GroupNormDims
 
 /// <summary>
 /// Group normalisation (Wu &amp; He 2018) forward and backward. Channels c of group g = c / (C/G) are
-/// <summary>
-/// Group normalisation (Wu &amp; He 2018) forward and backward. Channels c of group g = c / (C/G) are
 /// consecutive, so the M = C/G·S values of one (n, g) form one contiguous row of x: row r = n·G + g.
 /// Every sum is the deterministic reduction of <see cref="ReduceKernels"/> (fixed order, no atomics,
-/// <see cref="ReductionVariant"/>): the statistics run both passes of a row in one thread or group with its
-/// LoopSum / TreeSum, the gradient sums are <see cref="ReduceKernels.Rows{TTerm, TSink}"/>; the normalisation
-/// and the input gradient are element-wise kernels.
+/// <see cref="ReductionVariant"/>): a row's two sums (the statistics; the backward's per-channel sums) in one
+/// thread or group with its LoopSum / TreeSum, the rest through <see cref="ReduceKernels.Rows{TTerm, TSink}"/>;
+/// the normalisation and the input gradient are element-wise kernels.
 /// </summary>
 public sealed class NormKernels : IKernelFamily<NormKernels>
 {
@@ -93,6 +91,60 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     //   μ = (1/M) Σ x,  σ² = (1/M) Σ (x − μ)²  (biased, two passes: no E[x²] − E[x]² cancellation),
     //   rstd = 1/√(σ² + eps),  y = (x − μ)·rstd·γ[c] + β[c].
 
+    // Two sums over row r of one launch by one thread (the reduction's loop order) or one group (its tree
+    // order), the second term built from the first sum: the variance needs the mean, and the backward's
+    // Σdy and Σdy·x̂ of a row are both taken while the row is in cache (one row reduction per sum read x and
+    // dy twice and ran group norm's backward 1.6–2.1× slower on the CPU, bench/RESULTS.md).
+    internal interface IRowSums<TFirst, TSecond> where TFirst : struct, IReductionTerm where TSecond : struct, IReductionTerm
+    {
+        TFirst First(int r);
+
+        TSecond Second(int r, float first);
+
+        void Write(int r, float first, float second);
+    }
+
+    internal readonly struct RowSumsLoopKernel<TRow, TFirst, TSecond>(TRow row, int length) : IElementKernel
+        where TRow : struct, IRowSums<TFirst, TSecond> where TFirst : struct, IReductionTerm where TSecond : struct, IReductionTerm
+    {
+        public void Element(int r)
+        {
+            int start = r * length;
+            float first = ReduceKernels.LoopSum(row.First(r), r, start, start + length);
+            row.Write(r, first, ReduceKernels.LoopSum(row.Second(r, first), r, start, start + length));
+        }
+    }
+
+    internal readonly struct RowSumsTreeKernel<TRow, TFirst, TSecond>(TRow row, int length) : IGroupKernel
+        where TRow : struct, IRowSums<TFirst, TSecond> where TFirst : struct, IReductionTerm where TSecond : struct, IReductionTerm
+    {
+        public void Execute()
+        {
+            var shared = SharedMemory.Allocate<float>(ReduceKernels.MaxTreeWidth);
+            int r = Grid.IdxX;
+            int start = r * length;
+            float first = ReduceKernels.TreeSum(row.First(r), r, start, start + length, shared);
+            float second = ReduceKernels.TreeSum(row.Second(r, first), r, start, start + length, shared);
+            if (Group.IdxX == 0) row.Write(r, first, second);
+        }
+    }
+
+    private void RowSums<TRow, TFirst, TSecond>(TRow row, int rows, int length, ReductionVariant variant, int maxTreeWidth)
+        where TRow : struct, IRowSums<TFirst, TSecond> where TFirst : struct, IReductionTerm where TSecond : struct, IReductionTerm
+    {
+        if (reduce.Resolve(variant) == ReductionVariant.GroupTree)
+            device.Launch(new KernelConfig(rows, ReduceKernels.PowerOfTwoAtLeast(length, reduce.Width(maxTreeWidth))), new RowSumsTreeKernel<TRow, TFirst, TSecond>(row, length));
+        else
+            device.LaunchElements(reduce.SegmentShape(length), rows, new RowSumsLoopKernel<TRow, TFirst, TSecond>(row, length));
+    }
+
+    // The generic kernels' instantiations, for the PTX test.
+    internal static IEnumerable<Type> LaunchedKernels =>
+    [
+        typeof(RowSumsLoopKernel<StatsRow, ValueTerm, CenteredSquareTerm>), typeof(RowSumsTreeKernel<StatsRow, ValueTerm, CenteredSquareTerm>),
+        typeof(RowSumsLoopKernel<ChannelRow, ValueTerm, XhatTerm>), typeof(RowSumsTreeKernel<ChannelRow, ValueTerm, XhatTerm>),
+    ];
+
     // (x[i] − μ)² with the row's mean μ held in a register.
     internal readonly struct CenteredSquareTerm(ArrayView<float> x, float mu) : IReductionTerm
     {
@@ -103,46 +155,34 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         }
     }
 
-    // Both passes of row r's statistics by one thread, in the reduction's loop order (a row of M values is
-    // one unit: the second pass needs the first's mean, so the two cannot be separate launches cheaply).
-    internal readonly struct RowStatsLoopKernel(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, int m, float eps) : IElementKernel
+    // Statistics row r = n·G + g of M values: Σx, then Σ(x − μ)² with μ = Σx / M.
+    internal readonly struct StatsRow(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, int m, float eps) : IRowSums<ValueTerm, CenteredSquareTerm>
     {
-        public void Element(int r)
+        public ValueTerm First(int r) => new(x);
+
+        public CenteredSquareTerm Second(int r, float sum) => new(x, sum / m);
+
+        public void Write(int r, float sum, float squares)
         {
-            int start = r * m;
-            float mu = ReduceKernels.LoopSum(new ValueTerm(x), r, start, start + m) / m;
-            float variance = ReduceKernels.LoopSum(new CenteredSquareTerm(x, mu), r, start, start + m) / m;
-            mean[r] = mu;
-            rstd[r] = 1f / MathF.Sqrt(variance + eps);
+            mean[r] = sum / m;
+            rstd[r] = 1f / MathF.Sqrt(squares / m + eps);
         }
     }
 
-    // The same by one group per row (grid = N·G), in the reduction's tree order.
-    internal readonly struct RowStatsTreeKernel(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, int m, float eps) : IGroupKernel
-    {
-        public void Execute()
-        {
-            var shared = SharedMemory.Allocate<float>(ReduceKernels.MaxTreeWidth);
-            int r = Grid.IdxX;
-            int start = r * m;
-            float mu = ReduceKernels.TreeSum(new ValueTerm(x), r, start, start + m, shared) / m;
-            float variance = ReduceKernels.TreeSum(new CenteredSquareTerm(x, mu), r, start, start + m, shared) / m;
-            if (Group.IdxX == 0)
-            {
-                mean[r] = mu;
-                rstd[r] = 1f / MathF.Sqrt(variance + eps);
-            }
-        }
-    }
+    // The element-wise kernels' unit: `run` consecutive elements of one (n, c) row (run divides S), whose
+    // statistics row is n·G + c/(C/G) = nc / (C/G). With the per-thread loop (the CPU accelerator's) a unit is
+    // the whole row, so the row's constants are loaded once (per element, the backward ran 1.7× slower there);
+    // with the group tree (a GPU's) it is one element, so neighbouring threads read neighbouring addresses.
+    private int Run(GroupNormDims dims, ReductionVariant variant) => reduce.Resolve(variant) == ReductionVariant.PerThreadLoop ? dims.Spatial : 1;
 
-    // y[i] = (x[i] − μ_r)·rstd_r·γ[c] + β[c], row r = i / M, channel c = (i / S) mod C.
-    internal readonly struct GroupNormForwardKernel(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> y, int m, int spatial, int channels) : IElementKernel
+    // y[i] = (x[i] − μ_r)·rstd_r·γ[c] + β[c].
+    internal readonly struct GroupNormForwardKernel(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> y, int run, int spatial, int channelsPerGroup, int channels) : IElementKernel
     {
-        public void Element(int i)
+        public void Element(int u)
         {
-            int r = i / m;
-            int ch = i / spatial % channels;
-            y[i] = (x[i] - mean[r]) * rstd[r] * gamma[ch] + beta[ch];
+            int start = u * run, nc = start / spatial, r = nc / channelsPerGroup;
+            float mu = mean[r], rs = rstd[r], g = gamma[nc % channels], b = beta[nc % channels];
+            for (int i = start; i < start + run; i++) y[i] = (x[i] - mu) * rs * g + b;
         }
     }
 
@@ -162,11 +202,9 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         Expect(rstd, dims.StatCount, "rstd", dims);
         if (!(eps > 0f)) throw new ArgumentException($"group norm: eps must be positive, got {eps}");
         int m = dims.GroupSize;
-        if (reduce.Resolve(variant) == ReductionVariant.GroupTree)
-            device.Launch(new KernelConfig(dims.StatCount, ReduceKernels.PowerOfTwoAtLeast(m, reduce.Width(maxTreeWidth))), new RowStatsTreeKernel(x, mean, rstd, m, eps));
-        else
-            device.LaunchElements(reduce.SegmentShape(m), dims.StatCount, new RowStatsLoopKernel(x, mean, rstd, m, eps));
-        device.LaunchElements(dims.Length, new GroupNormForwardKernel(x, gamma, beta, mean, rstd, y, m, dims.Spatial, dims.C));
+        RowSums<StatsRow, ValueTerm, CenteredSquareTerm>(new StatsRow(x, mean, rstd, m, eps), dims.StatCount, m, variant, maxTreeWidth);
+        int run = Run(dims, variant);
+        device.LaunchElements(dims.Length / run, new GroupNormForwardKernel(x, gamma, beta, mean, rstd, y, run, dims.Spatial, dims.ChannelsPerGroup, dims.C));
     }
 
     // =============================================================================================
@@ -177,19 +215,27 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     // same with the group as the normalisation set). Because γ is constant over a channel,
     //   Σ_row g = Σ_{c∈g} γ[c]·A[n,c],  Σ_row g·x̂ = Σ_{c∈g} γ[c]·B[n,c],
     // with the per-(n,c) sums A = Σ_s dy, B = Σ_s dy·x̂ — which also give dβ = Σ_n A, dγ = Σ_n B.
-    // Every sum is one row reduction with both sums as rows of one launch: (1) A, B over the S values of each
-    // (n,c); (2) dβ, dγ over n per channel; (3) Σγ·A, Σγ·B over the channels of each (n,g); then (4) dx element-wise.
+    // Every sum is deterministic: (1) A, B over the S values of each (n,c), both in one pass (RowSums); then row
+    // reductions with both sums as rows of one launch: (2) dβ, dγ over n per channel; (3) Σγ·A, Σγ·B over the
+    // channels of each (n,g); then (4) dx element-wise.
 
-    // (1) 2·N·C rows of S: row r < N·C is (n,c) = r with term dy[i] (A); row N·C + nc is (n,c) = nc with term
-    // dy·x̂ at the same element i − N·C·S (B), whose statistics row is n·G + c/(C/G) = nc / (C/G).
-    internal readonly struct ChannelSumsTerm(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd, int channelsPerGroup, int count, int spatial) : IReductionTerm
+    // dy[i]·x̂[i] with the row's μ and rstd held in registers.
+    internal readonly struct XhatTerm(ArrayView<float> x, ArrayView<float> dy, float mu, float rs) : IReductionTerm
     {
-        public float At(int r, int i)
+        public float At(int r, int i) => dy[i] * ((x[i] - mu) * rs);
+    }
+
+    // (1) Row nc = n·C + c of S values: A = Σ dy, B = Σ dy·x̂, its statistics row n·G + c/(C/G) = nc / (C/G).
+    internal readonly struct ChannelRow(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> partials, int channelsPerGroup, int count) : IRowSums<ValueTerm, XhatTerm>
+    {
+        public ValueTerm First(int nc) => new(dy);
+
+        public XhatTerm Second(int nc, float a) => new(x, dy, mean[nc / channelsPerGroup], rstd[nc / channelsPerGroup]);
+
+        public void Write(int nc, float a, float b)
         {
-            if (r < count) return dy[i];
-            int j = i - count * spatial;
-            int s = (r - count) / channelsPerGroup;
-            return dy[j] * ((x[j] - mean[s]) * rstd[s]);
+            partials[nc] = a;
+            partials[count + nc] = b;
         }
     }
 
@@ -222,16 +268,18 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         public float At(int r, int i) => gamma[i % channels] * partials[i];
     }
 
-    // (4) dx[i] += rstd·(dy·γ[c] − (Σg + x̂·Σg·x̂)/M), row r = i / M, channel c = (i / S) mod C.
-    internal readonly struct GroupNormInputBackwardKernel(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> sums, ArrayView<float> dx, int m, int spatial, int channels, int stats) : IElementKernel
+    // (4) dx[i] += rstd·(dy·γ[c] − (Σg + x̂·Σg·x̂)/M), a unit of `run` elements of one (n, c) row as in the forward.
+    internal readonly struct GroupNormInputBackwardKernel(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> sums, ArrayView<float> dx, int run, int spatial, int channelsPerGroup, int channels, float invM, int stats) : IElementKernel
     {
-        public void Element(int i)
+        public void Element(int u)
         {
-            int r = i / m;
-            int ch = i / spatial % channels;
-            float rs = rstd[r];
-            float xhat = (x[i] - mean[r]) * rs;
-            dx[i] += rs * (dy[i] * gamma[ch] - (sums[r] + xhat * sums[stats + r]) * (1f / m));
+            int start = u * run, nc = start / spatial, r = nc / channelsPerGroup;
+            float mu = mean[r], rs = rstd[r], g = gamma[nc % channels], sa = sums[r], sb = sums[stats + r];
+            for (int i = start; i < start + run; i++)
+            {
+                float xhat = (x[i] - mu) * rs;
+                dx[i] += rs * (dy[i] * g - (sa + xhat * sb) * invM);
+            }
         }
     }
 
@@ -257,7 +305,7 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         // Scratch goes back to the pool once the kernels are queued: later users are queued after them on the same stream.
         int count = dims.N * dims.C;
         using var partials = device.Pool.Rent<float>(2 * count);
-        reduce.Rows(new ChannelSumsTerm(x, dy, mean, rstd, dims.ChannelsPerGroup, count, dims.Spatial), new StoreSink(partials.View, 0, 1f), 2 * count, dims.Spatial, variant, maxTreeWidth);
+        RowSums<ChannelRow, ValueTerm, XhatTerm>(new ChannelRow(x, dy, mean, rstd, partials.View, dims.ChannelsPerGroup, count), count, dims.Spatial, variant, maxTreeWidth);
         if (wantBeta || wantGamma)
         {
             int first = wantBeta ? 0 : dims.C, columns = (wantBeta ? dims.C : 0) + (wantGamma ? dims.C : 0);
@@ -266,7 +314,8 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         if (!wantX) return;
         using var sums = device.Pool.Rent<float>(2 * dims.StatCount);
         reduce.Rows(new GammaWeightedTerm(partials.View, gamma, dims.C), new StoreSink(sums.View, 0, 1f), 2 * dims.StatCount, dims.ChannelsPerGroup, variant, maxTreeWidth);
-        device.LaunchElements(dims.Length, new GroupNormInputBackwardKernel(x, dy, gamma, mean, rstd, sums.View, dx, dims.GroupSize, dims.Spatial, dims.C, dims.StatCount));
+        int run = Run(dims, variant);
+        device.LaunchElements(dims.Length / run, new GroupNormInputBackwardKernel(x, dy, gamma, mean, rstd, sums.View, dx, run, dims.Spatial, dims.ChannelsPerGroup, dims.C, 1f / dims.GroupSize, dims.StatCount));
     }
 
     private static void Expect(ArrayView<float> view, int length, string name, GroupNormDims dims)

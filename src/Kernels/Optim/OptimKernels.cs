@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
 using IlgpuDdpm.Kernels.Device;
@@ -122,6 +123,7 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
     internal readonly struct AdamKernel(ArrayView<float> p, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, AdamStep s,
                                         ArrayView<float> scale, int scaleIndex) : IElementKernel
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Element(int j)
         {
             float g = scaleIndex < 0 ? grad[j] : grad[j] * scale[scaleIndex];
@@ -244,6 +246,7 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
     // ema, p [n]: ema = decay·ema + (1−decay)·p   (Polyak averaging of the weights, as in the DDPM code).
     internal readonly struct EmaKernel(ArrayView<float> ema, ArrayView<float> p, float decay, float oneMinusDecay) : IElementKernel
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Element(int j) => ema[j] = decay * ema[j] + oneMinusDecay * p[j];
     }
 

@@ -89,11 +89,18 @@ public static class Philox
     {
         Block(seed, stream, index >> 2, out uint x0, out uint x1, out uint x2, out uint x3);
         uint lane = (uint)index & 3u;
-        uint a = lane < 2 ? x0 : x2;
-        uint b = lane < 2 ? x1 : x3;
+        BoxMuller(lane < 2 ? x0 : x2, lane < 2 ? x1 : x3, out float even, out float odd);
+        return (lane & 1u) == 0 ? even : odd;
+    }
+
+    /// <summary>The Box–Muller pair of words (a, b): r·cos θ and r·sin θ, r = √(−2 ln u_a), θ = 2π·u_b.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void BoxMuller(uint a, uint b, out float cos, out float sin)
+    {
         float radius = MathF.Sqrt(-2.0f * MathF.Log(ToUniformNonZero(a)));
         float theta = 6.28318530717958647692f * ToUniform(b);
-        return (lane & 1u) == 0 ? radius * MathF.Cos(theta) : radius * MathF.Sin(theta);
+        cos = radius * MathF.Cos(theta);
+        sin = radius * MathF.Sin(theta);
     }
 
     /// <summary>Number <paramref name="index"/> of the stream as an integer in [0, <paramref name="count"/>), by 64-bit multiply-shift.</summary>

@@ -63,6 +63,13 @@ public readonly struct SquaredDifferenceTerm(ArrayView<float> a, ArrayView<float
     }
 }
 
+/// <summary>Column sums of a row-major [rows, cols] matrix x: row c of the reduction is column c, rowLength = rows.</summary>
+public readonly struct ColumnTerm(ArrayView<float> x, int rows, int cols) : IReductionTerm
+{
+    /// <inheritdoc/>
+    public float At(int c, int i) => x[(i - c * rows) * cols + c];
+}
+
 /// <summary>output[offset + row] = scale · total (scale 1 stores the total unchanged).</summary>
 public readonly struct StoreSink(ArrayView<float> output, int offset, float scale) : IReductionSink
 {
