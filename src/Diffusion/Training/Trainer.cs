@@ -211,14 +211,14 @@ public sealed class Trainer : IDisposable
         var parameters = Model.Parameters;
         var stage = gradientStage.AsSpan();
         int offset = 0;
-        stream.Synchronize();
+        device.Synchronize();
         foreach (var p in parameters)
         {
             ToHost(p.Gradient.View, stage.Slice(offset, p.Length));
             offset += p.Length;
         }
         ToHost(lossValue.View, stage.Slice(offset, 1));
-        stream.Synchronize();
+        device.Synchronize();
         communicator.AllReduceSum(stage);
         float inverse = 1f / communicator.Size;
         for (int i = 0; i < stage.Length; i++) stage[i] *= inverse;
@@ -228,7 +228,7 @@ public sealed class Trainer : IDisposable
             FromHost(p.Gradient.View, stage.Slice(offset, p.Length));
             offset += p.Length;
         }
-        stream.Synchronize();
+        device.Synchronize();
         allReduceClock.Stop();
         return stage[offset];
     }
@@ -241,13 +241,13 @@ public sealed class Trainer : IDisposable
     {
         var stream = device.Stream;
         int offset = 0;
-        stream.Synchronize();
+        device.Synchronize();
         foreach (var view in views)
         {
             ToHost(view, stage.Slice(offset, (int)view.Length));
             offset += (int)view.Length;
         }
-        stream.Synchronize();
+        device.Synchronize();
         communicator.Broadcast(stage[..offset]);
         offset = 0;
         foreach (var view in views)
@@ -255,7 +255,7 @@ public sealed class Trainer : IDisposable
             FromHost(view, stage.Slice(offset, (int)view.Length));
             offset += (int)view.Length;
         }
-        stream.Synchronize();
+        device.Synchronize();
     }
 
     /// <summary>Copies the EMA weights into <paramref name="target"/> (a model of the same config), for sampling.</summary>
