@@ -56,16 +56,10 @@ public sealed class Trainer : IDisposable
 {
     private readonly ComputeDevice device;
     private readonly Tape tape;
-    private readonly OptimKernels optim;
     private readonly ElementwiseKernels elementwise;
-    private readonly AdamSettings adam;
-    private readonly DeviceBuffer<float>[] firstMoments;
-    private readonly DeviceBuffer<float>[] secondMoments;
-    private readonly DeviceBuffer<float>[] emaWeights;
-    private readonly DeviceBuffer<float> normPartials;
-    private readonly DeviceBuffer<float> normAndScale;
+    private readonly ParameterOptimizer optimizer;
     private readonly DeviceBuffer<float> lossValue;
-    private readonly ArrayView<float>[] gradientViews;
+    private readonly float[] lossHost = new float[1];
     private Tensor? batchTensor;
     private ICommunicator communicator = SingleProcess.Instance;
     private float[] gradientStage = [];
@@ -79,24 +73,8 @@ public sealed class Trainer : IDisposable
         Diffusion = diffusion;
         device = model.Device;
         tape = new Tape(device) { Training = true };
-        optim = device.Kernels<OptimKernels>();
         elementwise = device.Kernels<ElementwiseKernels>();
-        adam = new AdamSettings { WeightDecay = (float)options.WeightDecay };
-        var parameters = model.Parameters;
-        firstMoments = new DeviceBuffer<float>[parameters.Count];
-        secondMoments = new DeviceBuffer<float>[parameters.Count];
-        emaWeights = new DeviceBuffer<float>[parameters.Count];
-        gradientViews = new ArrayView<float>[parameters.Count];
-        for (int i = 0; i < parameters.Count; i++)
-        {
-            firstMoments[i] = device.Pool.RentZeroed<float>(parameters[i].Length);
-            secondMoments[i] = device.Pool.RentZeroed<float>(parameters[i].Length);
-            emaWeights[i] = device.Pool.Rent<float>(parameters[i].Length);
-            elementwise.Copy(parameters[i].View, emaWeights[i].View);
-            gradientViews[i] = parameters[i].Gradient.View;
-        }
-        normPartials = device.Pool.Rent<float>(parameters.Count);
-        normAndScale = device.Pool.Rent<float>(2);
+        optimizer = new ParameterOptimizer(model.Parameters, new AdamSettings { WeightDecay = (float)options.WeightDecay }, options.GradClip, withEma: true);
         lossValue = device.Pool.Rent<float>(1);
     }
 
@@ -132,15 +110,11 @@ public sealed class Trainer : IDisposable
             throw new ArgumentException($"--batch {Options.BatchSize} cannot be split evenly over {ranks.Size} ranks; choose a multiple of {ranks.Size}");
         communicator = ranks;
         if (ranks.Size == 1) return;
-        var parameters = Model.Parameters;
-        long total = 0;
-        foreach (var p in parameters) total += p.Length;
-        gradientStage = new float[checked((int)total + 1)]; // the gradients, then this rank's loss
-        var stage = gradientStage.AsSpan(0, (int)total);
-        BroadcastBuffers(parameters.Select(p => p.View).ToArray(), stage);
-        BroadcastBuffers(firstMoments.Select(b => b.View).ToArray(), stage);
-        BroadcastBuffers(secondMoments.Select(b => b.View).ToArray(), stage);
-        BroadcastBuffers(emaWeights.Select(b => b.View).ToArray(), stage);
+        int total = Model.Parameters.Length;
+        gradientStage = new float[checked(total + 1)]; // the gradients, then this rank's loss
+        var stage = gradientStage.AsSpan(0, total);
+        BroadcastBuffer(Model.Parameters.Values.View, stage);
+        foreach (var state in optimizer.StateViews) BroadcastBuffer(state, stage);
         Span<double> step = [Step];
         ranks.Broadcast(step);
         Step = (long)step[0];
@@ -166,7 +140,14 @@ public sealed class Trainer : IDisposable
     /// and divided by N — the gradient of the mean loss over the whole batch, so the update is the one a single
     /// process would make on it — and the loss returned is the global mean.
     /// </summary>
-    public StepResult TrainStep(ReadOnlySpan<float> batch)
+    public StepResult TrainStep(ReadOnlySpan<float> batch) => TrainStep(batch, readBack: true);
+
+    /// <summary>
+    /// <see cref="TrainStep(ReadOnlySpan{float})"/>; with <paramref name="readBack"/> false the step does not wait
+    /// for the device at its end: the loss and the gradient norm stay on the device and the result carries NaN
+    /// for both (a step that logs nothing; its only host–device synchronisation is the batch upload).
+    /// </summary>
+    public StepResult TrainStep(ReadOnlySpan<float> batch, bool readBack)
     {
         var config = Model.Config;
         int b = Options.BatchSize, c = config.InChannels, s = config.ImageSize;
@@ -182,21 +163,14 @@ public sealed class Trainer : IDisposable
         tape.Backward(loss);
         float? globalLoss = communicator.Size > 1 ? AllReduceGradients() : null;
 
-        // Clip the global gradient norm to GradClip (scale computed on the device, fused into Adam).
-        optim.ClipGlobalNorm(gradientViews, Options.GradClip, normPartials.View, normAndScale.View, applyScale: false);
+        // Clip the global gradient norm to GradClip (scale computed on the device, fused into Adam), Adam, EMA.
         double lr = LearningRateAt(Step);
-        var adamStep = adam.ForStep(Step + 1, lr);
-        float emaDecay = (float)EmaDecayAt(Step);
-        var parameters = Model.Parameters;
-        for (int i = 0; i < parameters.Count; i++)
-        {
-            optim.Adam(parameters[i].View, gradientViews[i], firstMoments[i].View, secondMoments[i].View, adamStep, normAndScale.View, 1);
-            optim.Ema(emaWeights[i].View, parameters[i].View, emaDecay);
-        }
+        optimizer.Step(Step + 1, lr, (float)EmaDecayAt(Step));
         Step++;
-        float lossHost = globalLoss ?? lossValue.ToArray()[0];
-        float norm = normAndScale.ToArray()[0];
-        return new StepResult(Step, lossHost, norm, lr);
+        if (!readBack) return new StepResult(Step, globalLoss ?? float.NaN, float.NaN, lr);
+        if (globalLoss is null) lossValue.CopyTo(lossHost);
+        float lossRead = globalLoss ?? lossHost[0];
+        return new StepResult(Step, lossRead, optimizer.ReadGradNorm(), lr);
     }
 
     /// <summary>
@@ -207,54 +181,34 @@ public sealed class Trainer : IDisposable
     private float AllReduceGradients()
     {
         allReduceClock.Start();
-        var stream = device.Stream;
-        var parameters = Model.Parameters;
+        var gradients = Model.Parameters.Gradients.View;
         var stage = gradientStage.AsSpan();
-        int offset = 0;
+        int total = (int)gradients.Length;
         device.Synchronize();
-        foreach (var p in parameters)
-        {
-            ToHost(p.Gradient.View, stage.Slice(offset, p.Length));
-            offset += p.Length;
-        }
-        ToHost(lossValue.View, stage.Slice(offset, 1));
+        ToHost(gradients, stage[..total]); // the flat gradient buffer: one copy, parameter order
+        ToHost(lossValue.View, stage.Slice(total, 1));
         device.Synchronize();
         communicator.AllReduceSum(stage);
         float inverse = 1f / communicator.Size;
         for (int i = 0; i < stage.Length; i++) stage[i] *= inverse;
-        offset = 0;
-        foreach (var p in parameters)
-        {
-            FromHost(p.Gradient.View, stage.Slice(offset, p.Length));
-            offset += p.Length;
-        }
+        FromHost(gradients, stage[..total]);
         device.Synchronize();
         allReduceClock.Stop();
-        return stage[offset];
+        return stage[total];
     }
 
     private void ToHost(ArrayView<float> view, Span<float> host) => ((ArrayView1D<float, Stride1D.Dense>)view).CopyToCPU(device.Stream, host);
     private void FromHost(ArrayView<float> view, ReadOnlySpan<float> host) => ((ArrayView1D<float, Stride1D.Dense>)view).CopyFromCPU(device.Stream, host);
 
-    /// <summary>Rank 0's contents of <paramref name="views"/> into every rank's, through <paramref name="stage"/>.</summary>
-    private void BroadcastBuffers(ArrayView<float>[] views, Span<float> stage)
+    /// <summary>Rank 0's contents of the flat buffer <paramref name="view"/> into every rank's, through <paramref name="stage"/>.</summary>
+    private void BroadcastBuffer(ArrayView<float> view, Span<float> stage)
     {
-        var stream = device.Stream;
-        int offset = 0;
+        var host = stage[..(int)view.Length];
         device.Synchronize();
-        foreach (var view in views)
-        {
-            ToHost(view, stage.Slice(offset, (int)view.Length));
-            offset += (int)view.Length;
-        }
+        ToHost(view, host);
         device.Synchronize();
-        communicator.Broadcast(stage[..offset]);
-        offset = 0;
-        foreach (var view in views)
-        {
-            FromHost(view, stage.Slice(offset, (int)view.Length));
-            offset += (int)view.Length;
-        }
+        communicator.Broadcast(host);
+        FromHost(view, host);
         device.Synchronize();
     }
 
@@ -262,13 +216,13 @@ public sealed class Trainer : IDisposable
     public void CopyEmaInto(UNet target)
     {
         CheckSameConfig(target);
-        for (int i = 0; i < emaWeights.Length; i++) elementwise.Copy(emaWeights[i].View, target.Parameters[i].View);
+        elementwise.Copy(optimizer.Ema!.View, target.Parameters.Values.View);
     }
 
     /// <summary>Adam's first moments, EMA weights etc., by role, for checkpoints (same order as the parameters).</summary>
-    internal IReadOnlyList<DeviceBuffer<float>> FirstMoments => firstMoments;
-    internal IReadOnlyList<DeviceBuffer<float>> SecondMoments => secondMoments;
-    internal IReadOnlyList<DeviceBuffer<float>> EmaWeights => emaWeights;
+    internal IReadOnlyList<DeviceBuffer<float>> FirstMoments => optimizer.FirstMoments;
+    internal IReadOnlyList<DeviceBuffer<float>> SecondMoments => optimizer.SecondMoments;
+    internal IReadOnlyList<DeviceBuffer<float>> EmaWeights => optimizer.EmaWeights;
 
     /// <summary>Restores the step counter (checkpoint resume).</summary>
     internal void RestoreStep(long step) => Step = step;
@@ -283,11 +237,7 @@ public sealed class Trainer : IDisposable
     public void Dispose()
     {
         tape.Clear();
-        foreach (var buffer in firstMoments) buffer.Dispose();
-        foreach (var buffer in secondMoments) buffer.Dispose();
-        foreach (var buffer in emaWeights) buffer.Dispose();
-        normPartials.Dispose();
-        normAndScale.Dispose();
+        optimizer.Dispose();
         lossValue.Dispose();
         batchTensor?.Dispose();
     }
