@@ -26,7 +26,7 @@ public sealed record StepCounts(DeviceCount Forward, DeviceCount TrainStep, Devi
         var counters = device.Counters;
         var schedule = NoiseSchedule.Linear(1000, 1e-4, 0.02);
         using var model = new UNet(device, config, seed: 1);
-        var diffusion = new GaussianDiffusion(device, schedule);
+        using var diffusion = new GaussianDiffusion(device, schedule);
         int c = config.InChannels, s = config.ImageSize;
 
         // Forward: inputs uploaded first, so only the pass itself is counted.
