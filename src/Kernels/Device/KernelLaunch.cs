@@ -246,11 +246,15 @@ public sealed class LaunchProfiler
     internal static Type WorkType(Type kernel) =>
         kernel.IsGenericType && kernel.GetGenericTypeDefinition() == typeof(GridStrideKernel<>) ? kernel.GetGenericArguments()[0] : kernel;
 
-    /// <summary>"Conv" for a struct nested in <c>ConvKernels</c>: the family the struct belongs to.</summary>
+    /// <summary>
+    /// The family a kernel struct belongs to: "Conv" for a struct nested in <c>ConvKernels</c>; for a struct at
+    /// namespace level (the GEMM core's) the last part of its namespace ("Matmul").
+    /// </summary>
     public static string FamilyOf(Type kernel)
     {
         var work = WorkType(kernel);
-        var owner = work.DeclaringType ?? work;
+        if (work.DeclaringType is null) return work.Namespace is { } ns ? ns[(ns.LastIndexOf('.') + 1)..] : work.Name;
+        var owner = work.DeclaringType;
         var name = owner.IsGenericType ? owner.Name[..owner.Name.IndexOf('`')] : owner.Name;
         return name.EndsWith("Kernels", StringComparison.Ordinal) && name.Length > "Kernels".Length ? name[..^"Kernels".Length] : name;
     }
