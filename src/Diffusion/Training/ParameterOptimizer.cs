@@ -19,7 +19,7 @@ namespace IlgpuDdpm.Diffusion;
 /// <item>with EMA, one launch ema = d·ema + (1 − d)·p over every parameter.</item>
 /// </list>
 /// Adam and the EMA are element-wise, so one launch over the flat buffers gives exactly the numbers of one
-/// launch per tensor. Nothing is read back unless asked (<see cref="ReadGradNorm"/>).
+/// launch per tensor. Nothing is read back: the norm stays on the device (<see cref="NormAndScale"/>).
 /// </summary>
 public sealed class ParameterOptimizer : IDisposable
 {
@@ -32,7 +32,6 @@ public sealed class ParameterOptimizer : IDisposable
     private readonly DeviceBuffer<float> firstMoment, secondMoment;
     private readonly DeviceBuffer<float>? ema;
     private readonly DeviceBuffer<float> segmentSums, tensorSums, normAndScale;
-    private readonly float[] normHost = new float[2];
 
     /// <summary>
     /// Zero moments; with <paramref name="withEma"/>, EMA weights equal to the parameters' current values.
@@ -94,12 +93,8 @@ public sealed class ParameterOptimizer : IDisposable
         if (ema is not null) optim.Ema(ema.View, parameters.Values.View, emaDecay);
     }
 
-    /// <summary>The global gradient norm (before clipping) of the last <see cref="Step"/>: one read-back.</summary>
-    public float ReadGradNorm()
-    {
-        normAndScale.CopyTo(normHost);
-        return normHost[0];
-    }
+    /// <summary>[global gradient norm before clipping, clip scale] of the last <see cref="Step"/>, on the device.</summary>
+    public ArrayView<float> NormAndScale => normAndScale.View;
 
     /// <summary>Returns every buffer to the pool.</summary>
     public void Dispose()

@@ -59,7 +59,12 @@ public sealed class Trainer : IDisposable
     private readonly ElementwiseKernels elementwise;
     private readonly ParameterOptimizer optimizer;
     private readonly DeviceBuffer<float> lossValue;
-    private readonly float[] lossHost = new float[1];
+    // The losses of the steps not read back yet: slot 0 gets the last step's gradient norm at a read-back,
+    // slots 1.. the losses (single process; distributed steps know their global loss on the host already).
+    private readonly DeviceBuffer<float> lossLog;
+    private readonly float[] lossLogHost = new float[1 + LossLogCapacity];
+    private readonly List<float> unreadLosses = new();
+    private int lossesOnDevice;
     private Tensor? batchTensor;
     private ICommunicator communicator = SingleProcess.Instance;
     private float[] gradientStage = [];
@@ -76,6 +81,7 @@ public sealed class Trainer : IDisposable
         elementwise = device.Kernels<ElementwiseKernels>();
         optimizer = new ParameterOptimizer(model.Parameters, new AdamSettings { WeightDecay = (float)options.WeightDecay }, options.GradClip, withEma: true);
         lossValue = device.Pool.Rent<float>(1);
+        lossLog = device.Pool.Rent<float>(1 + LossLogCapacity);
     }
 
     /// <summary>The network being trained.</summary>
@@ -159,7 +165,8 @@ public sealed class Trainer : IDisposable
 
         Model.ZeroGrad();
         var loss = Diffusion.TrainingLoss(tape, Model, batchTensor, Options.Seed, Step, b, first);
-        elementwise.Copy(loss.View, lossValue.View);
+        bool single = communicator.Size == 1;
+        elementwise.Copy(loss.View, single ? lossLog.View.SubView(1 + lossesOnDevice, 1) : lossValue.View);
         tape.Backward(loss);
         float? globalLoss = communicator.Size > 1 ? AllReduceGradients() : null;
 
@@ -167,10 +174,40 @@ public sealed class Trainer : IDisposable
         double lr = LearningRateAt(Step);
         optimizer.Step(Step + 1, lr, (float)EmaDecayAt(Step));
         Step++;
+        if (single) lossesOnDevice++;
+        else unreadLosses.Add(globalLoss!.Value);
+        if (lossesOnDevice == LossLogCapacity) MoveLossesToHost(); // a long stretch without read-backs: one wait per 256 steps
         if (!readBack) return new StepResult(Step, globalLoss ?? float.NaN, float.NaN, lr);
-        if (globalLoss is null) lossValue.CopyTo(lossHost);
-        float lossRead = globalLoss ?? lossHost[0];
-        return new StepResult(Step, lossRead, optimizer.ReadGradNorm(), lr);
+        var (losses, norm) = ReadBack();
+        return new StepResult(Step, losses[^1], norm, lr);
+    }
+
+    /// <summary>Steps whose loss the device holds and <see cref="ReadBack"/> has not returned yet (at most this many).</summary>
+    public const int LossLogCapacity = 256;
+
+    /// <summary>
+    /// The losses of every step since the previous read-back, oldest first (the last is the latest step's), and the
+    /// latest step's global gradient norm before clipping: one wait for the device. A training loop calls it on
+    /// the steps it logs, prints or saves, so the others never wait (issue 9).
+    /// </summary>
+    public (IReadOnlyList<float> Losses, float GradNorm) ReadBack()
+    {
+        elementwise.Copy(optimizer.NormAndScale.SubView(0, 1), lossLog.View.SubView(0, 1));
+        var host = lossLogHost.AsSpan(0, 1 + lossesOnDevice);
+        lossLog.Slice(0, host.Length).CopyTo(host);
+        foreach (var loss in host[1..]) unreadLosses.Add(loss);
+        lossesOnDevice = 0;
+        float[] losses = [.. unreadLosses];
+        unreadLosses.Clear();
+        return (losses, host[0]);
+    }
+
+    private void MoveLossesToHost()
+    {
+        var host = lossLogHost.AsSpan(1, lossesOnDevice);
+        lossLog.Slice(1, lossesOnDevice).CopyTo(host);
+        foreach (var loss in host) unreadLosses.Add(loss);
+        lossesOnDevice = 0;
     }
 
     /// <summary>
@@ -239,6 +276,7 @@ public sealed class Trainer : IDisposable
         tape.Clear();
         optimizer.Dispose();
         lossValue.Dispose();
+        lossLog.Dispose();
         batchTensor?.Dispose();
     }
 }

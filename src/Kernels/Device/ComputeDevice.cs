@@ -100,31 +100,25 @@ public sealed class ComputeDevice : IDisposable
     /// e.g. <c>device.Launch(rows, new RowStats(x, mean, rstd, m, eps))</c>; nothing is boxed.
     /// Runs <paramref name="threads"/> threads of an <see cref="IThreadKernel"/>, ordered on <see cref="Stream"/>.
     /// </summary>
-    public void Launch<TKernel>(int threads, in TKernel kernel) where TKernel : struct, IThreadKernel
-    {
-        var launch = kernels.Threads<TKernel>();
-        Counters.CountLaunch();
-        if (Profiler is { } profiler)
-        {
-            long start = profiler.Begin(this);
-            launch(Stream, threads, kernel);
-            profiler.End(this, typeof(TKernel), start);
-        }
-        else launch(Stream, threads, kernel);
-    }
+    public void Launch<TKernel>(int threads, in TKernel kernel) where TKernel : struct, IThreadKernel =>
+        Run(kernels.Threads<TKernel>(), (Index1D)threads, kernel);
 
     /// <summary>Runs an explicitly grouped <see cref="IGroupKernel"/> with the grid and group of <paramref name="config"/>.</summary>
-    public void Launch<TKernel>(KernelConfig config, in TKernel kernel) where TKernel : struct, IGroupKernel
+    public void Launch<TKernel>(KernelConfig config, in TKernel kernel) where TKernel : struct, IGroupKernel =>
+        Run(kernels.Groups<TKernel>(), config, kernel);
+
+    // Both launch forms: count the launch, and time it when a profiler is set (typed all the way: nothing boxed).
+    private void Run<TShape, TKernel>(Action<AcceleratorStream, TShape, TKernel> launch, TShape shape, in TKernel kernel)
+        where TShape : struct where TKernel : struct
     {
-        var launch = kernels.Groups<TKernel>();
         Counters.CountLaunch();
         if (Profiler is { } profiler)
         {
             long start = profiler.Begin(this);
-            launch(Stream, config, kernel);
+            launch(Stream, shape, kernel);
             profiler.End(this, typeof(TKernel), start);
         }
-        else launch(Stream, config, kernel);
+        else launch(Stream, shape, kernel);
     }
 
     /// <summary>
