@@ -57,7 +57,7 @@ public sealed class StepCountTests
     [Test]
     public void SummaryPrintsTheCountsTheCounterGives()
     {
-        var expected = StepCounts.Measure(Device, UNetConfig.Tiny(8));
+        var expected = StepCounts.Measure(Device, UNetConfig.Tiny(8), batch: 3);
         var r = CliHarness.Run("summary", "--preset", "tiny", "--size", "8", "--batch", "3");
         Assert.That(r.ExitCode, Is.Zero, r.ToString());
         Assert.That(r.Output, Does.Contain(

@@ -26,7 +26,7 @@ internal static class SummaryCommand
         }.Positive();
         var batch = new Option<int?>("--batch")
         {
-            Description = "Also count, by running each once on the device, the kernel launches and host-device synchronisations of one forward pass, one train step and one sampling step (batch-independent: counted with 1 image), and print the FLOPs of a batch of B images next to them.",
+            Description = "Also count, by running each once on the device with B images, the kernel launches and host-device synchronisations of one forward pass, one train step (one that logs nothing) and one sampling step, next to their FLOPs. Takes a few train steps' time.",
             HelpName = "B",
         }.Positive();
         var device = CliOptions.Device();
@@ -48,7 +48,7 @@ internal static class SummaryCommand
             {
                 using var lease = context.OpenDevice(parse.GetValue(device));
                 context.Output.WriteLine($"device: {Format.Device(lease.Device)}");
-                PrintCounts(context, summary, b, StepCounts.Measure(lease.Device, config));
+                PrintCounts(context, summary, b, StepCounts.Measure(lease.Device, config, b));
             }
             return 0;
         });
@@ -58,7 +58,7 @@ internal static class SummaryCommand
     /// <summary>The launch table: forward, train step and sampling step, each with its FLOPs for a batch of <paramref name="batch"/>.</summary>
     internal static void PrintCounts(CliContext context, ModelSummary summary, int batch, StepCounts counts)
     {
-        var table = new Table().Title(Markup.Escape($"per step, batch {batch} (launches do not depend on the batch)"));
+        var table = new Table().Title(Markup.Escape($"per step, batch {batch}, counted on the device"));
         table.AddColumn("step");
         table.AddColumn(new TableColumn("kernel launches").RightAligned());
         table.AddColumn(new TableColumn("clears").RightAligned());

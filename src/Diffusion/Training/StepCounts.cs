@@ -10,15 +10,16 @@ namespace IlgpuDdpm.Diffusion;
 /// waits (issue 9: a GPU has no CUDA graphs under ILGPU, so every launch costs microseconds however small).
 /// </summary>
 /// <param name="Forward">One no-gradient forward pass of the U-Net (the input already on the device).</param>
-/// <param name="TrainStep">One steady-state <see cref="Trainer.TrainStep(ReadOnlySpan{float}, bool)"/> that reads nothing back (a step that logs nothing).</param>
+/// <param name="TrainStep">One <see cref="Trainer.TrainStep(ReadOnlySpan{float}, bool)"/> that reads nothing back (a step that logs nothing).</param>
 /// <param name="SamplingStep">One step of the reverse process: a forward pass and the reverse-step kernel (the difference of a 2- and a 1-step DDIM sampling).</param>
 public sealed record StepCounts(DeviceCount Forward, DeviceCount TrainStep, DeviceCount SamplingStep)
 {
     /// <summary>
-    /// Counts by running each once on <paramref name="device"/> with a batch of <paramref name="batch"/> images
-    /// (the counts do not depend on the batch: every kernel covers the whole batch in one launch). The model is
-    /// made and freed here; <paramref name="config"/> at a reduced image size gives the same counts faster,
-    /// as long as it has the same levels and attention resolutions (the caller decides).
+    /// Counts by running each once on <paramref name="device"/> with a batch of <paramref name="batch"/> images.
+    /// Every kernel covers the whole batch in one launch, but not every count is independent of the batch: a
+    /// reduction over more than <c>ReduceKernels.SegmentLength</c> values takes two launches instead of one (the
+    /// loss over a batch of 64 does, over one image not), so the counts are those of this batch. Compiling a kernel
+    /// is not a launch, so no warm-up run is needed. The model is made and freed here.
     /// </summary>
     public static StepCounts Measure(ComputeDevice device, UNetConfig config, int batch = 1)
     {
@@ -37,20 +38,17 @@ public sealed record StepCounts(DeviceCount Forward, DeviceCount TrainStep, Devi
         using (tape.NoGrad())
         {
             t.CopyFrom(new int[batch]);
-            model.Forward(tape, x, t.View, default);
-            tape.Clear();
             var before = counters.Snapshot();
             model.Forward(tape, x, t.View, default);
             forward = counters.Snapshot() - before;
             tape.Clear();
         }
 
-        // Train step: the second one (the first compiles kernels and fills the pool; the count is the same).
+        // Train step: one that logs nothing.
         DeviceCount train;
         var images = new float[batch * c * s * s];
         using (var trainer = new Trainer(model, diffusion, new TrainingOptions { BatchSize = batch, WarmupSteps = 0 }))
         {
-            trainer.TrainStep(images, readBack: false);
             var before = counters.Snapshot();
             trainer.TrainStep(images, readBack: false);
             train = counters.Snapshot() - before;
@@ -58,7 +56,6 @@ public sealed record StepCounts(DeviceCount Forward, DeviceCount TrainStep, Devi
 
         // Sampling step: a 2-step sampling minus a 1-step one (same start, same end: the difference is one step).
         var one = new SampleOptions { Count = batch, Sampler = SamplerKind.Ddim, Steps = 1, Seed = 1 };
-        diffusion.Sample(model, one);
         var start = counters.Snapshot();
         diffusion.Sample(model, one);
         var middle = counters.Snapshot();
