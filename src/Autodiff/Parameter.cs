@@ -9,20 +9,34 @@ namespace IlgpuDdpm.Autodiff;
 /// </summary>
 public sealed class Parameter : Tensor
 {
-    private Parameter(string name, ComputeDevice device, int[] shape, DeviceBuffer<float> buffer)
+    private Parameter(string name, ComputeDevice device, int[] shape, DeviceBuffer<float> buffer, Tensor gradient)
         : base(device, shape, buffer)
     {
         Name = name;
         RequiresGrad = true;
-        Grad = Tensor.Zeros(device, shape);
+        Grad = gradient;
     }
 
     /// <summary>A zero-initialised parameter.</summary>
     public static Parameter Create(ComputeDevice device, string name, params int[] shape)
     {
-        var p = new Parameter(name, device, (int[])shape.Clone(), device.Pool.Rent<float>(CheckedLength(shape)));
+        var p = new Parameter(name, device, (int[])shape.Clone(), device.Pool.Rent<float>(CheckedLength(shape)), Tensor.Zeros(device, shape));
         p.Clear();
         return p;
+    }
+
+    /// <summary>
+    /// A parameter whose values and gradient are windows on buffers someone else owns (a model's flat
+    /// parameter and gradient buffers: each parameter a slice of each). Both slices must hold exactly the
+    /// shape's elements; disposing the parameter leaves the memory to its owner. Contents are left as they are.
+    /// </summary>
+    public static Parameter Window(ComputeDevice device, string name, int[] shape, DeviceBuffer<float> values, DeviceBuffer<float> gradient)
+    {
+        int n = CheckedLength(shape);
+        if (values.Length != n || gradient.Length != n)
+            throw new ArgumentException($"parameter {name} {ShapeText(shape)} needs {n} values and gradients, got {values.Length} and {gradient.Length}");
+        var copy = (int[])shape.Clone();
+        return new Parameter(name, device, copy, values, new Tensor(device, copy, gradient));
     }
 
     /// <summary>The dotted name used in checkpoints (docs/checkpoint-format.md).</summary>

@@ -1,4 +1,5 @@
 using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Elementwise;
 
 namespace IlgpuDdpm.Autodiff;
 
@@ -120,7 +121,8 @@ public sealed class Tape
         if (loss.Length != 1) throw new ArgumentException($"backward needs a scalar loss, got {Tensor.ShapeText(loss.Shape)}");
         if (!loss.RequiresGrad) throw new InvalidOperationException("the loss does not depend on anything that requires a gradient");
         var seed = GradOf(loss);
-        seed.CopyFrom([1f]);
+        // A fill kernel, not an upload: an upload waits for the device, and a train step should not (issue 9).
+        Device.Kernels<ElementwiseKernels>().Fill(seed.View, 1f);
         for (int i = backwardSteps.Count - 1; i >= 0; i--) backwardSteps[i]();
         Clear();
     }

@@ -55,9 +55,7 @@ public sealed record ClassifierConfig(int InChannels, int ImageSize, int Classes
 /// </summary>
 public sealed class Classifier : IDisposable
 {
-    private readonly Parameter[] parameters;
-    private readonly ParameterSpec[] specs;
-    private readonly Dictionary<string, Parameter> byName;
+    private readonly ParameterSet parameters;
     private readonly Conv2d stem;
     private readonly (GroupNorm Norm1, Conv2d Down, GroupNorm Norm2, Conv2d Conv)[] levels;
     private readonly GroupNorm tailNorm;
@@ -82,12 +80,11 @@ public sealed class Classifier : IDisposable
         tailNorm = new GroupNorm("tail.norm", w[^1], g);
         head = new Linear("head", w[^1], config.Classes);
         // Forward order (the initialisation streams are numbered by it).
-        specs = [stem.Weight, stem.Bias,
+        ParameterSpec[] specs = [stem.Weight, stem.Bias,
                  .. levels.SelectMany(v => new[] { v.Norm1.Weight, v.Norm1.Bias, v.Down.Weight, v.Down.Bias, v.Norm2.Weight, v.Norm2.Bias, v.Conv.Weight, v.Conv.Bias }),
                  tailNorm.Weight, tailNorm.Bias, head.Weight, head.Bias];
-        parameters = ParameterSpec.Allocate(device, specs);
-        byName = parameters.ToDictionary(p => p.Name);
-        ParameterCount = parameters.Sum(p => (long)p.Length);
+        parameters = new ParameterSet(device, specs);
+        ParameterCount = parameters.Length;
         Initialize(seed);
     }
 
@@ -98,10 +95,10 @@ public sealed class Classifier : IDisposable
     public ClassifierConfig Config { get; }
 
     /// <summary>Every parameter, in forward order.</summary>
-    public IReadOnlyList<Parameter> Parameters => parameters;
+    public ParameterSet Parameters => parameters;
 
     /// <summary>Names, shapes and initialisation rules of <see cref="Parameters"/>, same order.</summary>
-    public IReadOnlyList<ParameterSpec> Specs => specs;
+    public IReadOnlyList<ParameterSpec> Specs => parameters.Specs;
 
     /// <summary>Total number of trainable values.</summary>
     public long ParameterCount { get; }
@@ -110,7 +107,7 @@ public sealed class Classifier : IDisposable
     public void Initialize(ulong seed)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
-        for (int i = 0; i < parameters.Length; i++) parameters[i].CopyFrom(UNet.InitialValues(specs[i], (uint)i, seed));
+        parameters.Load((i, spec) => UNet.InitialValues(spec, (uint)i, seed));
     }
 
     /// <summary>The penultimate features: x [N, in, S, S] → [N, <see cref="ClassifierConfig.FeatureDim"/>], tape-owned.</summary>
@@ -134,22 +131,18 @@ public sealed class Classifier : IDisposable
     public Tensor Logits(Tape tape, Tensor features) => head.Forward(Ops(tape), features);
 
     // The layers' tape ops with this classifier's parameters; SiLU, no timesteps, no dropout.
-    private TapeOps Ops(Tape tape) => new(tape, name => byName[name], Activation.Silu, default, 0, default, 0, 0);
+    private TapeOps Ops(Tape tape) => new(tape, parameters.Get, Activation.Silu, default, 0, default, 0, 0);
 
     /// <summary>Class scores: x [N, in, S, S] → [N, classes].</summary>
     public Tensor Forward(Tape tape, Tensor x) => Logits(tape, Features(tape, x));
 
-    /// <summary>Sets every parameter's gradient to zero.</summary>
-    public void ZeroGrad()
-    {
-        foreach (var p in parameters) p.ZeroGrad();
-    }
+    /// <summary>Sets every parameter's gradient to zero (one memset: <see cref="ParameterSet.ZeroGrad"/>).</summary>
+    public void ZeroGrad() => parameters.ZeroGrad();
 
-    /// <summary>Returns every parameter to the pool.</summary>
+    /// <summary>Returns the parameters' flat buffers to the pool.</summary>
     public void Dispose()
     {
-        if (disposed) return;
         disposed = true;
-        foreach (var p in parameters) p.Dispose();
+        parameters.Dispose();
     }
 }

@@ -1,5 +1,4 @@
 using IlgpuDdpm.Autodiff;
-using IlgpuDdpm.Kernels.Device;
 
 namespace IlgpuDdpm.Network;
 
@@ -50,23 +49,4 @@ public sealed record ParameterSpec(string Name, int[] Shape, ParameterInit Init)
 
     /// <summary>"down.0.block.0.conv1.weight [32, 16, 3, 3]".</summary>
     public override string ToString() => $"{Name} {Tensor.ShapeText(Shape)}";
-
-    /// <summary>
-    /// One (uninitialised) parameter per spec on <paramref name="device"/>, same order; if one cannot be
-    /// made, those already made go back to the pool before the exception leaves.
-    /// </summary>
-    public static Parameter[] Allocate(ComputeDevice device, IEnumerable<ParameterSpec> specs)
-    {
-        var created = new List<Parameter>();
-        try
-        {
-            foreach (var spec in specs) created.Add(Parameter.Create(device, spec.Name, spec.Shape));
-        }
-        catch
-        {
-            foreach (var p in created) p.Dispose();
-            throw;
-        }
-        return [.. created];
-    }
 }

@@ -17,8 +17,7 @@ public sealed class UNet : IDisposable
     /// <summary>The gain of the layers that start near zero (TF variance_scaling scale 1e-10 → √ = 1e-5).</summary>
     public const float NearZeroGain = 1e-5f;
 
-    private readonly Parameter[] parameters;
-    private readonly Dictionary<string, Parameter> byName;
+    private readonly ParameterSet parameters;
     private bool disposed;
 
     /// <summary>
@@ -31,9 +30,8 @@ public sealed class UNet : IDisposable
         Layout = UNetLayout.Plan(Modules);
         Device = device;
         Config = config;
-        parameters = ParameterSpec.Allocate(device, Layout.Parameters);
-        byName = parameters.ToDictionary(p => p.Name);
-        ParameterCount = parameters.Sum(p => (long)p.Length);
+        parameters = new ParameterSet(device, Layout.Parameters);
+        ParameterCount = parameters.Length;
         Initialize(seed);
     }
 
@@ -49,18 +47,17 @@ public sealed class UNet : IDisposable
     /// <summary>The planned layout (names, shapes, FLOPs) derived from <see cref="Modules"/>.</summary>
     public UNetLayout Layout { get; }
 
-    /// <summary>Every parameter in a fixed order: forward order, layer by layer (docs/network.md).</summary>
-    public IReadOnlyList<Parameter> Parameters => parameters;
+    /// <summary>Every parameter in a fixed order: forward order, layer by layer (docs/network.md); views on one flat buffer.</summary>
+    public ParameterSet Parameters => parameters;
 
     /// <summary>Total number of trainable values.</summary>
     public long ParameterCount { get; }
 
     /// <summary>The parameter called <paramref name="name"/>; throws <see cref="KeyNotFoundException"/> (one line) if there is none.</summary>
-    public Parameter GetParameter(string name) =>
-        byName.TryGetValue(name, out var p) ? p : throw new KeyNotFoundException($"the model has no parameter named '{name}'");
+    public Parameter GetParameter(string name) => parameters.Get(name);
 
     /// <summary>Whether a parameter called <paramref name="name"/> exists.</summary>
-    public bool TryGetParameter(string name, out Parameter parameter) => byName.TryGetValue(name, out parameter!);
+    public bool TryGetParameter(string name, out Parameter parameter) => parameters.TryGet(name, out parameter);
 
     /// <summary>Dropout numbers one training forward pass draws for a batch of <paramref name="batch"/>: advance the key by this much per step.</summary>
     public long DropoutDraws(int batch) => Layout.DropoutDrawsPerImage * batch;
@@ -135,8 +132,7 @@ public sealed class UNet : IDisposable
     public void Initialize(ulong seed, float nearZeroGain = NearZeroGain)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
-        for (int i = 0; i < parameters.Length; i++)
-            parameters[i].CopyFrom(InitialValues(Layout.Parameters[i], (uint)i, seed, nearZeroGain));
+        parameters.Load((i, spec) => InitialValues(spec, (uint)i, seed, nearZeroGain));
     }
 
     /// <summary>The initial values of parameter <paramref name="stream"/> with <paramref name="spec"/> (see <see cref="Initialize"/>).</summary>
@@ -166,17 +162,13 @@ public sealed class UNet : IDisposable
         return values;
     }
 
-    /// <summary>Sets every parameter's gradient to zero.</summary>
-    public void ZeroGrad()
-    {
-        foreach (var p in parameters) p.ZeroGrad();
-    }
+    /// <summary>Sets every parameter's gradient to zero (one memset: <see cref="ParameterSet.ZeroGrad"/>).</summary>
+    public void ZeroGrad() => parameters.ZeroGrad();
 
-    /// <summary>Returns every parameter (and its gradient) to the pool.</summary>
+    /// <summary>Returns the parameters' flat buffers to the pool.</summary>
     public void Dispose()
     {
-        if (disposed) return;
         disposed = true;
-        foreach (var p in parameters) p.Dispose();
+        parameters.Dispose();
     }
 }

@@ -21,13 +21,15 @@ public sealed class PtxCompileTests
 {
     private static readonly Type[] AssemblyTypes = typeof(ComputeDevice).Assembly.GetTypes();
 
-    public static IEnumerable<TestCaseData> AllKernels()
-    {
-        var structs = AssemblyTypes.Where(t => t.IsValueType && t != typeof(GridStrideKernel<>))
+    public static IEnumerable<TestCaseData> AllKernels() =>
+        KernelEntries().Select(k => new TestCaseData(k.Entry).SetName($"PtxCompiles({k.Name})"));
+
+    /// <summary>Every kernel struct (closed), its readable name and its entry point, ordered by name.</summary>
+    internal static IEnumerable<(Type Kernel, string Name, MethodInfo Entry)> KernelEntries() =>
+        AssemblyTypes.Where(t => t.IsValueType && t != typeof(GridStrideKernel<>))
             .SelectMany(Instantiations)
-            .SelectMany(EntryPoints);
-        return structs.OrderBy(k => k.Name).Select(k => new TestCaseData(k.Entry).SetName($"PtxCompiles({k.Name})"));
-    }
+            .SelectMany(k => EntryPoints(k).Select(e => (k, e.Name, e.Entry)))
+            .OrderBy(k => k.Name, StringComparer.Ordinal);
 
     // Kernel structs a family lists as the ones it launches (a static LaunchedKernels property): for a generic
     // kernel with many admissible combinations (the GEMM core: every operand × operand × epilogue), only those.
@@ -78,6 +80,16 @@ public sealed class PtxCompileTests
     [TestCaseSource(nameof(AllKernels))]
     public void CompilesToPtxForSm90WithoutExternalCalls(MethodInfo kernel)
     {
+        string ptx = CompilePtx(kernel);
+        string name = $"{kernel.DeclaringType!.Name}.{kernel.Name}<{string.Join(", ", kernel.GetGenericArguments().Select(a => a.Name))}>";
+        Assert.That(ptx, Does.Contain(".entry"), $"{name}: no entry point in the PTX");
+        Assert.That(ptx, Does.Not.Contain(".extern .func"),
+            $"{name}: the PTX calls an undefined external function (FusedMultiplyAdd? a Math function with no PTX intrinsic?)");
+    }
+
+    /// <summary>The sm_90 PTX of one kernel entry point, compiled offline as the device would (O2, fast 32-bit math).</summary>
+    internal static string CompilePtx(MethodInfo kernel)
+    {
         using var context = Context.Create(b => b.Optimize(OptimizationLevel.O2).Math(MathMode.Fast32BitOnly).EnableAlgorithms());
         using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, null);
         var parameters = kernel.GetParameters();
@@ -86,10 +98,6 @@ public sealed class PtxCompileTests
         var entry = implicitlyGrouped
             ? EntryPointDescription.FromImplicitlyGroupedKernel(kernel)
             : EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
-        var compiled = (PTXCompiledKernel)backend.Compile(entry, default);
-        string name = $"{kernel.DeclaringType!.Name}.{kernel.Name}<{string.Join(", ", kernel.GetGenericArguments().Select(a => a.Name))}>";
-        Assert.That(compiled.PTXAssembly, Does.Contain(".entry"), $"{name}: no entry point in the PTX");
-        Assert.That(compiled.PTXAssembly, Does.Not.Contain(".extern .func"),
-            $"{name}: the PTX calls an undefined external function (FusedMultiplyAdd? a Math function with no PTX intrinsic?)");
+        return ((PTXCompiledKernel)backend.Compile(entry, default)).PTXAssembly;
     }
 }

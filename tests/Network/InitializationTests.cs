@@ -36,7 +36,10 @@ public sealed class InitializationTests
         long before = TestDevice.Cpu.Pool.Outstanding;
         var net = new UNet(TestDevice.Cpu, UNetConfig.Small(32, 3), seed: 3);
         Assert.That(net.ParameterCount, Is.EqualTo(UNetLayout.Plan(net.Config).ParameterCount));
-        Assert.That(TestDevice.Cpu.Pool.Outstanding - before, Is.EqualTo(2 * net.Parameters.Count), "a value and a gradient buffer per parameter");
+        Assert.That(TestDevice.Cpu.Pool.Outstanding - before, Is.EqualTo(2), "one flat value buffer and one flat gradient buffer for all parameters");
+        for (int i = 0; i < net.Parameters.Count; i++)
+            Assert.That((net.Parameters[i].Buffer.Offset, net.Parameters[i].Gradient.Buffer.Offset), Is.EqualTo((net.Parameters.Offsets[i], net.Parameters.Offsets[i])),
+                        $"{net.Parameters[i]}: a window on the flat buffers at its offset");
         net.Dispose();
         Assert.That(TestDevice.Cpu.Pool.Outstanding, Is.EqualTo(before));
         Assert.Throws<ObjectDisposedException>(() => net.Initialize(1));

@@ -1,4 +1,6 @@
 using System.CommandLine;
+using IlgpuDdpm.Diffusion;
+using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Network;
 using Spectre.Console;
 
@@ -22,9 +24,15 @@ internal static class SummaryCommand
         {
             Description = "Image channels, 1 (grey) or 3 (RGB) (default: 1 for tiny and small, 3 for ddpm-cifar10).",
         }.Positive();
-        var command = new Command("summary", "Print the U-Net of a preset layer by layer: output shape, parameters and forward GFLOP per image, with totals. Needs no device.")
+        var batch = new Option<int?>("--batch")
         {
-            preset, size, channels,
+            Description = "Also count, by running each once on the device with B images, the kernel launches and host-device synchronisations of one forward pass, one train step (one that logs nothing) and one sampling step, next to their FLOPs. Takes a few train steps' time.",
+            HelpName = "B",
+        }.Positive();
+        var device = CliOptions.Device();
+        var command = new Command("summary", "Print the U-Net of a preset layer by layer: output shape, parameters and forward GFLOP per image, with totals. Needs no device unless --batch asks for the launch counts.")
+        {
+            preset, size, channels, batch, device,
         };
         command.SetAction(parse =>
         {
@@ -34,10 +42,36 @@ internal static class SummaryCommand
             UNetConfig config;
             try { config = UNetConfig.FromPreset(name, imageSize, imageChannels); }
             catch (ArgumentException e) { throw new CliException($"--preset {name} --size {imageSize}: {Program.OneLine(e.Message)}"); }
-            Print(context, name, ModelSummary.For(config));
+            var summary = ModelSummary.For(config);
+            Print(context, name, summary);
+            if (parse.GetValue(batch) is { } b)
+            {
+                using var lease = context.OpenDevice(parse.GetValue(device));
+                context.Output.WriteLine($"device: {Format.Device(lease.Device)}");
+                PrintCounts(context, summary, b, StepCounts.Measure(lease.Device, config, b));
+            }
             return 0;
         });
         return command;
+    }
+
+    /// <summary>The launch table: forward, train step and sampling step, each with its FLOPs for a batch of <paramref name="batch"/>.</summary>
+    internal static void PrintCounts(CliContext context, ModelSummary summary, int batch, StepCounts counts)
+    {
+        var table = new Table().Title(Markup.Escape($"per step, batch {batch}, counted on the device"));
+        table.AddColumn("step");
+        table.AddColumn(new TableColumn("kernel launches").RightAligned());
+        table.AddColumn(new TableColumn("clears").RightAligned());
+        table.AddColumn(new TableColumn("host syncs").RightAligned());
+        table.AddColumn(new TableColumn("GFLOP").RightAligned());
+        void Row(string what, DeviceCount c, double gflop) =>
+            table.AddRow(what, Format.Count(c.Launches), Format.Count(c.Clears), Format.Count(c.Synchronizations), Format.Num(gflop * batch, "F3"));
+        Row("forward", counts.Forward, summary.TotalGFlop);
+        Row("train step (logs nothing)", counts.TrainStep, summary.TrainingGFlopPerImage);
+        Row("sampling step", counts.SamplingStep, summary.TotalGFlop);
+        context.Console.Write(table);
+        context.Output.WriteLine($"launches: forward {counts.Forward.Launches}, train step {counts.TrainStep.Launches}, sampling step {counts.SamplingStep.Launches} " +
+                                 $"(+ {counts.Forward.Clears}, {counts.TrainStep.Clears}, {counts.SamplingStep.Clears} clears)");
     }
 
     internal static void Print(CliContext context, string preset, ModelSummary summary)

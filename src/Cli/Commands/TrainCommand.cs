@@ -57,6 +57,11 @@ internal static class TrainCommand
             .OneOf("linear", "cosine"), (c, v) => c with { Schedule = v.Trim().ToLowerInvariant() }, c => c.Schedule);
         var timesteps = run.Kept(new Option<int>("--timesteps") { Description = "Diffusion steps T.", HelpName = "T", DefaultValueFactory = _ => defaults.Timesteps }.Range(2, 100_000), (c, v) => c with { Timesteps = v }, c => c.Timesteps);
         var device = CliOptions.Device();
+        var profile = new Option<int?>("--profile")
+        {
+            Description = "Instead of a run: time N train steps (after one warm-up step) kernel by kernel and print where the time goes per kernel family (launches, total ms, mean µs, % of the step) and the host's share. Writes no run folder.",
+            HelpName = "N",
+        }.Positive();
         var seed = run.Kept(CliOptions.Seed("Seed of the weight initialisation, the data order and every noise draw of training."), (c, v) => c with { Seed = v }, c => c.Seed);
         var output = new Option<string?>("--out") { Description = "Run folder (default: runs/<yyyyMMdd-HHmmss>). With --resume and no DIR: the run to continue.", HelpName = "DIR" };
         var resume = new Option<string?>("--resume")
@@ -97,7 +102,7 @@ internal static class TrainCommand
             "Ctrl-C or SIGTERM saves a checkpoint and stops (exit code 130); --resume continues.")
         {
             data, size, channels, preset, steps, minutes, batch, lr, warmup, ema, gradClip, flip, schedule, timesteps, device, seed,
-            output, resume, sampleEvery, sampleCount, sampleSteps, checkpointEvery, logEvery, printEvery, scoreEvery, scoreN, classifier,
+            output, resume, sampleEvery, sampleCount, sampleSteps, checkpointEvery, logEvery, printEvery, scoreEvery, scoreN, classifier, profile,
         };
 
         command.SetAction(parse =>
@@ -108,6 +113,11 @@ internal static class TrainCommand
             var typed = run.Apply(parse, new RunConfig { Steps = parse.GetValue(steps), Minutes = parse.GetValue(minutes) });
             string? outDir = parse.GetValue(output);
             string? deviceChoice = parse.GetValue(device);
+            if (parse.GetValue(profile) is { } profileSteps)
+            {
+                if (parse.GetResult(resume) is not null) throw new UsageException("--profile times fresh steps of the model the options describe; it cannot be combined with --resume");
+                return TrainingProfile.Run(context, typed, deviceChoice, profileSteps);
+            }
 
             if (parse.GetResult(resume) is null)
             {

@@ -268,8 +268,29 @@ internal sealed class TrainingRun
 
         // One metrics.jsonl line for the steps since the previous one (also for a partial interval at the end),
         // carrying the FCD and KID of a scored step.
+        // The losses (and the latest gradient norm) of the steps since the last read-back: one wait for the device,
+        // only on the steps that log, print, score, sample or save (issue 9: a step that logs nothing never waits).
+        // Each loss is taken in step order, so the metrics are those of reading every step.
+        void Drain()
+        {
+            var (losses, norm) = trainer.ReadBack();
+            long first = trainer.Step - losses.Count + 1;
+            for (int k = 0; k < losses.Count; k++)
+            {
+                float loss = losses[k];
+                if (!float.IsFinite(loss))
+                    throw new CliException($"the loss is {loss} at step {first + k}: training diverged (try a lower --lr or a longer --warmup); the last checkpoint in {folder} is kept");
+                lastLoss = loss;
+                smoothedLoss = double.IsNaN(smoothedLoss) ? loss : 0.95 * smoothedLoss + 0.05 * loss;
+                intervalLoss += loss;
+                intervalSteps++;
+            }
+            if (losses.Count > 0) last = last with { Loss = losses[^1], GradNorm = norm };
+        }
+
         void FlushMetrics(QualityScore? score = null)
         {
+            if (trainer.Step > startStep) Drain();
             if (intervalSteps == 0 && score is null) return;
             double now = clock.Elapsed.TotalSeconds, span = now - intervalStart;
             double loss = intervalSteps > 0 ? intervalLoss / intervalSteps : metrics is { Lines.Count: > 0 } ? metrics.Lines[^1].Loss : lastLoss;
@@ -320,15 +341,18 @@ internal sealed class TrainingRun
                 if (timeUp) break;
 
                 sampler.Next(batch);
-                var result = trainer.TrainStep(batch);
+                var result = trainer.TrainStep(batch, readBack: false);
                 long step = result.Step;
                 double now = clock.Elapsed.TotalSeconds;
-                if (!float.IsFinite(result.Loss))
-                    throw new CliException($"the loss is {result.Loss} at step {step}: training diverged (try a lower --lr or a longer --warmup); the last checkpoint in {folder} is kept");
-                lastLoss = result.Loss;
-                smoothedLoss = double.IsNaN(smoothedLoss) ? result.Loss : 0.95 * smoothedLoss + 0.05 * result.Loss;
-                intervalLoss += result.Loss;
-                intervalSteps++;
+                last = result;
+                bool checkpointDue = config.CheckpointEvery > 0 && step % config.CheckpointEvery == 0;
+                bool sampleDue = ranks.IsRoot && config.SampleEvery > 0 && step % config.SampleEvery == 0;
+                bool scoreDue = quality is not null && config.ScoreEvery > 0 && step % config.ScoreEvery == 0;
+                bool lastStep = target is { } end ? step >= end : now >= seconds!.Value;
+                // Read the losses back before anything is logged, printed or saved (a diverged run must not overwrite
+                // its last good checkpoint); the other steps leave them on the device.
+                if (step == startStep + 1 || step % config.LogEvery == 0 || step % config.PrintEvery == 0 || checkpointDue || sampleDue || scoreDue || lastStep)
+                    Drain();
                 long done = step - startStep;
                 if (done == 1) firstStepEnd = now; // the first step also compiles every kernel
 
@@ -339,8 +363,7 @@ internal sealed class TrainingRun
                     ? TimeSpan.FromSeconds((tgt - step) / Math.Max(rate, 1e-9))
                     : TimeSpan.FromSeconds(Math.Max(0, seconds!.Value - now));
 
-                last = result;
-                if (quality is not null && config.ScoreEvery > 0 && step % config.ScoreEvery == 0)
+                if (scoreDue)
                 {
                     var score = ScoreNow(step);
                     FlushMetrics(score);
@@ -364,13 +387,12 @@ internal sealed class TrainingRun
                         : $"note: {perStep:F1} s per step on the CPU accelerator: about {3600 / perStep:F0} steps per hour");
                 }
 
-                bool checkpointDue = config.CheckpointEvery > 0 && step % config.CheckpointEvery == 0;
                 if (checkpointDue)
                 {
                     Save(trainer, sampler, metrics);
                     lastSaved = step;
                 }
-                if (ranks.IsRoot && config.SampleEvery > 0 && step % config.SampleEvery == 0)
+                if (sampleDue)
                 {
                     Preview(trainer, previewDiffusion, previewModel, step);
                     lastSampled = step;

@@ -58,13 +58,7 @@ public sealed class ClassifierTrainer : IDisposable
     private readonly LabelledImages data;
     private readonly BatchSampler sampler;
     private readonly Tape tape;
-    private readonly OptimKernels optim;
-    private readonly AdamSettings adam = new();
-    private readonly DeviceBuffer<float>[] firstMoments;
-    private readonly DeviceBuffer<float>[] secondMoments;
-    private readonly ArrayView<float>[] gradients;
-    private readonly DeviceBuffer<float> normPartials;
-    private readonly DeviceBuffer<float> normAndScale;
+    private readonly ParameterOptimizer optimizer;
     private readonly DeviceBuffer<int> labelBuffer;
     private readonly Tensor batchTensor;
     private readonly float[] batch;
@@ -85,13 +79,7 @@ public sealed class ClassifierTrainer : IDisposable
         Model = new Classifier(device, config, options.Seed);
         sampler = new BatchSampler(images, options.BatchSize, options.Seed, options.RandomFlip);
         tape = new Tape(device) { Training = true };
-        optim = device.Kernels<OptimKernels>();
-        var parameters = Model.Parameters;
-        firstMoments = parameters.Select(p => device.Pool.RentZeroed<float>(p.Length)).ToArray();
-        secondMoments = parameters.Select(p => device.Pool.RentZeroed<float>(p.Length)).ToArray();
-        gradients = parameters.Select(p => p.Gradient.View).ToArray();
-        normPartials = device.Pool.Rent<float>(parameters.Count);
-        normAndScale = device.Pool.Rent<float>(2);
+        optimizer = new ParameterOptimizer(Model.Parameters, new AdamSettings(), options.GradClip, withEma: false);
         labelBuffer = device.Pool.Rent<int>(options.BatchSize);
         batchTensor = Tensor.Create(device, options.BatchSize, config.InChannels, config.ImageSize, config.ImageSize);
         batch = new float[batchTensor.Length];
@@ -119,11 +107,7 @@ public sealed class ClassifierTrainer : IDisposable
         var loss = tape.SoftmaxCrossEntropy(Model.Forward(tape, batchTensor), labelBuffer.View);
         float value = loss.ToScalar();
         tape.Backward(loss);
-        optim.ClipGlobalNorm(gradients, Options.GradClip, normPartials.View, normAndScale.View, applyScale: false);
-        var step = adam.ForStep(Step + 1, Options.LearningRateAt(Step));
-        var parameters = Model.Parameters;
-        for (int i = 0; i < parameters.Count; i++)
-            optim.Adam(parameters[i].View, gradients[i], firstMoments[i].View, secondMoments[i].View, step, normAndScale.View, 1);
+        optimizer.Step(Step + 1, Options.LearningRateAt(Step));
         Step++;
         return value;
     }
@@ -140,10 +124,7 @@ public sealed class ClassifierTrainer : IDisposable
     public void Dispose()
     {
         tape.Clear();
-        foreach (var b in firstMoments) b.Dispose();
-        foreach (var b in secondMoments) b.Dispose();
-        normPartials.Dispose();
-        normAndScale.Dispose();
+        optimizer.Dispose();
         labelBuffer.Dispose();
         batchTensor.Dispose();
         Model?.Dispose();

@@ -55,16 +55,15 @@ public sealed class Trainer : IDisposable
 {
     private readonly ComputeDevice device;
     private readonly Tape tape;
-    private readonly OptimKernels optim;
     private readonly ElementwiseKernels elementwise;
-    private readonly AdamSettings adam;
-    private readonly DeviceBuffer<float>[] firstMoments;
-    private readonly DeviceBuffer<float>[] secondMoments;
-    private readonly DeviceBuffer<float>[] emaWeights;
-    private readonly DeviceBuffer<float> normPartials;
-    private readonly DeviceBuffer<float> normAndScale;
+    private readonly ParameterOptimizer optimizer;
     private readonly DeviceBuffer<float> lossValue;
-    private readonly ArrayView<float>[] gradientViews;
+    // The losses of the steps not read back yet: slot 0 gets the last step's gradient norm at a read-back,
+    // slots 1.. the losses (single process; distributed steps know their global loss on the host already).
+    private readonly DeviceBuffer<float> lossLog;
+    private readonly float[] lossLogHost = new float[1 + LossLogCapacity];
+    private readonly List<float> unreadLosses = new();
+    private int lossesOnDevice;
     private Tensor? batchTensor;
     private ICommunicator communicator = SingleProcess.Instance;
     private GradientExchange? exchange;
@@ -78,25 +77,10 @@ public sealed class Trainer : IDisposable
         Diffusion = diffusion;
         device = model.Device;
         tape = new Tape(device) { Training = true };
-        optim = device.Kernels<OptimKernels>();
         elementwise = device.Kernels<ElementwiseKernels>();
-        adam = new AdamSettings { WeightDecay = (float)options.WeightDecay };
-        var parameters = model.Parameters;
-        firstMoments = new DeviceBuffer<float>[parameters.Count];
-        secondMoments = new DeviceBuffer<float>[parameters.Count];
-        emaWeights = new DeviceBuffer<float>[parameters.Count];
-        gradientViews = new ArrayView<float>[parameters.Count];
-        for (int i = 0; i < parameters.Count; i++)
-        {
-            firstMoments[i] = device.Pool.RentZeroed<float>(parameters[i].Length);
-            secondMoments[i] = device.Pool.RentZeroed<float>(parameters[i].Length);
-            emaWeights[i] = device.Pool.Rent<float>(parameters[i].Length);
-            elementwise.Copy(parameters[i].View, emaWeights[i].View);
-            gradientViews[i] = parameters[i].Gradient.View;
-        }
-        normPartials = device.Pool.Rent<float>(parameters.Count);
-        normAndScale = device.Pool.Rent<float>(2);
+        optimizer = new ParameterOptimizer(model.Parameters, new AdamSettings { WeightDecay = (float)options.WeightDecay }, options.GradClip, withEma: true);
         lossValue = device.Pool.Rent<float>(1);
+        lossLog = device.Pool.Rent<float>(1 + LossLogCapacity);
     }
 
     /// <summary>The network being trained.</summary>
@@ -134,17 +118,13 @@ public sealed class Trainer : IDisposable
             throw new ArgumentException($"--batch {Options.BatchSize} cannot be split evenly over {ranks.Size} ranks; choose a multiple of {ranks.Size}");
         communicator = ranks;
         if (ranks.Size == 1) return;
-        var parameters = Model.Parameters;
-        long total = 0;
-        foreach (var p in parameters) total += p.Length;
-        // Room for the gradients, then this rank's loss.
+        int total = Model.Parameters.Length;
+        // Room for the flat gradient buffer, then this rank's loss.
         exchange?.Dispose();
-        exchange = new GradientExchange(device, ranks, checked((int)total + 1), TransferPaths.Choose(device.Kind, ranks.CudaAware));
-        exchange.Broadcast(parameters.Select(p => p.View).ToArray());
-        exchange.Broadcast(firstMoments.Select(b => b.View).ToArray());
-        exchange.Broadcast(secondMoments.Select(b => b.View).ToArray());
-        exchange.Broadcast(emaWeights.Select(b => b.View).ToArray());
-        exchangeViews = [.. gradientViews, lossValue.View];
+        exchange = new GradientExchange(device, ranks, checked(total + 1), TransferPaths.Choose(device.Kind, ranks.CudaAware));
+        exchange.Broadcast([Model.Parameters.Values.View]);
+        foreach (var state in optimizer.StateViews) exchange.Broadcast([state]);
+        exchangeViews = [Model.Parameters.Gradients.View, lossValue.View];
         Span<double> step = [Step];
         ranks.Broadcast(step);
         Step = (long)step[0];
@@ -170,7 +150,14 @@ public sealed class Trainer : IDisposable
     /// and divided by N — the gradient of the mean loss over the whole batch, so the update is the one a single
     /// process would make on it — and the loss returned is the global mean.
     /// </summary>
-    public StepResult TrainStep(ReadOnlySpan<float> batch)
+    public StepResult TrainStep(ReadOnlySpan<float> batch) => TrainStep(batch, readBack: true);
+
+    /// <summary>
+    /// <see cref="TrainStep(ReadOnlySpan{float})"/>; with <paramref name="readBack"/> false the step does not wait
+    /// for the device at its end: the loss and the gradient norm stay on the device and the result carries NaN
+    /// for both (a step that logs nothing; its only host–device synchronisation is the batch upload).
+    /// </summary>
+    public StepResult TrainStep(ReadOnlySpan<float> batch, bool readBack)
     {
         var config = Model.Config;
         int b = Options.BatchSize, c = config.InChannels, s = config.ImageSize;
@@ -182,25 +169,49 @@ public sealed class Trainer : IDisposable
 
         Model.ZeroGrad();
         var loss = Diffusion.TrainingLoss(tape, Model, batchTensor, Options.Seed, Step, b, first);
-        elementwise.Copy(loss.View, lossValue.View);
+        bool single = communicator.Size == 1;
+        elementwise.Copy(loss.View, single ? lossLog.View.SubView(1 + lossesOnDevice, 1) : lossValue.View);
         tape.Backward(loss);
         float? globalLoss = communicator.Size > 1 ? AllReduceGradients() : null;
 
-        // Clip the global gradient norm to GradClip (scale computed on the device, fused into Adam).
-        optim.ClipGlobalNorm(gradientViews, Options.GradClip, normPartials.View, normAndScale.View, applyScale: false);
+        // Clip the global gradient norm to GradClip (scale computed on the device, fused into Adam), Adam, EMA.
         double lr = LearningRateAt(Step);
-        var adamStep = adam.ForStep(Step + 1, lr);
-        float emaDecay = (float)EmaDecayAt(Step);
-        var parameters = Model.Parameters;
-        for (int i = 0; i < parameters.Count; i++)
-        {
-            optim.Adam(parameters[i].View, gradientViews[i], firstMoments[i].View, secondMoments[i].View, adamStep, normAndScale.View, 1);
-            optim.Ema(emaWeights[i].View, parameters[i].View, emaDecay);
-        }
+        optimizer.Step(Step + 1, lr, (float)EmaDecayAt(Step));
         Step++;
-        float lossHost = globalLoss ?? lossValue.ToArray()[0];
-        float norm = normAndScale.ToArray()[0];
-        return new StepResult(Step, lossHost, norm, lr);
+        if (single) lossesOnDevice++;
+        else unreadLosses.Add(globalLoss!.Value);
+        if (lossesOnDevice == LossLogCapacity) MoveLossesToHost(); // a long stretch without read-backs: one wait per 256 steps
+        if (!readBack) return new StepResult(Step, globalLoss ?? float.NaN, float.NaN, lr);
+        var (losses, norm) = ReadBack();
+        return new StepResult(Step, losses[^1], norm, lr);
+    }
+
+    /// <summary>Steps whose loss the device holds and <see cref="ReadBack"/> has not returned yet (at most this many).</summary>
+    public const int LossLogCapacity = 256;
+
+    /// <summary>
+    /// The losses of every step since the previous read-back, oldest first (the last is the latest step's), and the
+    /// latest step's global gradient norm before clipping: one wait for the device. A training loop calls it on
+    /// the steps it logs, prints or saves, so the others never wait (issue 9).
+    /// </summary>
+    public (IReadOnlyList<float> Losses, float GradNorm) ReadBack()
+    {
+        elementwise.Copy(optimizer.NormAndScale.SubView(0, 1), lossLog.View.SubView(0, 1));
+        var host = lossLogHost.AsSpan(0, 1 + lossesOnDevice);
+        lossLog.Slice(0, host.Length).CopyTo(host);
+        foreach (var loss in host[1..]) unreadLosses.Add(loss);
+        lossesOnDevice = 0;
+        float[] losses = [.. unreadLosses];
+        unreadLosses.Clear();
+        return (losses, host[0]);
+    }
+
+    private void MoveLossesToHost()
+    {
+        var host = lossLogHost.AsSpan(1, lossesOnDevice);
+        lossLog.Slice(1, lossesOnDevice).CopyTo(host);
+        foreach (var loss in host) unreadLosses.Add(loss);
+        lossesOnDevice = 0;
     }
 
     /// <summary>
@@ -214,13 +225,13 @@ public sealed class Trainer : IDisposable
     public void CopyEmaInto(UNet target)
     {
         CheckSameConfig(target);
-        for (int i = 0; i < emaWeights.Length; i++) elementwise.Copy(emaWeights[i].View, target.Parameters[i].View);
+        elementwise.Copy(optimizer.Ema!.View, target.Parameters.Values.View);
     }
 
     /// <summary>Adam's first moments, EMA weights etc., by role, for checkpoints (same order as the parameters).</summary>
-    internal IReadOnlyList<DeviceBuffer<float>> FirstMoments => firstMoments;
-    internal IReadOnlyList<DeviceBuffer<float>> SecondMoments => secondMoments;
-    internal IReadOnlyList<DeviceBuffer<float>> EmaWeights => emaWeights;
+    internal IReadOnlyList<DeviceBuffer<float>> FirstMoments => optimizer.FirstMoments;
+    internal IReadOnlyList<DeviceBuffer<float>> SecondMoments => optimizer.SecondMoments;
+    internal IReadOnlyList<DeviceBuffer<float>> EmaWeights => optimizer.EmaWeights;
 
     /// <summary>Restores the step counter (checkpoint resume).</summary>
     internal void RestoreStep(long step) => Step = step;
@@ -235,12 +246,9 @@ public sealed class Trainer : IDisposable
     public void Dispose()
     {
         tape.Clear();
-        foreach (var buffer in firstMoments) buffer.Dispose();
-        foreach (var buffer in secondMoments) buffer.Dispose();
-        foreach (var buffer in emaWeights) buffer.Dispose();
-        normPartials.Dispose();
-        normAndScale.Dispose();
+        optimizer.Dispose();
         lossValue.Dispose();
+        lossLog.Dispose();
         exchange?.Dispose();
         batchTensor?.Dispose();
     }

@@ -7,56 +7,100 @@ namespace IlgpuDdpm.Kernels.Device;
 /// A device buffer of exactly <see cref="Length"/> elements, rented from a <see cref="BufferPool"/>.
 /// Disposing it hands the memory back to the pool (it is not freed), so a training or sampling step
 /// that rents the same shapes every time allocates nothing after its first run (DESIGN.md §2).
+/// A <see cref="Slice"/> is a buffer too: a window on its parent's memory that the parent owns (one flat
+/// buffer holds every parameter, each parameter a slice of it).
 /// </summary>
 public sealed class DeviceBuffer<T> : IDisposable where T : unmanaged
 {
     private readonly BufferPool pool;
-    internal readonly MemoryBuffer1D<T, Stride1D.Dense> Memory;
+    private readonly ArrayView1D<T, Stride1D.Dense> memory;
+    private readonly DeviceBuffer<T>? parent;
     private bool returned;
 
     internal DeviceBuffer(BufferPool pool, MemoryBuffer1D<T, Stride1D.Dense> memory)
     {
         this.pool = pool;
-        Memory = memory;
+        this.memory = memory.View;
         Length = checked((int)memory.Length);
+    }
+
+    private DeviceBuffer(DeviceBuffer<T> parent, int offset, int length)
+    {
+        pool = parent.pool;
+        this.parent = parent.parent ?? parent;
+        memory = parent.memory.SubView(offset, length);
+        Offset = parent.Offset + offset;
+        Length = length;
     }
 
     /// <summary>Number of elements.</summary>
     public int Length { get; }
 
+    /// <summary>Where a slice starts in its root buffer (0 for a pooled buffer).</summary>
+    public int Offset { get; }
+
+    /// <summary>Whether this is a <see cref="Slice"/> of another buffer (which owns the memory).</summary>
+    public bool IsSlice => parent is not null;
+
     /// <summary>The whole buffer as a kernel argument.</summary>
-    public ArrayView<T> View => returned
+    public ArrayView<T> View => returned || parent is { returned: true }
         ? throw new ObjectDisposedException(nameof(DeviceBuffer<T>), "this buffer was returned to the pool")
-        : Memory.View;
+        : memory;
+
+    /// <summary>
+    /// Elements [<paramref name="offset"/>, offset + <paramref name="length"/>) as a buffer of their own: no copy,
+    /// no allocation; disposing the slice does nothing (the memory stays this buffer's).
+    /// </summary>
+    public DeviceBuffer<T> Slice(int offset, int length)
+    {
+        if (offset < 0 || length <= 0 || (long)offset + length > Length)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"slice [{offset}, {(long)offset + length}) is outside a buffer of {Length} elements");
+        return new DeviceBuffer<T>(this, offset, length);
+    }
 
     internal void MarkRented() => returned = false;
 
-    /// <summary>Sets every element to zero, ordered on the device's stream.</summary>
-    public void Clear() => Memory.View.MemSetToZero(pool.Stream);
+    /// <summary>Sets every element to zero, ordered on the device's stream (one memset: counted as a clear).</summary>
+    public void Clear()
+    {
+        pool.Counters.CountClear();
+        View.MemSetToZero(pool.Stream);
+    }
 
-    /// <summary>Copies host data in (length must match); waits for the copy.</summary>
+    /// <summary>Copies host data in (length must match); waits for the copy (one synchronisation).</summary>
     public void CopyFrom(ReadOnlySpan<T> data)
     {
         if (data.Length != Length)
             throw new ArgumentException($"expected {Length} elements, got {data.Length}");
-        Memory.View.CopyFromCPU(pool.Stream, data);
+        pool.Counters.CountSynchronization();
+        ((ArrayView1D<T, Stride1D.Dense>)View).CopyFromCPU(pool.Stream, data);
         pool.Stream.Synchronize();
     }
 
-    /// <summary>Copies the buffer to a new host array; waits for the device.</summary>
+    /// <summary>Copies the buffer into <paramref name="destination"/> (length must match) after the queued work; one synchronisation, no allocation.</summary>
+    public void CopyTo(Span<T> destination)
+    {
+        if (destination.Length != Length)
+            throw new ArgumentException($"expected room for {Length} elements, got {destination.Length}");
+        pool.Counters.CountSynchronization();
+        var view = (ArrayView1D<T, Stride1D.Dense>)View;
+        pool.Stream.Synchronize();
+        view.CopyToCPU(pool.Stream, destination);
+        pool.Stream.Synchronize();
+    }
+
+    /// <summary>Copies the buffer to a new host array; waits for the device (one synchronisation).</summary>
     public T[] ToArray()
     {
         var result = new T[Length];
-        pool.Stream.Synchronize();
-        Memory.View.CopyToCPU(pool.Stream, result);
-        pool.Stream.Synchronize();
+        CopyTo(result);
         return result;
     }
 
-    /// <summary>Hands the memory back to the pool. Idempotent.</summary>
+    /// <summary>Hands the memory back to the pool. Idempotent; nothing for a slice (its root owns the memory).</summary>
     public void Dispose()
     {
-        if (returned) return;
+        if (returned || parent is not null) return;
         returned = true;
         pool.Return(this);
     }
@@ -75,11 +119,15 @@ public sealed class BufferPool : IDisposable
     private readonly List<IDisposable> all = new();
     private readonly Lock gate = new();
 
-    internal BufferPool(Accelerator accelerator, AcceleratorStream stream)
+    internal BufferPool(Accelerator accelerator, AcceleratorStream stream, DeviceCounters counters)
     {
         this.accelerator = accelerator;
         Stream = stream;
+        Counters = counters;
     }
+
+    /// <summary>The owning device's counters (clears and host copies are counted here).</summary>
+    internal DeviceCounters Counters { get; }
 
     /// <summary>The stream every pooled operation (clears, copies) is ordered on.</summary>
     public AcceleratorStream Stream { get; }

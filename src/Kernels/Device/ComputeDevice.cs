@@ -40,7 +40,8 @@ public sealed class ComputeDevice : IDisposable
         Kind = kind;
         SelectionReport = report;
         Stream = accelerator.DefaultStream;
-        Pool = new BufferPool(accelerator, Stream);
+        Counters = new DeviceCounters();
+        Pool = new BufferPool(accelerator, Stream, Counters);
         kernels = new KernelCache(accelerator, IsCpu);
         ElementShape = GridStride.For(this);
     }
@@ -71,6 +72,20 @@ public sealed class ComputeDevice : IDisposable
         ? $"{Kind}: ILGPU CPU accelerator ({Accelerator.NumMultiprocessors} cores, {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1024.0 * 1024 * 1024):F1} GiB host memory)"
         : $"{Kind}: {Accelerator.Name} ({Accelerator.MemorySize / (1024.0 * 1024 * 1024):F1} GiB, {Accelerator.NumMultiprocessors} compute units)";
 
+    /// <summary>
+    /// What this device has done so far: kernel launches, buffer clears and host–device synchronisations
+    /// (issue 9: a GPU step's cost is counted in launches and synchronisations). Read a difference around the
+    /// work of interest; nothing is ever reset.
+    /// </summary>
+    public DeviceCounters Counters { get; }
+
+    /// <summary>
+    /// When set, every launch is timed and attributed to its kernel struct (<c>ddpm train --profile</c>): the
+    /// stream is synchronised before and after each launch, so a profiled step runs slower than a plain one.
+    /// Null (the default) costs one field test per launch.
+    /// </summary>
+    public LaunchProfiler? Profiler { get; set; }
+
     /// <summary>The kernel family <typeparamref name="T"/>, compiled on first use and cached.</summary>
     public T Kernels<T>() where T : class, IKernelFamily<T> =>
         (T)families.GetOrAdd(typeof(T), _ => T.Create(this));
@@ -86,11 +101,25 @@ public sealed class ComputeDevice : IDisposable
     /// Runs <paramref name="threads"/> threads of an <see cref="IThreadKernel"/>, ordered on <see cref="Stream"/>.
     /// </summary>
     public void Launch<TKernel>(int threads, in TKernel kernel) where TKernel : struct, IThreadKernel =>
-        kernels.Threads<TKernel>()(Stream, threads, kernel);
+        Run(kernels.Threads<TKernel>(), (Index1D)threads, kernel);
 
     /// <summary>Runs an explicitly grouped <see cref="IGroupKernel"/> with the grid and group of <paramref name="config"/>.</summary>
     public void Launch<TKernel>(KernelConfig config, in TKernel kernel) where TKernel : struct, IGroupKernel =>
-        kernels.Groups<TKernel>()(Stream, config, kernel);
+        Run(kernels.Groups<TKernel>(), config, kernel);
+
+    // Both launch forms: count the launch, and time it when a profiler is set (typed all the way: nothing boxed).
+    private void Run<TShape, TKernel>(Action<AcceleratorStream, TShape, TKernel> launch, TShape shape, in TKernel kernel)
+        where TShape : struct where TKernel : struct
+    {
+        Counters.CountLaunch();
+        if (Profiler is { } profiler)
+        {
+            long start = profiler.Begin(this);
+            launch(Stream, shape, kernel);
+            profiler.End(this, typeof(TKernel), start);
+        }
+        else launch(Stream, shape, kernel);
+    }
 
     /// <summary>
     /// Runs <paramref name="element"/> over units 0 … <paramref name="units"/> − 1 as a grid-stride loop
@@ -108,8 +137,12 @@ public sealed class ComputeDevice : IDisposable
     public void LaunchElements<TElement>(int units, in TElement element) where TElement : struct, IElementKernel =>
         LaunchElements(ElementShape, units, element);
 
-    /// <summary>Waits until all queued work is done.</summary>
-    public void Synchronize() => Stream.Synchronize();
+    /// <summary>Waits until all queued work is done (counted in <see cref="DeviceCounters.Synchronizations"/>).</summary>
+    public void Synchronize()
+    {
+        Counters.CountSynchronization();
+        Stream.Synchronize();
+    }
 
     /// <summary>
     /// Opens the device named by <paramref name="choice"/> (<c>auto</c>, <c>cuda</c>, <c>opencl</c>,
@@ -214,6 +247,7 @@ public sealed class ComputeDevice : IDisposable
             .Optimize(OptimizationLevel.O2)
 #endif
             .Math(MathMode.Fast32BitOnly)
+            .Profiling() // lets LaunchProfiler put markers on a GPU stream; no cost until a marker is added
             .CPU(CreateCpuDevice(cpuCores))
             .Cuda()
             .OpenCL();
@@ -230,11 +264,54 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>Frees the pool, the accelerator and the context.</summary>
     public void Dispose()
     {
-        Stream.Synchronize();
+        Stream.Synchronize(); // not counted: the device is going away
         Pool.Dispose();
         Accelerator.Dispose();
         Context.Dispose();
     }
+}
+
+/// <summary>
+/// Running totals of one device's stream operations, for tests, <c>ddpm summary</c> and the profiler. Each
+/// count is one interlocked increment of a long (no allocation, no lock), cheap next to a launch.
+/// </summary>
+public sealed class DeviceCounters
+{
+    private long launches, clears, synchronizations;
+
+    /// <summary>Kernel launches through <see cref="ComputeDevice.Launch{TKernel}(int, in TKernel)"/> and its grouped and grid-stride forms.</summary>
+    public long Launches => Interlocked.Read(ref launches);
+
+    /// <summary>Buffer clears (<see cref="DeviceBuffer{T}.Clear"/>: a memset on the stream, one more launch on a GPU).</summary>
+    public long Clears => Interlocked.Read(ref clears);
+
+    /// <summary>Stream operations a GPU would issue: <see cref="Launches"/> + <see cref="Clears"/>.</summary>
+    public long Operations => Launches + Clears;
+
+    /// <summary>
+    /// Times the host waited for the device: <see cref="ComputeDevice.Synchronize"/>, every copy to or from the
+    /// host (<see cref="DeviceBuffer{T}.ToArray"/>, <see cref="DeviceBuffer{T}.CopyFrom"/>, <see cref="DeviceBuffer{T}.CopyTo"/>),
+    /// each counted once however many stream waits it makes.
+    /// </summary>
+    public long Synchronizations => Interlocked.Read(ref synchronizations);
+
+    internal void CountLaunch() => Interlocked.Increment(ref launches);
+    internal void CountClear() => Interlocked.Increment(ref clears);
+    internal void CountSynchronization() => Interlocked.Increment(ref synchronizations);
+
+    /// <summary>The counts now, to subtract from a later <see cref="Snapshot"/>.</summary>
+    public DeviceCount Snapshot() => new(Launches, Clears, Synchronizations);
+}
+
+/// <summary>A reading of <see cref="DeviceCounters"/>; subtract two readings for the work between them.</summary>
+public readonly record struct DeviceCount(long Launches, long Clears, long Synchronizations)
+{
+    /// <summary>Launches + clears.</summary>
+    public long Operations => Launches + Clears;
+
+    /// <summary>The work between two readings.</summary>
+    public static DeviceCount operator -(DeviceCount later, DeviceCount earlier) =>
+        new(later.Launches - earlier.Launches, later.Clears - earlier.Clears, later.Synchronizations - earlier.Synchronizations);
 }
 
 /// <summary>The requested device does not exist here; the message is one line for the user.</summary>

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
@@ -173,3 +174,108 @@ public abstract class GridStrideFamily(ComputeDevice device, GridStride launch)
     protected void Run<TElement>(int units, in TElement element) where TElement : struct, IElementKernel =>
         Device.LaunchElements(Launch, units, element);
 }
+
+/// <summary>
+/// Times every launch of a device and attributes it to the kernel struct (a grid-stride launch to its element
+/// struct) — <c>ddpm train --profile</c>. Set it as <see cref="ComputeDevice.Profiler"/>, run the steps, read
+/// <see cref="Entries"/>. On ILGPU's CPU accelerator the stream is synchronised before and after each launch
+/// and the wall time between is the kernel's. On a GPU each launch is bracketed by two of ILGPU's profiling
+/// markers (device-side timestamps, the context is built with profiling on), and the launches run
+/// back to back; <see cref="Collect"/> waits once and reads them.
+/// </summary>
+public sealed class LaunchProfiler
+{
+    private readonly Dictionary<Type, (long Launches, double Milliseconds)> totals = new();
+    private readonly List<(Type Kernel, ProfilingMarker Start, ProfilingMarker End)> pending = new();
+    private ProfilingMarker? openMarker;
+
+    internal long Begin(ComputeDevice device)
+    {
+        if (!device.IsCpu && device.Context.Properties.EnableProfiling)
+        {
+            openMarker = device.Stream.AddProfilingMarker();
+            return 0;
+        }
+        device.Stream.Synchronize();
+        return Stopwatch.GetTimestamp();
+    }
+
+    internal void End(ComputeDevice device, Type kernel, long start)
+    {
+        if (openMarker is { } marker)
+        {
+            pending.Add((kernel, marker, device.Stream.AddProfilingMarker()));
+            openMarker = null;
+            return;
+        }
+        device.Stream.Synchronize();
+        Add(kernel, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+    }
+
+    private void Add(Type kernel, double milliseconds)
+    {
+        totals.TryGetValue(kernel, out var t);
+        totals[kernel] = (t.Launches + 1, t.Milliseconds + milliseconds);
+    }
+
+    /// <summary>Reads the GPU markers queued so far (waits for them); nothing to do on the CPU.</summary>
+    public void Collect()
+    {
+        foreach (var (kernel, start, end) in pending)
+        {
+            end.Synchronize();
+            Add(kernel, end.MeasureFrom(start).TotalMilliseconds);
+            start.Dispose();
+            end.Dispose();
+        }
+        pending.Clear();
+    }
+
+    /// <summary>Every kernel launched so far, with its family, launches and total time; largest total first.</summary>
+    public IReadOnlyList<KernelTime> Entries
+    {
+        get
+        {
+            Collect();
+            return totals.Select(kv => new KernelTime(FamilyOf(kv.Key), KernelName(kv.Key), kv.Value.Launches, kv.Value.Milliseconds))
+                         .OrderByDescending(e => e.Milliseconds).ThenBy(e => e.Family, StringComparer.Ordinal).ThenBy(e => e.Kernel, StringComparer.Ordinal).ToList();
+        }
+    }
+
+    /// <summary>Forgets everything recorded.</summary>
+    public void Reset()
+    {
+        Collect();
+        totals.Clear();
+    }
+
+    /// <summary>The struct that does the work: a grid-stride launch's element struct, else the kernel itself.</summary>
+    internal static Type WorkType(Type kernel) =>
+        kernel.IsGenericType && kernel.GetGenericTypeDefinition() == typeof(GridStrideKernel<>) ? kernel.GetGenericArguments()[0] : kernel;
+
+    /// <summary>
+    /// The family a kernel struct belongs to: "Conv" for a struct nested in <c>ConvKernels</c>; for a struct at
+    /// namespace level (the GEMM core's) the last part of its namespace ("Matmul").
+    /// </summary>
+    public static string FamilyOf(Type kernel)
+    {
+        var work = WorkType(kernel);
+        if (work.DeclaringType is null) return work.Namespace is { } ns ? ns[(ns.LastIndexOf('.') + 1)..] : work.Name;
+        var owner = work.DeclaringType;
+        var name = owner.IsGenericType ? owner.Name[..owner.Name.IndexOf('`')] : owner.Name;
+        return name.EndsWith("Kernels", StringComparison.Ordinal) && name.Length > "Kernels".Length ? name[..^"Kernels".Length] : name;
+    }
+
+    /// <summary>The kernel struct's name with its type arguments, e.g. <c>UnaryKernel&lt;SiluOp&gt;</c>.</summary>
+    public static string KernelName(Type kernel) => Readable(WorkType(kernel));
+
+    private static string Readable(Type t)
+    {
+        if (!t.IsGenericType) return t.Name;
+        string name = t.Name[..t.Name.IndexOf('`')];
+        return $"{name}<{string.Join(", ", t.GetGenericArguments().Select(Readable))}>";
+    }
+}
+
+/// <summary>One kernel's share of a profile: its family, struct name, launches and total milliseconds.</summary>
+public sealed record KernelTime(string Family, string Kernel, long Launches, double Milliseconds);

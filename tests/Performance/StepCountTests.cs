@@ -1,0 +1,68 @@
+using IlgpuDdpm.Diffusion;
+using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Optim;
+using IlgpuDdpm.Network;
+using IlgpuDdpm.Tests.Cli;
+using NUnit.Framework;
+
+namespace IlgpuDdpm.Tests.Performance;
+
+/// <summary>
+/// The launch counts <c>ddpm summary --batch</c> prints (<see cref="StepCounts"/>), held against the device
+/// counter, and the optimizer's launches: a fixed handful whatever the number of parameter tensors.
+/// </summary>
+[TestFixture]
+public sealed class StepCountTests
+{
+    private static ComputeDevice Device => TestDevice.Cpu;
+
+    [Test]
+    public void ASamplingStepIsAForwardPassAndOneReverseStepKernel()
+    {
+        var counts = StepCounts.Measure(Device, UNetConfig.Tiny(8));
+        Assert.That(counts.Forward.Launches, Is.GreaterThan(50), "the forward pass launched almost nothing: is the counter wired to the launch path?");
+        Assert.That(counts.Forward.Synchronizations, Is.Zero, "a forward pass on device data never waits");
+        Assert.That(counts.SamplingStep.Launches, Is.EqualTo(counts.Forward.Launches + 1));
+        Assert.That(counts.SamplingStep.Synchronizations, Is.EqualTo(1), "the step's timestep upload");
+        Assert.That(counts.TrainStep.Synchronizations, Is.LessThanOrEqualTo(1), "the batch upload only");
+        Assert.That(counts.TrainStep.Launches, Is.GreaterThan(2 * counts.Forward.Launches), "a train step is a forward, a backward and the optimizer");
+    }
+
+    [Test]
+    public void TheOptimizerLaunchesAFixedHandfulWhateverTheNumberOfTensors()
+    {
+        foreach (var config in new[] { UNetConfig.Tiny(8), UNetConfig.Small(8) })
+        {
+            using var model = new UNet(Device, config, seed: 1);
+            using var withEma = new ParameterOptimizer(model.Parameters, new AdamSettings(), 1f, withEma: true);
+            using var plain = new ParameterOptimizer(model.Parameters, new AdamSettings(), 1f, withEma: false);
+            withEma.Step(1, 1e-3, 0.9f);
+            plain.Step(1, 1e-3);
+            var before = Device.Counters.Snapshot();
+            model.ZeroGrad();
+            var zero = Device.Counters.Snapshot() - before;
+            before = Device.Counters.Snapshot();
+            withEma.Step(2, 1e-3, 0.9f);
+            var ema = Device.Counters.Snapshot() - before;
+            before = Device.Counters.Snapshot();
+            plain.Step(2, 1e-3);
+            var adam = Device.Counters.Snapshot() - before;
+            string what = $"{model.Parameters.Count} tensors";
+            Assert.That(zero, Is.EqualTo(new DeviceCount(0, 1, 0)), $"{what}: zeroing every gradient is one memset");
+            Assert.That(ema, Is.EqualTo(new DeviceCount(5, 0, 0)), $"{what}: 2 sum-of-squares + clip scale + Adam + EMA");
+            Assert.That(adam, Is.EqualTo(new DeviceCount(4, 0, 0)), $"{what}: 2 sum-of-squares + clip scale + Adam");
+        }
+    }
+
+    [Test]
+    public void SummaryPrintsTheCountsTheCounterGives()
+    {
+        var expected = StepCounts.Measure(Device, UNetConfig.Tiny(8), batch: 3);
+        var r = CliHarness.Run("summary", "--preset", "tiny", "--size", "8", "--batch", "3");
+        Assert.That(r.ExitCode, Is.Zero, r.ToString());
+        Assert.That(r.Output, Does.Contain(
+            $"launches: forward {expected.Forward.Launches}, train step {expected.TrainStep.Launches}, sampling step {expected.SamplingStep.Launches} " +
+            $"(+ {expected.Forward.Clears}, {expected.TrainStep.Clears}, {expected.SamplingStep.Clears} clears)"));
+        Assert.That(r.Output, Does.Contain("per step, batch 3"));
+    }
+}
