@@ -29,7 +29,7 @@ public sealed class ProfileCommandTests
             Assert.That(r.ExitCode, Is.Zero, r.ToString());
             foreach (var column in new[] { "family", "launches/step", "total ms", "mean µs", "% of step" })
                 Assert.That(r.Output, Does.Contain(column), r.ToString());
-            Assert.That(r.Output, Does.Contain("Conv").And.Contain("Norm").And.Contain("Optim").And.Contain("Matmul"), "the families a train step launches");
+            Assert.That(r.Output, Does.Contain("Conv").And.Contain("Norm").And.Contain("MultiTensor").And.Contain("Matmul"), "the families a train step launches");
             Assert.That(r.Output, Does.Contain("host (outside kernels)").And.Contain("host share"));
             Assert.That(Directory.Exists(Path.Combine(root, "runs")), Is.False, "--profile writes no run folder");
         }

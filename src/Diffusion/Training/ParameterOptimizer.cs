@@ -15,8 +15,8 @@ namespace IlgpuDdpm.Diffusion;
 /// <item>Σ g² per parameter tensor (<see cref="MultiTensorKernels.SumsOfSquares"/>: two launches, the same bits
 /// as one reduction per tensor), then norm and clip scale min(1, clip/(norm + 1e-6)) on the device (one);</item>
 /// <item>one Adam(W) launch over every parameter with the gradient times the clip scale (Kingma &amp; Ba 2015,
-/// Alg. 1; decoupled decay as in AdamW — the same settings for every parameter, as before);</item>
-/// <item>with EMA, one launch ema = d·ema + (1 − d)·p over every parameter.</item>
+/// Alg. 1; decoupled decay as in AdamW — the same settings for every parameter, as before); with EMA the same
+/// launch then updates ema = d·ema + (1 − d)·p (<see cref="MultiTensorKernels.AdamEma"/>).</item>
 /// </list>
 /// Adam and the EMA are element-wise, so one launch over the flat buffers gives exactly the numbers of one
 /// launch per tensor. Nothing is read back: the norm stays on the device (<see cref="NormAndScale"/>).
@@ -89,8 +89,11 @@ public sealed class ParameterOptimizer : IDisposable
     {
         multi.SumsOfSquares(parameters.Gradients.View, segments, segmentSums.View, tensorSums.View);
         optim.ClipScale(tensorSums.View, parameters.Count, gradClip, normAndScale.View);
-        optim.Adam(parameters.Values.View, parameters.Gradients.View, firstMoment.View, secondMoment.View, adam.ForStep(step, learningRate), normAndScale.View, 1);
-        if (ema is not null) optim.Ema(ema.View, parameters.Values.View, emaDecay);
+        var coefficients = adam.ForStep(step, learningRate);
+        if (ema is null)
+            optim.Adam(parameters.Values.View, parameters.Gradients.View, firstMoment.View, secondMoment.View, coefficients, normAndScale.View, 1);
+        else
+            multi.AdamEma(parameters.Values.View, parameters.Gradients.View, firstMoment.View, secondMoment.View, coefficients, normAndScale.View, 1, ema.View, emaDecay);
     }
 
     /// <summary>[global gradient norm before clipping, clip scale] of the last <see cref="Step"/>, on the device.</summary>

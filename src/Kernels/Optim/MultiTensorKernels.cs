@@ -79,6 +79,7 @@ public sealed class TensorSegments : IDisposable
 /// accelerator's): the same segments, each summed by <see cref="ReduceKernels.LoopSum"/>, then the tensor's
 /// segment sums by LoopSum again — so global-norm clipping over a flat gradient buffer changes no bit of a
 /// training run on the CPU, and costs two launches instead of one or two per tensor on every device.
+/// <see cref="AdamEma"/> is Adam and the weights' EMA in one launch.
 /// </summary>
 public sealed class MultiTensorKernels : IKernelFamily<MultiTensorKernels>
 {
@@ -118,5 +119,36 @@ public sealed class MultiTensorKernels : IKernelFamily<MultiTensorKernels>
         device.LaunchElements(device.ElementShape with { MinItemsPerThread = 1 }, segments.Segments,
                               new SegmentSquaresKernel(x, segments.SegmentStart, segments.SegmentEnd, scratch));
         device.LaunchElements(segments.Tensors, new TensorTotalsKernel(scratch, segments.FirstSegment, sums));
+    }
+
+    // Adam(W) then the EMA of the new weights, element by element: OptimKernels' two kernels' bodies in one launch
+    // (the EMA reads p[j] just written, as the separate EMA launch would), so the numbers are theirs to the bit.
+    internal readonly struct AdamEmaKernel(OptimKernels.AdamKernel adam, OptimKernels.EmaKernel ema) : IElementKernel
+    {
+        public void Element(int j)
+        {
+            adam.Element(j);
+            ema.Element(j);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="OptimKernels.Adam(ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, in AdamStep, ArrayView{float}, int)"/>
+    /// followed by <see cref="OptimKernels.Ema"/> of the updated weights, fused into one launch over (typically) every
+    /// parameter of a model: the gradient is scaled by the device scalar gradScale[scaleIndex] (the clip scale), then
+    /// m, v and p are updated in place and ema = decay·ema + (1 − decay)·p.
+    /// </summary>
+    public void AdamEma(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> firstMoment, ArrayView<float> secondMoment, in AdamStep step,
+                        ArrayView<float> gradScale, int scaleIndex, ArrayView<float> ema, float decay)
+    {
+        long n = param.Length;
+        if (grad.Length != n || firstMoment.Length != n || secondMoment.Length != n || ema.Length != n)
+            throw new ArgumentException($"AdamEma: param, grad, both moments and ema must all have {n} elements, got grad {grad.Length}, m {firstMoment.Length}, v {secondMoment.Length}, ema {ema.Length}");
+        if (scaleIndex < 0 || scaleIndex >= gradScale.Length)
+            throw new ArgumentException($"AdamEma: scale index {scaleIndex} is outside gradScale's {gradScale.Length} elements");
+        if (!(decay >= 0 && decay <= 1)) throw new ArgumentException($"AdamEma: decay must be in [0, 1], got {decay}");
+        device.LaunchElements(checked((int)n), new AdamEmaKernel(
+            new OptimKernels.AdamKernel(param, grad, firstMoment, secondMoment, step, gradScale, scaleIndex),
+            new OptimKernels.EmaKernel(ema, param, decay, (float)(1 - (double)decay))));
     }
 }
