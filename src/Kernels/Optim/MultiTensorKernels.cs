@@ -141,14 +141,8 @@ public sealed class MultiTensorKernels : IKernelFamily<MultiTensorKernels>
     public void AdamEma(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> firstMoment, ArrayView<float> secondMoment, in AdamStep step,
                         ArrayView<float> gradScale, int scaleIndex, ArrayView<float> ema, float decay)
     {
-        long n = param.Length;
-        if (grad.Length != n || firstMoment.Length != n || secondMoment.Length != n || ema.Length != n)
-            throw new ArgumentException($"AdamEma: param, grad, both moments and ema must all have {n} elements, got grad {grad.Length}, m {firstMoment.Length}, v {secondMoment.Length}, ema {ema.Length}");
-        if (scaleIndex < 0 || scaleIndex >= gradScale.Length)
-            throw new ArgumentException($"AdamEma: scale index {scaleIndex} is outside gradScale's {gradScale.Length} elements");
-        if (!(decay >= 0 && decay <= 1)) throw new ArgumentException($"AdamEma: decay must be in [0, 1], got {decay}");
-        device.LaunchElements(checked((int)n), new AdamEmaKernel(
-            new OptimKernels.AdamKernel(param, grad, firstMoment, secondMoment, step, gradScale, scaleIndex),
-            new OptimKernels.EmaKernel(ema, param, decay, (float)(1 - (double)decay))));
+        // The same checks and bodies as the two separate launches (one place validates them).
+        var adam = OptimKernels.ScaledAdamBody(param, grad, firstMoment, secondMoment, step, gradScale, scaleIndex);
+        device.LaunchElements(checked((int)param.Length), new AdamEmaKernel(adam, OptimKernels.EmaBody(ema, param, decay)));
     }
 }

@@ -156,11 +156,17 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
     /// (the gradient buffer itself is left unscaled).
     /// </summary>
     public void Adam(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> firstMoment, ArrayView<float> secondMoment, in AdamStep step,
-                     ArrayView<float> gradScale, int scaleIndex)
+                     ArrayView<float> gradScale, int scaleIndex) =>
+        device.LaunchElements(checked((int)param.Length), ScaledAdamBody(param, grad, firstMoment, secondMoment, step, gradScale, scaleIndex));
+
+    /// <summary>The checked element body of the scaled Adam update, also fused by <see cref="MultiTensorKernels.AdamEma"/>.</summary>
+    internal static AdamKernel ScaledAdamBody(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> firstMoment, ArrayView<float> secondMoment,
+                                              in AdamStep step, ArrayView<float> gradScale, int scaleIndex)
     {
-        int n = CheckAdam(param, grad, firstMoment, secondMoment);
-        CheckScalarIndex(gradScale, scaleIndex, "gradScale");
-        device.LaunchElements(n, new AdamKernel(param, grad, firstMoment, secondMoment, step, gradScale, scaleIndex));
+        CheckAdam(param, grad, firstMoment, secondMoment);
+        if (scaleIndex < 0 || scaleIndex >= gradScale.Length)
+            throw new ArgumentException($"Adam: scale index {scaleIndex} is outside gradScale's {gradScale.Length} elements");
+        return new AdamKernel(param, grad, firstMoment, secondMoment, step, gradScale, scaleIndex);
     }
 
     private static int CheckAdam(ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v)
@@ -251,12 +257,16 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
     }
 
     /// <summary>ema = decay·ema + (1−decay)·param, in place; decay in [0, 1] (1 − decay computed in double).</summary>
-    public void Ema(ArrayView<float> ema, ArrayView<float> param, float decay)
+    public void Ema(ArrayView<float> ema, ArrayView<float> param, float decay) =>
+        device.LaunchElements(checked((int)ema.Length), EmaBody(ema, param, decay));
+
+    /// <summary>The checked element body of the EMA update, also fused by <see cref="MultiTensorKernels.AdamEma"/>.</summary>
+    internal static EmaKernel EmaBody(ArrayView<float> ema, ArrayView<float> param, float decay)
     {
         if (ema.Length != param.Length)
             throw new ArgumentException($"Ema: ema and param must have the same length, got {ema.Length} and {param.Length}");
         if (!(decay >= 0 && decay <= 1)) throw new ArgumentException($"Ema: decay must be in [0, 1], got {decay}");
-        device.LaunchElements(checked((int)ema.Length), new EmaKernel(ema, param, decay, (float)(1 - (double)decay)));
+        return new EmaKernel(ema, param, decay, (float)(1 - (double)decay));
     }
 
     private static void CheckScalarIndex(ArrayView<float> view, int index, string name)
