@@ -1,6 +1,10 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
+using IlgpuDdpm.Diffusion;
+using IlgpuDdpm.Diffusion.Data;
+using IlgpuDdpm.Diffusion.Schedules;
+using IlgpuDdpm.Network;
 
 namespace IlgpuDdpm.Cli.Training;
 
@@ -56,6 +60,41 @@ internal sealed record RunConfig
         WriteIndented = true,
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
+
+    /// <summary>
+    /// The training split these options name and the preset's U-Net for its image shape, with the train command's
+    /// one-line errors (images that are not square, a preset that does not fit them). Shared by a run and
+    /// <c>--profile</c>, so both refuse the same input the same way.
+    /// </summary>
+    public (ImageDataset Data, UNetConfig Model) LoadTrainingData()
+    {
+        var data = ImageDataset.Load(Data, Size, Channels, DatasetSplit.Train);
+        if (data.Height != data.Width)
+            throw new CliException($"{data.Source}: images are {data.Height}x{data.Width}; the U-Net needs square images (pass --size S to centre-crop and resize)");
+        try
+        {
+            return (data, UNetConfig.FromPreset(Preset, data.Height, data.Channels));
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException($"--preset {Preset} does not fit {data.Channels}x{data.Height}x{data.Width} images from {data.Source}: {Program.OneLine(e.Message)} (pass --size S to resize)");
+        }
+    }
+
+    /// <summary>The noise schedule these options name (<c>--schedule</c>, <c>--timesteps</c>).</summary>
+    public NoiseSchedule BuildSchedule() => new ScheduleSpec(Schedule == "cosine" ? ScheduleKind.Cosine : ScheduleKind.Linear, Timesteps).Build();
+
+    /// <summary>The trainer's hyper-parameters from these options.</summary>
+    public TrainingOptions TrainingOptions() => new()
+    {
+        BatchSize = Batch,
+        LearningRate = LearningRate,
+        WarmupSteps = Warmup,
+        GradClip = (float)GradClip,
+        EmaDecay = Ema,
+        Seed = Seed,
+        RandomFlip = Flip,
     };
 
     /// <summary>The largest config.json read (a written one is about 1 KB).</summary>

@@ -25,13 +25,8 @@ internal static class TrainingProfile
     public static int Run(CliContext context, RunConfig config, string? deviceChoice, int steps)
     {
         var output = context.Output;
-        var data = ImageDataset.Load(config.Data, config.Size, config.Channels, DatasetSplit.Train);
-        if (data.Height != data.Width)
-            throw new CliException($"{data.Source}: images are {data.Height}x{data.Width}; the U-Net needs square images (pass --size S to centre-crop and resize)");
-        UNetConfig modelConfig;
-        try { modelConfig = UNetConfig.FromPreset(config.Preset, data.Height, data.Channels); }
-        catch (ArgumentException e) { throw new UsageException($"--preset {config.Preset} does not fit {data.Channels}x{data.Height}x{data.Width} images from {data.Source}: {Program.OneLine(e.Message)} (pass --size S to resize)"); }
-        var schedule = new ScheduleSpec(config.Schedule == "cosine" ? ScheduleKind.Cosine : ScheduleKind.Linear, config.Timesteps).Build();
+        var (data, modelConfig) = config.LoadTrainingData();
+        var schedule = config.BuildSchedule();
 
         using var lease = context.OpenDevice(deviceChoice);
         var device = lease.Device;
@@ -40,11 +35,7 @@ internal static class TrainingProfile
                          (device.IsCpu ? "the stream is synchronised around every launch" : "ILGPU profiling markers around every launch"));
         using var model = new UNet(device, modelConfig, config.Seed);
         using var diffusion = new GaussianDiffusion(device, schedule);
-        using var trainer = new Trainer(model, diffusion, new TrainingOptions
-        {
-            BatchSize = config.Batch, LearningRate = config.LearningRate, WarmupSteps = config.Warmup, GradClip = (float)config.GradClip,
-            EmaDecay = config.Ema, Seed = config.Seed, RandomFlip = config.Flip,
-        });
+        using var trainer = new Trainer(model, diffusion, config.TrainingOptions());
         var sampler = new BatchSampler(data, config.Batch, config.Seed, config.Flip);
         var batch = new float[sampler.BatchLength];
         sampler.Next(batch);

@@ -111,21 +111,9 @@ internal sealed class TrainingRun
             throw new UsageException($"--out {folder} already holds a checkpoint; pass --resume to continue that run, or choose another folder");
 
         // Data first: a missing data set is reported before any device work.
-        var data = ImageDataset.Load(config.Data, config.Size, config.Channels, DatasetSplit.Train);
-        if (data.Height != data.Width)
-            throw new CliException($"{data.Source}: images are {data.Height}x{data.Width}; the U-Net needs square images (pass --size S to centre-crop and resize)");
-        UNetConfig modelConfig;
-        try
-        {
-            modelConfig = UNetConfig.FromPreset(config.Preset, data.Height, data.Channels);
-        }
-        catch (ArgumentException e)
-        {
-            throw new UsageException($"--preset {config.Preset} does not fit {data.Channels}x{data.Height}x{data.Width} images from {data.Source}: {Program.OneLine(e.Message)} (pass --size S to resize)");
-        }
+        var (data, modelConfig) = config.LoadTrainingData();
         string? classifierPath = Scoring ? CheckClassifier(data) : null;
-        var scheduleSpec = new ScheduleSpec(config.Schedule == "cosine" ? ScheduleKind.Cosine : ScheduleKind.Linear, config.Timesteps);
-        var schedule = scheduleSpec.Build();
+        var schedule = config.BuildSchedule();
 
         if (ranks.Size > 1) DistributedCheck.SameRun(ranks, config, data);
 
@@ -148,16 +136,7 @@ internal sealed class TrainingRun
             Directory.CreateDirectory(SamplesFolder);
         }
 
-        var options = new TrainingOptions
-        {
-            BatchSize = config.Batch,
-            LearningRate = config.LearningRate,
-            WarmupSteps = config.Warmup,
-            GradClip = (float)config.GradClip,
-            EmaDecay = config.Ema,
-            Seed = config.Seed,
-            RandomFlip = config.Flip,
-        };
+        var options = config.TrainingOptions();
 
         // The trainer's model and diffusion are ours to dispose (Trainer.Dispose frees only its own buffers).
         Trainer trainer;
