@@ -104,6 +104,20 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
         })),
         new KernelProbe("global-norm clipping over 3 tensors (SumOfSquares, ClipScale, scale)", k =>
             k.Kernels<OptimKernels>().ClipGlobalNorm([k.Acc(70_001).View, k.Acc(257).View, k.Acc(3).View], 1f, k.Out(3).View, k.Out(2).View)),
+        // The path training takes (ParameterOptimizer): the flat buffers' per-tensor Σg², the clip scale, Adam + EMA in one launch.
+        new KernelProbe("multi-tensor step over 3 tensors in one flat buffer (SumsOfSquares, ClipScale, AdamEma)", k =>
+        {
+            int[] offsets = [0, 70_001, 70_258], lengths = [70_001, 257, 3];
+            int total = offsets[^1] + lengths[^1];
+            var (optim, multi) = (k.Kernels<OptimKernels>(), k.Kernels<MultiTensorKernels>());
+            var (p, g, m, v, ema) = (k.Acc(total), k.In(total, -0.1f, 0.1f), k.Acc(total, -0.01f, 0.01f), k.Acc(total, 0f, 1e-3f), k.Acc(total));
+            using var segments = new TensorSegments(k.Device, offsets, lengths, total);
+            var (sums, normAndScale) = (k.Out(lengths.Length), k.Out(2));
+            multi.SumsOfSquares(g.View, segments, k.Out(segments.Segments).View, sums.View);
+            optim.ClipScale(sums.View, lengths.Length, 0.5f, normAndScale.View);
+            multi.AdamEma(p.View, g.View, m.View, v.View, new AdamSettings { WeightDecay = 0.01f }.ForStep(3, 2e-4), normAndScale.View, 1, ema.View, 0.999f);
+            k.Device.Synchronize(); // the segment tables go back to the pool only after the launches that read them
+        }),
     ]);
 
     private readonly ComputeDevice device;
