@@ -124,8 +124,7 @@ public sealed class GaussianDiffusion : IDisposable
             int n = Math.Min(batch, count - start);
             var x = Tensor.Create(device, n, c, h, w);
             var next = Tensor.Create(device, n, c, h, w);
-            using var tBuffer = device.Pool.Rent<int>(n);
-            var tHost = new int[n];
+            using var tAll = UploadTimesteps(timesteps, n); // one upload per batch: the steps never wait for the host
             try
             {
                 // x_T ~ N(0, I): image i of the whole run always gets the same numbers, whatever the batch size.
@@ -134,8 +133,7 @@ public sealed class GaussianDiffusion : IDisposable
                 for (int s = 0; s < timesteps.Length; s++)
                 {
                     int t = timesteps[s];
-                    SetTimestep(tBuffer, tHost, t);
-                    var eps = model.Forward(tape, x, tBuffer.View, default);
+                    var eps = model.Forward(tape, x, tAll.View.SubView(s * n, n), default);
                     var key = new PhiloxKey(options.Seed, RandomStreams.SampleSteps, ((ulong)s * (ulong)count + (ulong)start) * (ulong)d);
                     var step = sampler.Step(Schedule, t, s + 1 < timesteps.Length ? timesteps[s + 1] : -1);
                     kernels.ReverseStep(x.View, eps.View, step, key, next.View);
@@ -182,15 +180,14 @@ public sealed class GaussianDiffusion : IDisposable
             using var priorBits = device.Pool.Rent<float>(n);
             using var termBits = device.Pool.Rent<float>(n);
             using var decoderBits = device.Pool.Rent<float>(n);
-            using var t = device.Pool.Rent<int>(n);
-            var tHost = new int[n];
+            using var tAll = UploadTimesteps(Enumerable.Range(0, Timesteps).ToArray(), n);
             termBits.Clear();
             kernels.PriorKL(x0.View, Schedule.AlphasBar[^1], priorBits.View, n, d, toBits);
             for (int step = Timesteps - 1; step >= 0; step--)
             {
-                SetTimestep(t, tHost, step);
-                var (xt, _) = Noised(tape, x0, t.View, new PhiloxKey(seed, RandomStreams.Evaluation, ((ulong)step * (ulong)count + (ulong)start) * (ulong)d));
-                var predicted = model.Forward(tape, xt, t.View, default);
+                var t = tAll.View.SubView(step * n, n);
+                var (xt, _) = Noised(tape, x0, t, new PhiloxKey(seed, RandomStreams.Evaluation, ((ulong)step * (ulong)count + (ulong)start) * (ulong)d));
+                var predicted = model.Forward(tape, xt, t, default);
                 // μ_θ(x_t, t): the DDPM step without noise or clipping; log σ² of p_θ and of q (DESIGN.md §3).
                 var modelMean = tape.NewTensor(x0.Shape);
                 kernels.ReverseStep(xt.View, predicted.View, DdpmSampler.Coefficients(Schedule, step, clip: false, sigma: 0), default, modelMean.View);
@@ -228,11 +225,17 @@ public sealed class GaussianDiffusion : IDisposable
         return (xt, eps);
     }
 
-    /// <summary>Sets every entry of <paramref name="t"/> to <paramref name="step"/> (through the reused host array).</summary>
-    private static void SetTimestep(DeviceBuffer<int> t, int[] host, int step)
+    /// <summary>
+    /// A pooled [steps.Length × n] table on the device whose row s is steps[s] n times (the timestep of every
+    /// image at step s), uploaded once, so the loop over steps makes no host–device wait (issue 9).
+    /// </summary>
+    private DeviceBuffer<int> UploadTimesteps(IReadOnlyList<int> steps, int n)
     {
-        Array.Fill(host, step);
-        t.CopyFrom(host);
+        var host = new int[steps.Count * n];
+        for (int s = 0; s < steps.Count; s++) Array.Fill(host, steps[s], s * n, n);
+        var table = device.Pool.Rent<int>(host.Length);
+        table.CopyFrom(host);
+        return table;
     }
 
     private static List<int> FrameSteps(int stepCount, int frameCount)

@@ -23,7 +23,7 @@ public sealed class StepCountTests
         Assert.That(counts.Forward.Launches, Is.GreaterThan(50), "the forward pass launched almost nothing: is the counter wired to the launch path?");
         Assert.That(counts.Forward.Synchronizations, Is.Zero, "a forward pass on device data never waits");
         Assert.That(counts.SamplingStep.Launches, Is.EqualTo(counts.Forward.Launches + 1));
-        Assert.That(counts.SamplingStep.Synchronizations, Is.EqualTo(1), "the step's timestep upload");
+        Assert.That(counts.SamplingStep.Synchronizations, Is.Zero, "the timesteps of every step are uploaded once, before the first");
         Assert.That(counts.TrainStep.Synchronizations, Is.LessThanOrEqualTo(1), "the batch upload only");
         Assert.That(counts.TrainStep.Launches, Is.GreaterThan(2 * counts.Forward.Launches), "a train step is a forward, a backward and the optimizer");
     }
