@@ -72,7 +72,7 @@ public class NormBenchmarks
     public void Backward()
     {
         for (int r = 0; r < Settings.Launches; r++)
-            kernels.Backward(x.View, gamma.View, mean.View, rstd.View, dy.View, dx.View, dgamma.View, dbeta.View, dims);
+            kernels.Backward(x.View, gamma.View, beta.View, mean.View, rstd.View, dy.View, dx.View, dgamma.View, dbeta.View, dims);
         device.Synchronize();
     }
 

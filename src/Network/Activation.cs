@@ -20,14 +20,20 @@ public enum Activation
 /// <summary>What the network knows about each <see cref="Activation"/>: its names and the tape op that applies it.</summary>
 public static class Activations
 {
-    private sealed record Entry(string JsonName, string DisplayName, Func<Tape, Tensor, Tensor> Apply);
+    private sealed record Entry(string JsonName, string DisplayName, Func<Tape, Tensor, Tensor> Apply, NormThenApply AfterNorm);
 
-    // One row per activation: the name in config JSON, the name in summaries, the tape op.
+    private delegate Tensor NormThenApply(Tape tape, Tensor x, Tensor gamma, Tensor beta, int groups, float eps);
+
+    // One row per activation: the name in config JSON, the name in summaries, and its operator, which gives the tape
+    // op and the group norm with the activation fused in.
     private static readonly Dictionary<Activation, Entry> Entries = new()
     {
-        [Activation.Silu] = new("silu", "SiLU", (tape, x) => tape.Unary(x, new SiluOp())),
-        [Activation.Gelu] = new("gelu", "GELU", (tape, x) => tape.Unary(x, new GeluOp())),
+        [Activation.Silu] = Row<SiluOp>("silu", "SiLU"),
+        [Activation.Gelu] = Row<GeluOp>("gelu", "GELU"),
     };
+
+    private static Entry Row<TOp>(string jsonName, string displayName) where TOp : struct, IUnaryOp =>
+        new(jsonName, displayName, (tape, x) => tape.Unary(x, new TOp()), (tape, x, gamma, beta, groups, eps) => tape.GroupNorm(x, gamma, beta, groups, new TOp(), eps));
 
     /// <summary>Every activation, in declaration order.</summary>
     public static IReadOnlyList<Activation> All { get; } = [.. Entries.Keys.Order()];
@@ -40,6 +46,10 @@ public static class Activations
 
     /// <summary>y = activation(x) on the tape, any shape, with its backward recorded.</summary>
     public static Tensor Apply(this Tape tape, Activation activation, Tensor x) => Of(activation).Apply(tape, x);
+
+    /// <summary>y = activation(GroupNorm(x)) on the tape as one fused op (<see cref="NormOps"/>), with its backward recorded.</summary>
+    public static Tensor GroupNormThenApply(this Tape tape, Activation activation, Tensor x, Tensor gamma, Tensor beta, int groups, float eps) =>
+        Of(activation).AfterNorm(tape, x, gamma, beta, groups, eps);
 
     /// <summary>The activation whose <see cref="JsonName"/> is <paramref name="name"/> (case-insensitive, trimmed), or null.</summary>
     public static Activation? FromJsonName(string name) =>

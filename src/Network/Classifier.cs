@@ -121,10 +121,10 @@ public sealed class Classifier : IDisposable
         var h = stem.Forward(ops, x);
         foreach (var (norm1, down, norm2, conv) in levels)
         {
-            h = down.Forward(ops, ops.Activate(norm1.Forward(ops, h)));
-            h = conv.Forward(ops, ops.Activate(norm2.Forward(ops, h)));
+            h = down.Forward(ops, norm1.ForwardActivated(ops, h));
+            h = conv.Forward(ops, norm2.ForwardActivated(ops, h));
         }
-        return tape.GlobalAveragePool(ops.Activate(tailNorm.Forward(ops, h)));
+        return tape.GlobalAveragePool(tailNorm.ForwardActivated(ops, h));
     }
 
     /// <summary>Class scores from features: [N, FeatureDim] → [N, classes].</summary>

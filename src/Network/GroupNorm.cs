@@ -38,4 +38,7 @@ public sealed class GroupNorm
 
     /// <summary>x [N,C,...] → same shape.</summary>
     public T Forward<T>(IForwardOps<T> ops, T x) => ops.GroupNorm(this, x);
+
+    /// <summary>act(norm(x)), act the config's activation, as one fused op: x [N,C,...] → same shape.</summary>
+    public T ForwardActivated<T>(IForwardOps<T> ops, T x) => ops.GroupNormActivate(this, x);
 }

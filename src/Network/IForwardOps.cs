@@ -25,6 +25,9 @@ public interface IForwardOps<T>
     /// <summary>The config's activation (<see cref="UNetConfig.Activation"/>), same shape: the only place the network names it.</summary>
     T Activate(T x);
 
+    /// <summary><c>Activate(GroupNorm(layer, x))</c>, which a device runs as one fused op.</summary>
+    T GroupNormActivate(GroupNorm layer, T x);
+
     /// <summary>a + b, same shapes.</summary>
     T Add(T a, T b);
 

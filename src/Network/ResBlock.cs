@@ -62,9 +62,9 @@ public sealed class ResBlock : UNetLayer
     /// </summary>
     public override T Forward<T>(IForwardOps<T> ops, T x, T embedding)
     {
-        var h = Conv1.Forward(ops, ops.Activate(Norm1.Forward(ops, x)));
+        var h = Conv1.Forward(ops, Norm1.ForwardActivated(ops, x));
         h = ops.AddChannelVector(h, TembProj.Forward(ops, embedding));
-        h = ops.Activate(Norm2.Forward(ops, h));
+        h = Norm2.ForwardActivated(ops, h);
         if (Dropout > 0f) h = ops.Dropout(h, Dropout);
         h = Conv2.Forward(ops, h);
         return ops.Add(h, Skip is null ? x : Skip.Forward(ops, x));

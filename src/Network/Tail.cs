@@ -13,7 +13,7 @@ public sealed class Tail(string name, int inChannels, int outChannels, int group
     public Conv2d Conv { get; } = new($"{name}.conv", inChannels, outChannels, 3, nearZero: true);
 
     /// <summary>h [N,C,S,S] → ε̂ [N,in_ch,S,S].</summary>
-    public override T Forward<T>(IForwardOps<T> ops, T h, T embedding) => Conv.Forward(ops, ops.Activate(Norm.Forward(ops, h)));
+    public override T Forward<T>(IForwardOps<T> ops, T h, T embedding) => Conv.Forward(ops, Norm.ForwardActivated(ops, h));
 
     /// <inheritdoc/>
     public override string Describe(int[] outputShape, Activation activation) =>

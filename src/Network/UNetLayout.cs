@@ -120,6 +120,8 @@ public sealed class UNetLayout
 
         public int[] Activate(int[] x) => x;
 
+        public int[] GroupNormActivate(GroupNorm layer, int[] x) => Activate(GroupNorm(layer, x));
+
         public int[] Add(int[] a, int[] b)
         {
             Expect(a.SequenceEqual(b), $"add of {Shape(a)}", b);

@@ -1,6 +1,7 @@
 using ILGPU;
 using IlgpuDdpm.Autodiff;
 using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Elementwise;
 using IlgpuDdpm.Kernels.Norm;
 using IlgpuDdpm.Kernels.Reduce;
 using NUnit.Framework;
@@ -117,7 +118,7 @@ public sealed class NormTests
         using var dgamma = Upload(priorGamma);
         using var dbeta = Upload(priorBeta);
         Kernels.Forward(xb.View, gb.View, bb.View, y.View, mean.View, rstd.View, dims, Eps, variant, TreeWidth);
-        Kernels.Backward(xb.View, gb.View, mean.View, rstd.View, dyb.View, dx.View, dgamma.View, dbeta.View, dims, variant, TreeWidth);
+        Kernels.Backward(xb.View, gb.View, bb.View, mean.View, rstd.View, dyb.View, dx.View, dgamma.View, dbeta.View, dims, variant, TreeWidth);
 
         // Kernel (minus what was there before: backward adds) vs the analytic double reference, everywhere.
         var (rdx, rdg, rdb) = NormReference.GroupNormBackward(xd, gd, dyd, n, c, g, s, Eps);
@@ -163,7 +164,7 @@ public sealed class NormTests
         using var dgamma = Device.Pool.RentZeroed<float>(c);
         using var dbeta = Device.Pool.RentZeroed<float>(c);
         Kernels.Forward(xb.View, gb.View, gb.View, y.View, mean.View, rstd.View, dims, Eps, ReductionVariant.GroupTree, 256);
-        Kernels.Backward(xb.View, gb.View, mean.View, rstd.View, dyb.View, dx.View, dgamma.View, dbeta.View, dims, ReductionVariant.GroupTree, 256);
+        Kernels.Backward(xb.View, gb.View, gb.View, mean.View, rstd.View, dyb.View, dx.View, dgamma.View, dbeta.View, dims, ReductionVariant.GroupTree, 256);
         Check.Close(y.ToArray(), ry, 1e-5, 1e-5, "y");
         Check.Close(dx.ToArray(), rdx, 1e-4, 2e-5, "dx");
         Check.Close(dgamma.ToArray(), rdg, 1e-4, 1e-4, "dgamma");
@@ -189,12 +190,12 @@ public sealed class NormTests
         using var dbeta = Device.Pool.RentZeroed<float>(6);
         Kernels.Forward(xb.View, gb.View, gb.View, y.View, mean.View, rstd.View, dims);
 
-        Kernels.Backward(xb.View, gb.View, mean.View, rstd.View, dyb.View, default, dgamma.View, default, dims);
+        Kernels.Backward(xb.View, gb.View, gb.View, mean.View, rstd.View, dyb.View, default, dgamma.View, default, dims);
         Check.Close(dgamma.ToArray(), rdg, 1e-4, 1e-5, "dgamma alone");
         Assert.That(dx.ToArray(), Is.All.EqualTo(0f), "dx untouched");
         Assert.That(dbeta.ToArray(), Is.All.EqualTo(0f), "dbeta untouched");
 
-        Kernels.Backward(xb.View, gb.View, mean.View, rstd.View, dyb.View, dx.View, default, dbeta.View, dims);
+        Kernels.Backward(xb.View, gb.View, gb.View, mean.View, rstd.View, dyb.View, dx.View, default, dbeta.View, dims);
         Check.Close(dx.ToArray(), rdx, 1e-4, 1e-5, "dx without dgamma");
         Check.Close(dbeta.ToArray(), rdb, 1e-4, 1e-5, "dbeta without dgamma");
         Check.Close(dgamma.ToArray(), rdg, 1e-4, 1e-5, "dgamma unchanged by the second call");
@@ -218,7 +219,7 @@ public sealed class NormTests
             using var dg = Device.Pool.RentZeroed<float>(8);
             using var db = Device.Pool.RentZeroed<float>(8);
             Kernels.Forward(xb.View, gb.View, bb.View, y.View, mean.View, rstd.View, dims, Eps, variant, TreeWidth);
-            Kernels.Backward(xb.View, gb.View, mean.View, rstd.View, dyb.View, dx.View, dg.View, db.View, dims, variant, TreeWidth);
+            Kernels.Backward(xb.View, gb.View, bb.View, mean.View, rstd.View, dyb.View, dx.View, dg.View, db.View, dims, variant, TreeWidth);
             return [y.ToArray(), rstd.ToArray(), dx.ToArray(), dg.ToArray(), db.ToArray()];
         }
         var first = Run();
@@ -315,6 +316,89 @@ public sealed class NormTests
             return yr.Select((v, i) => (v - ud[i]) * (v - ud[i])).Sum() / yr.Length;
         }
         Check.Close(gamma.Grad!.ToArray(), FiniteDifference.Gradient(Loss, TestData.ToDouble(gv)), 1e-3, 1e-6, "dL/dgamma");
+    }
+
+    // ---- group norm with the activation fused in ----
+
+    // The fused kernels against the two ops they replace (the plain norm, then the activation's own kernels, each
+    // tested against its reference above and in ElementwiseTests): the same bits, forward and every gradient, so the
+    // U-Net computes the same function. γ and β are not 1 and 0, so z = x̂γ + β is recomputed in the backward for real.
+    [TestCase(ReductionVariant.PerThreadLoop, "silu")]
+    [TestCase(ReductionVariant.GroupTree, "silu")]
+    [TestCase(ReductionVariant.PerThreadLoop, "gelu")]
+    [TestCase(ReductionVariant.GroupTree, "gelu")]
+    public void FusedActivationGivesTheBitsOfTheNormThenTheActivation(ReductionVariant variant, string activation)
+    {
+        if (activation == "silu") CheckFused(new SiluOp(), variant);
+        else CheckFused(new GeluOp(), variant);
+    }
+
+    private static void CheckFused<TOp>(TOp op, ReductionVariant variant) where TOp : struct, IUnaryOp
+    {
+        var dims = new GroupNormDims(2, 8, 4, 37);
+        using var xb = Upload(TestData.Uniform(dims.Length, 91, 3f));
+        using var gb = Upload(TestData.Uniform(8, 92, 1.5f));
+        using var bb = Upload(TestData.Uniform(8, 93));
+        using var dyb = Upload(TestData.Uniform(dims.Length, 94));
+        var elementwise = Device.Kernels<ElementwiseKernels>();
+        float[][] Run(bool fused)
+        {
+            using var y = Device.Pool.Rent<float>(dims.Length);
+            using var mean = Device.Pool.Rent<float>(dims.StatCount);
+            using var rstd = Device.Pool.Rent<float>(dims.StatCount);
+            using var dx = Device.Pool.RentZeroed<float>(dims.Length);
+            using var dg = Device.Pool.RentZeroed<float>(8);
+            using var db = Device.Pool.RentZeroed<float>(8);
+            if (fused)
+            {
+                Kernels.Forward(op, xb.View, gb.View, bb.View, y.View, mean.View, rstd.View, dims, Eps, variant, TreeWidth);
+                Kernels.Backward(op, xb.View, gb.View, bb.View, mean.View, rstd.View, dyb.View, dx.View, dg.View, db.View, dims, variant, TreeWidth);
+            }
+            else
+            {
+                using var z = Device.Pool.Rent<float>(dims.Length);
+                using var dz = Device.Pool.RentZeroed<float>(dims.Length); // as the tape hands it out
+                Kernels.Forward(xb.View, gb.View, bb.View, z.View, mean.View, rstd.View, dims, Eps, variant, TreeWidth);
+                elementwise.Unary(op, z.View, y.View);
+                elementwise.UnaryBackward(op, z.View, dyb.View, dz.View);
+                Kernels.Backward(xb.View, gb.View, bb.View, mean.View, rstd.View, dz.View, dx.View, dg.View, db.View, dims, variant, TreeWidth);
+            }
+            return [y.ToArray(), dx.ToArray(), dg.ToArray(), db.ToArray()];
+        }
+        var fusedRun = Run(fused: true);
+        var separate = Run(fused: false);
+        string[] names = ["y", "dx", "dgamma", "dbeta"];
+        for (int i = 0; i < names.Length; i++) Check.BitIdentical(fusedRun[i], separate[i], $"{names[i]}: {typeof(TOp).Name} fused vs after the norm ({variant})");
+    }
+
+    [Test]
+    public void FusedOpOnTheTapeMatchesTheReferenceAndFiniteDifferences()
+    {
+        // L = mean((silu(GroupNorm(x)) − u)²) in double: the reference the fused op's forward and three gradients meet.
+        const int n = 2, c = 6, g = 3, s = 10;
+        var xv = TestData.Uniform(n * c * s, 101, 2f);
+        var gv = TestData.Uniform(c, 102, 1.5f);
+        var bv = TestData.Uniform(c, 103);
+        var uv = TestData.Uniform(n * c * s, 104);
+        using var x = Tensor.FromArray(Device, xv, n, c, s);
+        using var gamma = Tensor.FromArray(Device, gv, c);
+        using var beta = Tensor.FromArray(Device, bv, c);
+        using var target = Tensor.FromArray(Device, uv, n, c, s);
+        x.RequireGrad();
+        gamma.RequireGrad();
+        beta.RequireGrad();
+        double[] xd = TestData.ToDouble(xv), gd = TestData.ToDouble(gv), bd = TestData.ToDouble(bv), ud = TestData.ToDouble(uv);
+        double[] Reference(double[] xs, double[] gs, double[] bs) =>
+            NormReference.GroupNorm(xs, gs, bs, n, c, g, s, Eps).Y.Select(z => z / (1 + Math.Exp(-z))).ToArray();
+        double Loss(double[] xs, double[] gs, double[] bs) => Reference(xs, gs, bs).Select((v, i) => (v - ud[i]) * (v - ud[i])).Sum() / ud.Length;
+
+        var tape = new Tape(Device);
+        var y = tape.GroupNorm(x, gamma, beta, g, new SiluOp(), Eps);
+        Check.Close(y.ToArray(), Reference(xd, gd, bd), 1e-5, 1e-5, "fused forward");
+        tape.Backward(tape.MseLoss(y, target));
+        Check.Close(x.Grad!.ToArray(), FiniteDifference.Gradient(v => Loss(v, gd, bd), xd), 1e-3, 1e-6, "dL/dx");
+        Check.Close(gamma.Grad!.ToArray(), FiniteDifference.Gradient(v => Loss(xd, v, bd), gd), 1e-3, 1e-6, "dL/dgamma");
+        Check.Close(beta.Grad!.ToArray(), FiniteDifference.Gradient(v => Loss(xd, gd, v), bd), 1e-3, 1e-6, "dL/dbeta");
     }
 
     private static float[] Minus(float[] a, float[] b) => a.Select((v, i) => v - b[i]).ToArray();

@@ -1,6 +1,7 @@
 using ILGPU;
 using ILGPU.Runtime;
 using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Elementwise;
 using IlgpuDdpm.Kernels.Reduce;
 
 namespace IlgpuDdpm.Kernels.Norm;
@@ -60,7 +61,8 @@ public readonly struct GroupNormDims
 /// Every sum is the deterministic reduction of <see cref="ReduceKernels"/> (fixed order, no atomics,
 /// <see cref="ReductionVariant"/>): a row's two sums (the statistics; the backward's per-channel sums) in one
 /// thread or group with its LoopSum / TreeSum, the rest through <see cref="ReduceKernels.Rows{TTerm, TSink}"/>;
-/// the normalisation and the input gradient are element-wise kernels.
+/// the normalisation and the input gradient are element-wise kernels. An activation that follows the norm
+/// (<see cref="IUnaryOp"/>: the U-Net's SiLU) can be fused into both passes, saving its two launches per step.
 /// </summary>
 public sealed class NormKernels : IKernelFamily<NormKernels>
 {
@@ -71,10 +73,11 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     public static KernelProbes Probes { get; } = new("Norm", 1e-4, [.. new[] { new GroupNormDims(2, 16, 4, 8 * 8), new GroupNormDims(3, 12, 4, 7 * 9),
         new GroupNormDims(2, 64, 8, 33 * 33) }.Select(d => new KernelProbe($"GroupNorm forward+backward {d}", k =>
     {
-        var (x, gamma, mean, rstd) = (k.In(d.Length, -2f, 3f), k.In(d.C, 0.5f, 1.5f), k.Out(d.StatCount), k.Out(d.StatCount));
-        k.Kernels<NormKernels>().Forward(x.View, gamma.View, k.In(d.C, -0.5f, 0.5f).View, k.Out(d.Length).View, mean.View, rstd.View, d);
-        k.Kernels<NormKernels>().Backward(x.View, gamma.View, mean.View, rstd.View, k.In(d.Length).View, k.Out(d.Length).View,
-            k.Out(d.C).View, k.Out(d.C).View, d);
+        var (norm, x, gamma, beta, mean, rstd) = (k.Kernels<NormKernels>(), k.In(d.Length, -2f, 3f), k.In(d.C, 0.5f, 1.5f), k.In(d.C, -0.5f, 0.5f), k.Out(d.StatCount), k.Out(d.StatCount));
+        norm.Forward(x.View, gamma.View, beta.View, k.Out(d.Length).View, mean.View, rstd.View, d);
+        norm.Backward(x.View, gamma.View, beta.View, mean.View, rstd.View, k.In(d.Length).View, k.Out(d.Length).View, k.Out(d.C).View, k.Out(d.C).View, d);
+        norm.Forward(new SiluOp(), x.View, gamma.View, beta.View, k.Out(d.Length).View, mean.View, rstd.View, d); // GroupNorm + SiLU, fused
+        norm.Backward(new SiluOp(), x.View, gamma.View, beta.View, mean.View, rstd.View, k.In(d.Length).View, k.Out(d.Length).View, k.Out(d.C).View, k.Out(d.C).View, d);
     }))]);
 
     private readonly ComputeDevice device;
@@ -138,12 +141,15 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
             device.LaunchElements(reduce.SegmentShape(length), rows, new RowSumsLoopKernel<TRow, TFirst, TSecond>(row, length));
     }
 
-    // The generic kernels' instantiations, for the PTX test.
+    // The row-sum kernels' instantiations, for the PTX test (the backward's once per activation it is fused with).
     internal static IEnumerable<Type> LaunchedKernels =>
     [
         typeof(RowSumsLoopKernel<StatsRow, ValueTerm, CenteredSquareTerm>), typeof(RowSumsTreeKernel<StatsRow, ValueTerm, CenteredSquareTerm>),
-        typeof(RowSumsLoopKernel<ChannelRow, ValueTerm, XhatTerm>), typeof(RowSumsTreeKernel<ChannelRow, ValueTerm, XhatTerm>),
+        .. ChannelRowKernels<IdentityOp>(), .. ChannelRowKernels<SiluOp>(), .. ChannelRowKernels<GeluOp>(),
     ];
+
+    private static Type[] ChannelRowKernels<TOp>() where TOp : struct, IUnaryOp =>
+        [typeof(RowSumsLoopKernel<ChannelRow<TOp>, GateTerm<TOp>, GateXhatTerm<TOp>>), typeof(RowSumsTreeKernel<ChannelRow<TOp>, GateTerm<TOp>, GateXhatTerm<TOp>>)];
 
     // (x[i] − μ)² with the row's mean μ held in a register.
     internal readonly struct CenteredSquareTerm(ArrayView<float> x, float mu) : IReductionTerm
@@ -175,14 +181,14 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     // with the group tree (a GPU's) it is one element, so neighbouring threads read neighbouring addresses.
     private int Run(GroupNormDims dims, ReductionVariant variant) => reduce.Resolve(variant) == ReductionVariant.PerThreadLoop ? dims.Spatial : 1;
 
-    // y[i] = (x[i] − μ_r)·rstd_r·γ[c] + β[c].
-    internal readonly struct GroupNormForwardKernel(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> y, int run, int spatial, int channelsPerGroup, int channels) : IElementKernel
+    // y[i] = f((x[i] − μ_r)·rstd_r·γ[c] + β[c]), f the fused activation (IdentityOp: none).
+    internal readonly struct GroupNormForwardKernel<TOp>(TOp op, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> y, int run, int spatial, int channelsPerGroup, int channels) : IElementKernel where TOp : struct, IUnaryOp
     {
         public void Element(int u)
         {
             int start = u * run, nc = start / spatial, r = nc / channelsPerGroup;
             float mu = mean[r], rs = rstd[r], g = gamma[nc % channels], b = beta[nc % channels];
-            for (int i = start; i < start + run; i++) y[i] = (x[i] - mu) * rs * g + b;
+            for (int i = start; i < start + run; i++) y[i] = op.Forward((x[i] - mu) * rs * g + b);
         }
     }
 
@@ -192,7 +198,17 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     /// <paramref name="maxTreeWidth"/> caps the tree variant's group (0 = the widest; tests use small ones).
     /// </summary>
     public void Forward(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> y,
+        ArrayView<float> mean, ArrayView<float> rstd, GroupNormDims dims, float eps = 1e-5f, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0) =>
+        Forward(new IdentityOp(), x, gamma, beta, y, mean, rstd, dims, eps, variant, maxTreeWidth);
+
+    /// <summary>
+    /// <see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, GroupNormDims, float, ReductionVariant, int)"/>
+    /// followed by the activation <paramref name="op"/>, in the same launches: y = op(GroupNorm(x)), bit for bit what the two
+    /// kernels give one after the other; the normalised values are never stored.
+    /// </summary>
+    public void Forward<TOp>(TOp op, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> y,
         ArrayView<float> mean, ArrayView<float> rstd, GroupNormDims dims, float eps = 1e-5f, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0)
+        where TOp : struct, IUnaryOp
     {
         Expect(x, dims.Length, "x", dims);
         Expect(y, dims.Length, "y", dims);
@@ -204,7 +220,7 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         int m = dims.GroupSize;
         RowSums<StatsRow, ValueTerm, CenteredSquareTerm>(new StatsRow(x, mean, rstd, m, eps), dims.StatCount, m, variant, maxTreeWidth);
         int run = Run(dims, variant);
-        device.LaunchElements(dims.Length / run, new GroupNormForwardKernel(x, gamma, beta, mean, rstd, y, run, dims.Spatial, dims.ChannelsPerGroup, dims.C));
+        device.LaunchElements(dims.Length / run, new GroupNormForwardKernel<TOp>(op, x, gamma, beta, mean, rstd, y, run, dims.Spatial, dims.ChannelsPerGroup, dims.C));
     }
 
     // =============================================================================================
@@ -215,22 +231,35 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     // same with the group as the normalisation set). Because γ is constant over a channel,
     //   Σ_row g = Σ_{c∈g} γ[c]·A[n,c],  Σ_row g·x̂ = Σ_{c∈g} γ[c]·B[n,c],
     // with the per-(n,c) sums A = Σ_s dy, B = Σ_s dy·x̂ — which also give dβ = Σ_n A, dγ = Σ_n B.
+    // With an activation f fused after the norm, dy in all of this is the gradient below it, dz = dy·f′(z) at
+    // z = x̂·γ[c] + β[c], recomputed where it is read (the same bits as f's own backward kernel, never stored).
     // Every sum is deterministic: (1) A, B over the S values of each (n,c), both in one pass (RowSums); then row
     // reductions with both sums as rows of one launch: (2) dβ, dγ over n per channel; (3) Σγ·A, Σγ·B over the
     // channels of each (n,g); then (4) dx element-wise.
 
-    // dy[i]·x̂[i] with the row's μ and rstd held in registers.
-    internal readonly struct XhatTerm(ArrayView<float> x, ArrayView<float> dy, float mu, float rs) : IReductionTerm
+    // dz[i] = op.Backward(z, dy[i]) at z = x̂·γ + β, with the row's μ, rstd, γ[c] and β[c] held in registers (IdentityOp: dy[i]).
+    internal readonly struct GateTerm<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, float mu, float rs, float g, float b) : IReductionTerm where TOp : struct, IUnaryOp
     {
-        public float At(int r, int i) => dy[i] * ((x[i] - mu) * rs);
+        public float At(int r, int i) => op.Backward((x[i] - mu) * rs * g + b, dy[i]);
     }
 
-    // (1) Row nc = n·C + c of S values: A = Σ dy, B = Σ dy·x̂, its statistics row n·G + c/(C/G) = nc / (C/G).
-    internal readonly struct ChannelRow(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> partials, int channelsPerGroup, int count) : IRowSums<ValueTerm, XhatTerm>
+    // dz[i]·x̂[i].
+    internal readonly struct GateXhatTerm<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, float mu, float rs, float g, float b) : IReductionTerm where TOp : struct, IUnaryOp
     {
-        public ValueTerm First(int nc) => new(dy);
+        public float At(int r, int i)
+        {
+            float xhat = (x[i] - mu) * rs;
+            return op.Backward(xhat * g + b, dy[i]) * xhat;
+        }
+    }
 
-        public XhatTerm Second(int nc, float a) => new(x, dy, mean[nc / channelsPerGroup], rstd[nc / channelsPerGroup]);
+    // (1) Row nc = n·C + c of S values: A = Σ dz, B = Σ dz·x̂, its statistics row n·G + c/(C/G) = nc / (C/G).
+    internal readonly struct ChannelRow<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd,
+                                             ArrayView<float> partials, int channelsPerGroup, int channels, int count) : IRowSums<GateTerm<TOp>, GateXhatTerm<TOp>> where TOp : struct, IUnaryOp
+    {
+        public GateTerm<TOp> First(int nc) => new(op, x, dy, mean[nc / channelsPerGroup], rstd[nc / channelsPerGroup], gamma[nc % channels], beta[nc % channels]);
+
+        public GateXhatTerm<TOp> Second(int nc, float a) => new(op, x, dy, mean[nc / channelsPerGroup], rstd[nc / channelsPerGroup], gamma[nc % channels], beta[nc % channels]);
 
         public void Write(int nc, float a, float b)
         {
@@ -268,32 +297,42 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         public float At(int r, int i) => gamma[i % channels] * partials[i];
     }
 
-    // (4) dx[i] += rstd·(dy·γ[c] − (Σg + x̂·Σg·x̂)/M), a unit of `run` elements of one (n, c) row as in the forward.
-    internal readonly struct GroupNormInputBackwardKernel(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> sums, ArrayView<float> dx, int run, int spatial, int channelsPerGroup, int channels, float invM, int stats) : IElementKernel
+    // (4) dx[i] += rstd·(dz·γ[c] − (Σg + x̂·Σg·x̂)/M), a unit of `run` elements of one (n, c) row as in the forward.
+    internal readonly struct GroupNormInputBackwardKernel<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> sums, ArrayView<float> dx, int run, int spatial, int channelsPerGroup, int channels, float invM, int stats) : IElementKernel where TOp : struct, IUnaryOp
     {
         public void Element(int u)
         {
             int start = u * run, nc = start / spatial, r = nc / channelsPerGroup;
-            float mu = mean[r], rs = rstd[r], g = gamma[nc % channels], sa = sums[r], sb = sums[stats + r];
+            float mu = mean[r], rs = rstd[r], g = gamma[nc % channels], b = beta[nc % channels], sa = sums[r], sb = sums[stats + r];
             for (int i = start; i < start + run; i++)
             {
                 float xhat = (x[i] - mu) * rs;
-                dx[i] += rs * (dy[i] * g - (sa + xhat * sb) * invM);
+                dx[i] += rs * (op.Backward(xhat * g + b, dy[i]) * g - (sa + xhat * sb) * invM);
             }
         }
     }
 
     /// <summary>
-    /// Backward of <see cref="Forward"/> given dy [N,C,S] and the saved mean and rstd [N·G]. ADDS into the
+    /// Backward of the plain <c>Forward</c> given dy [N,C,S] and the saved mean and rstd [N·G]. ADDS into the
     /// gradient outputs: dx [N,C,S] += ∂L/∂x, dgamma [C] += ∂L/∂γ, dbeta [C] += ∂L/∂β. Pass an empty view
     /// (<c>default</c>) for a gradient that is not needed. Deterministic (fixed summation orders, no atomics).
     /// </summary>
-    public void Backward(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dy,
+    public void Backward(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dy,
+        ArrayView<float> dx, ArrayView<float> dgamma, ArrayView<float> dbeta, GroupNormDims dims, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0) =>
+        Backward(new IdentityOp(), x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dims, variant, maxTreeWidth);
+
+    /// <summary>
+    /// Backward of the fused <c>Forward&lt;TOp&gt;</c>: dy is the gradient of op(GroupNorm(x)), and the activation's
+    /// derivative is applied where dy is read (β is needed for it). ADDS into the gradient outputs as the plain one does.
+    /// </summary>
+    public void Backward<TOp>(TOp op, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dy,
         ArrayView<float> dx, ArrayView<float> dgamma, ArrayView<float> dbeta, GroupNormDims dims, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0)
+        where TOp : struct, IUnaryOp
     {
         Expect(x, dims.Length, "x", dims);
         Expect(dy, dims.Length, "dy", dims);
         Expect(gamma, dims.C, "gamma", dims);
+        Expect(beta, dims.C, "beta", dims);
         Expect(mean, dims.StatCount, "mean", dims);
         Expect(rstd, dims.StatCount, "rstd", dims);
         bool wantX = dx.Length != 0, wantGamma = dgamma.Length != 0, wantBeta = dbeta.Length != 0;
@@ -305,7 +344,8 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         // Scratch goes back to the pool once the kernels are queued: later users are queued after them on the same stream.
         int count = dims.N * dims.C;
         using var partials = device.Pool.Rent<float>(2 * count);
-        RowSums<ChannelRow, ValueTerm, XhatTerm>(new ChannelRow(x, dy, mean, rstd, partials.View, dims.ChannelsPerGroup, count), count, dims.Spatial, variant, maxTreeWidth);
+        RowSums<ChannelRow<TOp>, GateTerm<TOp>, GateXhatTerm<TOp>>(new ChannelRow<TOp>(op, x, dy, gamma, beta, mean, rstd, partials.View, dims.ChannelsPerGroup, dims.C, count),
+                                                                   count, dims.Spatial, variant, maxTreeWidth);
         if (wantBeta || wantGamma)
         {
             int first = wantBeta ? 0 : dims.C, columns = (wantBeta ? dims.C : 0) + (wantGamma ? dims.C : 0);
@@ -315,7 +355,7 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         using var sums = device.Pool.Rent<float>(2 * dims.StatCount);
         reduce.Rows(new GammaWeightedTerm(partials.View, gamma, dims.C), new StoreSink(sums.View, 0, 1f), 2 * dims.StatCount, dims.ChannelsPerGroup, variant, maxTreeWidth);
         int run = Run(dims, variant);
-        device.LaunchElements(dims.Length / run, new GroupNormInputBackwardKernel(x, dy, gamma, mean, rstd, sums.View, dx, run, dims.Spatial, dims.ChannelsPerGroup, dims.C, 1f / dims.GroupSize, dims.StatCount));
+        device.LaunchElements(dims.Length / run, new GroupNormInputBackwardKernel<TOp>(op, x, dy, gamma, beta, mean, rstd, sums.View, dx, run, dims.Spatial, dims.ChannelsPerGroup, dims.C, 1f / dims.GroupSize, dims.StatCount));
     }
 
     private static void Expect(ArrayView<float> view, int length, string name, GroupNormDims dims)
