@@ -1,5 +1,6 @@
 using ILGPU;
 using IlgpuDdpm.Kernels.Conv;
+using IlgpuDdpm.Kernels.Elementwise;
 
 namespace IlgpuDdpm.Autodiff;
 
@@ -12,22 +13,46 @@ public static class ConvOps
     /// the U-Net; any positive value works) in both directions; y [N, Cout, Ho, Wo] with Ho = (H + 2·padding − K) / stride + 1.
     /// Records gradients for x (transposed convolution), weight and bias when they require one.
     /// </summary>
-    public static Tensor Conv2d(this Tape tape, Tensor x, Tensor weight, Tensor? bias, int stride = 1, int padding = -1)
+    public static Tensor Conv2d(this Tape tape, Tensor x, Tensor weight, Tensor? bias, int stride = 1, int padding = -1) =>
+        tape.Conv2d(x, weight, bias, null, stride, padding);
+
+    /// <summary>
+    /// y = conv2d(x, weight) + bias + <paramref name="addend"/>, the add fused into the convolution's epilogue
+    /// (<see cref="ConvAddend"/>): addend [N, Cout, Ho, Wo] (a residual) or [N, Cout] (broadcast over each output
+    /// plane: the time embedding), or null for none. The same bits as the convolution followed by
+    /// <c>tape.Add</c> or <c>tape.AddChannelVector</c>; the addend's gradient is dy, or dy summed over each plane.
+    /// </summary>
+    public static Tensor Conv2d(this Tape tape, Tensor x, Tensor weight, Tensor? bias, Tensor? addend, int stride = 1, int padding = -1)
     {
         var s = ShapeOf(x, weight, bias, stride, padding);
+        var kind = AddendOf(addend, s);
         var y = tape.NewTensor(s.N, s.Cout, s.Ho, s.Wo);
         var kernels = tape.Device.Kernels<ConvKernels>();
-        kernels.Forward(x.View, weight.View, bias?.View ?? ArrayView<float>.Empty, y.View, s);
-        if (tape.NeedsGrad(x, weight, bias))
+        kernels.Forward(x.View, weight.View, bias?.View ?? ArrayView<float>.Empty, y.View, s, addend?.View ?? ArrayView<float>.Empty, kind);
+        if (tape.NeedsGrad(x, weight, bias) || addend is { RequiresGrad: true })
         {
             tape.Record(y, dy =>
             {
                 if (x.RequiresGrad) kernels.BackwardInput(dy.View, weight.View, tape.GradOf(x).View, s);
                 if (weight.RequiresGrad) kernels.BackwardWeight(x.View, dy.View, tape.GradOf(weight).View, s);
                 if (bias is not null && bias.RequiresGrad) kernels.BackwardBias(dy.View, tape.GradOf(bias).View, s);
+                if (addend is not null && addend.RequiresGrad)
+                {
+                    var elementwise = tape.Device.Kernels<ElementwiseKernels>();
+                    if (kind == ConvAddend.SameShape) elementwise.AddInto(tape.GradOf(addend).View, dy.View);
+                    else elementwise.AddChannelVectorBackward(dy.View, default, tape.GradOf(addend).View, s.N, s.Cout, s.Ho * s.Wo);
+                }
             });
         }
         return y;
+    }
+
+    private static ConvAddend AddendOf(Tensor? addend, ConvShape s)
+    {
+        if (addend is null) return ConvAddend.None;
+        if (addend.Rank == 4 && addend.Dim(0) == s.N && addend.Dim(1) == s.Cout && addend.Dim(2) == s.Ho && addend.Dim(3) == s.Wo) return ConvAddend.SameShape;
+        if (addend.Rank == 2 && addend.Dim(0) == s.N && addend.Dim(1) == s.Cout) return ConvAddend.PerChannel;
+        throw new ArgumentException($"conv2d addend must be [{s.N}, {s.Cout}, {s.Ho}, {s.Wo}] (the output's shape) or [{s.N}, {s.Cout}], got {Tensor.ShapeText(addend.Shape)}");
     }
 
     /// <summary>Validates the operands (one-line <see cref="ArgumentException"/>s) and returns the kernels' shape.</summary>

@@ -34,4 +34,7 @@ public sealed class Conv2d(string name, int inChannels, int outChannels, int ker
 
     /// <summary>x [N,Cin,H,W] → [N,Cout,Ho,Wo].</summary>
     public T Forward<T>(IForwardOps<T> ops, T x) => ops.Conv2d(this, x);
+
+    /// <summary>conv(x) + what <paramref name="addend"/> computes ([N,Cout,Ho,Wo], or [N,Cout] broadcast over Ho, Wo) as one fused op.</summary>
+    public T Forward<T>(IForwardOps<T> ops, T x, Func<T> addend) => ops.Conv2dAdd(this, x, addend);
 }

@@ -16,6 +16,13 @@ public interface IForwardOps<T>
     /// <summary>x [N,Cin,H,W] → [N,Cout,Ho,Wo] with the layer's weight and bias.</summary>
     T Conv2d(Conv2d layer, T x);
 
+    /// <summary>
+    /// conv(x) + addend, the add fused into the convolution: the addend has the output's shape (a residual) or is
+    /// [N, Cout], broadcast over H, W (the time embedding). It is computed by <paramref name="addend"/>, which runs after
+    /// the convolution's parameters are read, so the parameter order stays that of the conv followed by the add.
+    /// </summary>
+    T Conv2dAdd(Conv2d layer, T x, Func<T> addend);
+
     /// <summary>x [N,In] → [N,Out] = x·Wᵀ + b.</summary>
     T Linear(Linear layer, T x);
 

@@ -24,6 +24,12 @@ internal sealed class TapeOps(Tape tape, Func<string, Parameter> parameters, Act
     public Tensor Conv2d(Conv2d layer, Tensor x) =>
         tape.Conv2d(x, parameters(layer.Weight.Name), parameters(layer.Bias.Name), layer.Stride, layer.Padding);
 
+    public Tensor Conv2dAdd(Conv2d layer, Tensor x, Func<Tensor> addend)
+    {
+        var (weight, bias) = (parameters(layer.Weight.Name), parameters(layer.Bias.Name));
+        return tape.Conv2d(x, weight, bias, addend(), layer.Stride, layer.Padding); // the epilogue reads the addend: it is computed first
+    }
+
     public Tensor Linear(Linear layer, Tensor x) => tape.Linear(x, parameters(layer.Weight.Name), parameters(layer.Bias.Name));
 
     public Tensor GroupNorm(GroupNorm layer, Tensor x) =>

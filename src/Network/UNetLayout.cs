@@ -103,6 +103,13 @@ public sealed class UNetLayout
             return [layer.OutChannels, ho, wo];
         }
 
+        public int[] Conv2dAdd(Conv2d layer, int[] x, Func<int[]> addend)
+        {
+            var y = Conv2d(layer, x);
+            var a = addend();
+            return a.Length == 1 ? AddChannelVector(y, a) : Add(y, a);
+        }
+
         public int[] Linear(Linear layer, int[] x)
         {
             Expect(x.Length == 1 && x[0] == layer.InFeatures, $"{layer.Name} ({layer.InFeatures} features in)", x);

@@ -1,6 +1,7 @@
 using ILGPU;
 using IlgpuDdpm.Autodiff;
 using IlgpuDdpm.Kernels.Conv;
+using IlgpuDdpm.Kernels.Elementwise;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Matmul;
 using NUnit.Framework;
@@ -107,6 +108,37 @@ public sealed class ConvTests
 
         kernels.Forward(xb.View, wb.View, ArrayView<float>.Empty, yb.View, s, Variant(variant));
         Check.Close(yb.ToArray(), ConvReference.Forward(TestData.ToDouble(x), TestData.ToDouble(wt), null, s), Rtol, Atol, $"forward without bias {s}");
+    }
+
+    // The add fused into the epilogue (ConvAddend) against the convolution followed by the element-wise add it
+    // replaces, on every path (blocked 3×3 stride 1 and 2, blocked 1×1, the GEMM core's pointwise and im2col, the tiled
+    // kernels): the same bits, with and without a bias.
+    [TestCaseSource(nameof(Cases))]
+    public void FusedAddGivesTheBitsOfTheConvolutionThenTheAdd(string variant, int n, int cin, int h, int w, int cout, int k, int stride, int pad)
+    {
+        var s = new ConvShape(n, cin, h, w, cout, k, stride, pad);
+        var (device, kernels) = On(variant);
+        var elementwise = device.Kernels<ElementwiseKernels>();
+        using var xb = Upload(device, TestData.Uniform(s.InputLength, 1));
+        using var wb = Upload(device, TestData.Uniform(s.WeightLength, 2, 0.5f));
+        using var bb = Upload(device, TestData.Uniform(s.Cout, 3));
+        using var residual = Upload(device, TestData.Uniform(s.OutputLength, 4));
+        using var vector = Upload(device, TestData.Uniform(s.N * s.Cout, 5));
+        using var fused = device.Pool.Rent<float>(s.OutputLength);
+        using var plain = device.Pool.Rent<float>(s.OutputLength);
+        using var expected = device.Pool.Rent<float>(s.OutputLength);
+        foreach (var bias in new[] { bb.View, ArrayView<float>.Empty })
+        {
+            kernels.Forward(xb.View, wb.View, bias, plain.View, s, Variant(variant));
+            kernels.Forward(xb.View, wb.View, bias, fused.View, s, residual.View, ConvAddend.SameShape, Variant(variant));
+            elementwise.Add(plain.View, residual.View, expected.View);
+            Check.BitIdentical(fused.ToArray(), expected.ToArray(), $"conv + residual {s}, bias {bias.Length != 0}");
+            kernels.Forward(xb.View, wb.View, bias, fused.View, s, vector.View, ConvAddend.PerChannel, Variant(variant));
+            elementwise.AddChannelVector(plain.View, vector.View, expected.View, s.N, s.Cout, s.Ho * s.Wo);
+            Check.BitIdentical(fused.ToArray(), expected.ToArray(), $"conv + per-channel vector {s}, bias {bias.Length != 0}");
+        }
+        var e = Assert.Throws<ArgumentException>(() => kernels.Forward(xb.View, wb.View, bb.View, fused.View, s, vector.View, ConvAddend.SameShape))!;
+        Assert.That(e.Message, Does.Contain("conv addend (SameShape): expected").And.Not.Contain("\n"));
     }
 
     [TestCaseSource(nameof(Cases))]
@@ -337,6 +369,47 @@ public sealed class ConvTests
         Assert.That(tape.RecordedSteps, Is.EqualTo(0), "nothing needs a gradient");
         Check.Close(z.ToArray(), ConvReference.Forward(TestData.ToDouble(x), TestData.ToDouble(wt), null, s), Rtol, Atol, "Conv2d without bias");
         tape.Clear();
+    }
+
+    // The fused op on the tape against the two ops it replaces: the same output and the same bits in every gradient,
+    // the addend's included (dy itself for a residual, dy summed over each plane for a per-channel vector).
+    [TestCase(3, 1, 1, false)]
+    [TestCase(3, 2, 1, true)]
+    [TestCase(1, 1, 0, false)]
+    [TestCase(3, 1, 1, true)]
+    public void Conv2dWithAnAddendGivesTheBitsOfTheConvThenTheAdd(int k, int stride, int padding, bool perChannel)
+    {
+        var s = new ConvShape(2, 3, 7, 7, 4, k, stride, padding);
+        float[][] Run(bool fused)
+        {
+            using var x = Tensor.FromArray(Device, TestData.Uniform(s.InputLength, 60), 2, 3, 7, 7);
+            using var weight = Parameter.Create(Device, "conv.weight", 4, 3, k, k);
+            using var bias = Parameter.Create(Device, "conv.bias", 4);
+            using var addend = perChannel ? Tensor.FromArray(Device, TestData.Uniform(s.N * s.Cout, 61), s.N, s.Cout)
+                                          : Tensor.FromArray(Device, TestData.Uniform(s.OutputLength, 61), s.N, s.Cout, s.Ho, s.Wo);
+            using var target = Tensor.FromArray(Device, TestData.Uniform(s.OutputLength, 62), s.N, s.Cout, s.Ho, s.Wo);
+            weight.CopyFrom(TestData.Uniform(s.WeightLength, 63));
+            bias.CopyFrom(TestData.Uniform(s.Cout, 64));
+            x.RequireGrad();
+            addend.RequireGrad();
+            var tape = new Tape(Device);
+            var y = fused ? tape.Conv2d(x, weight, bias, addend, stride, padding)
+                : perChannel ? tape.AddChannelVector(tape.Conv2d(x, weight, bias, stride, padding), addend)
+                : tape.Add(tape.Conv2d(x, weight, bias, stride, padding), addend);
+            var output = y.ToArray();
+            tape.Backward(tape.MseLoss(y, target));
+            float[][] result = [output, x.Grad!.ToArray(), weight.Grad!.ToArray(), bias.Grad!.ToArray(), addend.Grad!.ToArray()];
+            tape.Clear();
+            return result;
+        }
+        var (a, b) = (Run(fused: true), Run(fused: false));
+        string[] names = ["y", "dx", "dweight", "dbias", "daddend"];
+        for (int i = 0; i < names.Length; i++) Check.BitIdentical(a[i], b[i], $"{names[i]} ({(perChannel ? "per-channel" : "residual")} addend)");
+        var tape2 = new Tape(Device);
+        using var x2 = Tensor.Zeros(Device, 2, 3, 7, 7);
+        using var w2 = Tensor.Zeros(Device, 4, 3, k, k);
+        using var wrong = Tensor.Zeros(Device, 2, 5);
+        Assert.That(Assert.Throws<ArgumentException>(() => tape2.Conv2d(x2, w2, null, wrong, stride, padding))!.Message, Does.Contain("conv2d addend must be"));
     }
 
     /// <summary>

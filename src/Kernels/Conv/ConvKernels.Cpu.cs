@@ -62,7 +62,7 @@ public sealed partial class ConvKernels
     /// <summary>Whether the blocked kernels cover <paramref name="s"/>'s weight gradient (3×3 at stride 1 and 2).</summary>
     private static bool Is3x3(ConvShape s) => s.K == 3 && s.Stride <= 2;
 
-    private void ForwardBlocked(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, int hasBias, ArrayView<float> y, ConvShape s)
+    private void ForwardBlocked(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, int hasBias, Addend add, ArrayView<float> y, ConvShape s)
     {
         if (IsPointwise(s))
         {
@@ -73,7 +73,7 @@ public sealed partial class ConvKernels
             var g = new Blocked { N = s.N, Cin = pack.Cp, Hp = 1, Wp4 = pack.Wp4, Cout = s.Cout, CoB = Blocks4(s.Cout), Ho = 1, Wo = pixels, XB = xb, HasBias = hasBias };
             using var xp = PackInput(x, s.N, pack);
             using var wp = PackWeights(w, s.Cout, s.Cin, 1, pack.Cp, transpose: false);
-            device.Launch(s.N * g.CoB * xb, new Forward1x1BlockedKernel(View4(xp), View4(wp), bias, y, g));
+            device.Launch(s.N * g.CoB * xb, new Forward1x1BlockedKernel(View4(xp), View4(wp), bias, add, y, g));
             return;
         }
         int stride = s.Stride;
@@ -82,7 +82,7 @@ public sealed partial class ConvKernels
         var geometry = new Blocked { N = s.N, Cin = s.Cin, Hp = hp, Wp4 = wp4, Cout = s.Cout, CoB = Blocks4(s.Cout), Ho = s.Ho, Wo = s.Wo, XB = xbs, HasBias = hasBias };
         using var xpacked = PackInput(x, s.N, packing);
         using var weights = PackWeights(w, s.Cout, s.Cin, 9, s.Cin, transpose: false);
-        Launch3x3(stride, xpacked, weights, bias, y, geometry);
+        Launch3x3(stride, xpacked, weights, bias, add, y, geometry);
     }
 
     /// <summary>The 3×3 stride-1 backward-input pass; false when <paramref name="s"/> has no blocked kernel.</summary>
@@ -96,7 +96,7 @@ public sealed partial class ConvKernels
         var geometry = new Blocked { N = s.N, Cin = s.Cout, Hp = hp, Wp4 = wp4, Cout = s.Cin, CoB = Blocks4(s.Cin), Ho = s.H, Wo = s.W, XB = xbs, Accumulate = 1 };
         using var dyp2 = PackInput(dy, s.N, packing);
         using var weights = PackWeights(w, s.Cout, s.Cin, 9, s.Cout, transpose: true);
-        Launch3x3(1, dyp2, weights, dx, dx, geometry);
+        Launch3x3(1, dyp2, weights, dx, new Addend { View = dx }, dx, geometry);
         return true;
     }
 
@@ -121,11 +121,11 @@ public sealed partial class ConvKernels
         return stride == 1 ? (hp, xb + 1, xb) : (hp, 2 * xb + 1, xb); // block xb reads Float4s xb, xb+1 (stride 2: 2xb..2xb+2)
     }
 
-    private void Launch3x3(int stride, DeviceBuffer<float> input, DeviceBuffer<float> weights, ArrayView<float> bias, ArrayView<float> output, Blocked g)
+    private void Launch3x3(int stride, DeviceBuffer<float> input, DeviceBuffer<float> weights, ArrayView<float> bias, Addend add, ArrayView<float> output, Blocked g)
     {
         int threads = g.N * g.CoB * g.Ho * g.XB;
-        if (stride == 1) device.Launch(threads, new Forward3x3BlockedKernel<Stride1>(View4(input), View4(weights), bias, output, g));
-        else device.Launch(threads, new Forward3x3BlockedKernel<Stride2>(View4(input), View4(weights), bias, output, g));
+        if (stride == 1) device.Launch(threads, new Forward3x3BlockedKernel<Stride1>(View4(input), View4(weights), bias, add, output, g));
+        else device.Launch(threads, new Forward3x3BlockedKernel<Stride2>(View4(input), View4(weights), bias, add, output, g));
     }
 
     /// <summary>A pooled zero-padded copy of <paramref name="source"/> laid out by <paramref name="p"/>.</summary>
@@ -313,7 +313,7 @@ public sealed partial class ConvKernels
     // (6 Float4 at stride 1, 9 at stride 2) and 9 Float4 of weights, then one 9-term dot product into each of
     // the 16 sums: 144 multiply-adds per 15 loads at stride 1. (An 8-channel version, 288 per 24, used about
     // twice the CPU time: its 32 sums and 18 weight Float4s no longer fit in registers.)
-    internal readonly struct Forward3x3BlockedKernel<TStride>(ArrayView<Float4> xp, ArrayView<Float4> wp, ArrayView<float> bias, ArrayView<float> y, Blocked g) : IThreadKernel where TStride : struct, IStride
+    internal readonly struct Forward3x3BlockedKernel<TStride>(ArrayView<Float4> xp, ArrayView<Float4> wp, ArrayView<float> bias, Addend add, ArrayView<float> y, Blocked g) : IThreadKernel where TStride : struct, IStride
     {
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int index)
@@ -338,7 +338,7 @@ public sealed partial class ConvKernels
                 a2 = Taps(a2, k0.Z, k1.Z, k2.Z, k3.Z, k4.Z, k5.Z, k6.Z, k7.Z, k8.Z, r0, r1, r2);
                 a3 = Taps(a3, k0.W, k1.W, k2.W, k3.W, k4.W, k5.W, k6.W, k7.W, k8.W, r0, r1, r2);
             }
-            StoreBlock(y, bias, g, n, cb, oy, xb * 4, a0, a1, a2, a3);
+            StoreBlock(y, bias, add, g, n, cb, oy, xb * 4, a0, a1, a2, a3);
         }
     }
 
@@ -346,7 +346,7 @@ public sealed partial class ConvKernels
     // y[n,co,p] = b[co] + Σ_ci w[co,ci]·x[n,ci,p]
     // Thread: 4 output channels × 8 consecutive pixels; per 4 input channels 8 Float4 of x and 4 of weights,
     // then a 4-term dot product into each of the 32 sums. 128 multiply-adds per 12 loads.
-    internal readonly struct Forward1x1BlockedKernel(ArrayView<Float4> xp, ArrayView<Float4> wp, ArrayView<float> bias, ArrayView<float> y, Blocked g) : IThreadKernel
+    internal readonly struct Forward1x1BlockedKernel(ArrayView<Float4> xp, ArrayView<Float4> wp, ArrayView<float> bias, Addend add, ArrayView<float> y, Blocked g) : IThreadKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int index)
@@ -371,25 +371,27 @@ public sealed partial class ConvKernels
                 a3 = Channels4(a3, k0.W, k1.W, k2.W, k3.W, p0, p1, p2, p3); b3 = Channels4(b3, k0.W, k1.W, k2.W, k3.W, q0, q1, q2, q3);
             }
             int px = 8 * xb;
-            StoreBlock(y, bias, g, n, cb, 0, px, a0, a1, a2, a3);
-            if (px + 4 < g.Wo) StoreBlock(y, bias, g, n, cb, 0, px + 4, b0, b1, b2, b3);
+            StoreBlock(y, bias, add, g, n, cb, 0, px, a0, a1, a2, a3);
+            if (px + 4 < g.Wo) StoreBlock(y, bias, add, g, n, cb, 0, px + 4, b0, b1, b2, b3);
         }
     }
 
     /// <summary>Writes (or adds) a 4-channel × 4-pixel block at row oy, columns ox0.., skipping what lies outside.</summary>
-    private static void StoreBlock(ArrayView<float> y, ArrayView<float> bias, Blocked g, int n, int cb, int oy, int ox0, Float4 c0, Float4 c1, Float4 c2, Float4 c3)
+    private static void StoreBlock(ArrayView<float> y, ArrayView<float> bias, Addend add, Blocked g, int n, int cb, int oy, int ox0, Float4 c0, Float4 c1, Float4 c2, Float4 c3)
     {
         int co = 4 * cb;
         int count = Math.Min(4, g.Wo - ox0);
         int plane = g.Ho * g.Wo;
         int at = ((n * g.Cout + co) * g.Ho + oy) * g.Wo + ox0;
-        StoreRow(y, bias, g, co, at, count, c0);
-        if (co + 1 < g.Cout) StoreRow(y, bias, g, co + 1, at + plane, count, c1);
-        if (co + 2 < g.Cout) StoreRow(y, bias, g, co + 2, at + 2 * plane, count, c2);
-        if (co + 3 < g.Cout) StoreRow(y, bias, g, co + 3, at + 3 * plane, count, c3);
+        int nc = n * g.Cout + co;
+        StoreRow(y, bias, add, g, co, nc, at, count, c0);
+        if (co + 1 < g.Cout) StoreRow(y, bias, add, g, co + 1, nc + 1, at + plane, count, c1);
+        if (co + 2 < g.Cout) StoreRow(y, bias, add, g, co + 2, nc + 2, at + 2 * plane, count, c2);
+        if (co + 3 < g.Cout) StoreRow(y, bias, add, g, co + 3, nc + 3, at + 3 * plane, count, c3);
     }
 
-    private static void StoreRow(ArrayView<float> y, ArrayView<float> bias, Blocked g, int co, int at, int count, Float4 v)
+    // Row `count` ≤ 4 outputs from `at` of output plane nc = n·Cout + co: y += v (Accumulate), else y = (v + b[co]) + the addend.
+    private static void StoreRow(ArrayView<float> y, ArrayView<float> bias, Addend add, Blocked g, int co, int nc, int at, int count, Float4 v)
     {
         if (g.Accumulate != 0)
         {
@@ -400,10 +402,10 @@ public sealed partial class ConvKernels
             return;
         }
         float b = g.HasBias != 0 ? bias[co] : 0f;
-        y[at] = v.X + b;
-        if (count > 1) y[at + 1] = v.Y + b;
-        if (count > 2) y[at + 2] = v.Z + b;
-        if (count > 3) y[at + 3] = v.W + b;
+        y[at] = add.To(v.X + b, nc, at);
+        if (count > 1) y[at + 1] = add.To(v.Y + b, nc, at + 1);
+        if (count > 2) y[at + 2] = add.To(v.Z + b, nc, at + 2);
+        if (count > 3) y[at + 3] = add.To(v.W + b, nc, at + 3);
     }
 
     // =====================================================================================================

@@ -88,6 +88,23 @@ public readonly record struct ConvShape
 }
 
 /// <summary>
+/// What the convolution's epilogue adds to y after the bias (a fused add, one launch fewer forward and one fewer
+/// backward): nothing, a tensor of y's shape (a residual connection), or a vector [N, Cout] broadcast over each output
+/// plane (the time embedding of a ResBlock). y = (Σ + b) + addend, the bits of the conv followed by the add.
+/// </summary>
+public enum ConvAddend
+{
+    /// <summary>y = Σ + b.</summary>
+    None,
+
+    /// <summary>y[n, co, p] = Σ + b[co] + addend[n, co, p]: addend [N, Cout, Ho, Wo].</summary>
+    SameShape,
+
+    /// <summary>y[n, co, p] = Σ + b[co] + addend[n, co]: addend [N, Cout].</summary>
+    PerChannel,
+}
+
+/// <summary>
 /// 2-D convolution (NCHW, weight [Cout, Cin, K, K], zero padding, any stride, optional bias) and its three
 /// gradients, as implicit GEMMs on the GEMM core (<see cref="GemmCore"/>): the forward is
 /// y[co, p] = Σ_r w[co, r]·X[r, p] with r = (ci, ky, kx) and p = (n, oy, ox), X the never-materialised
@@ -115,6 +132,8 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         var conv = k.Kernels<ConvKernels>();
         var (x, w, dy) = (k.In(s.InputLength), k.In(s.WeightLength, -0.3f, 0.3f), k.In(s.OutputLength));
         conv.Forward(x.View, w.View, k.In(s.Cout, -0.5f, 0.5f).View, k.Out(s.OutputLength).View, s);
+        conv.Forward(x.View, w.View, k.In(s.Cout).View, k.Out(s.OutputLength).View, s, k.In(s.OutputLength).View, ConvAddend.SameShape);
+        conv.Forward(x.View, w.View, default, k.Out(s.OutputLength).View, s, k.In(s.N * s.Cout).View, ConvAddend.PerChannel);
         conv.BackwardInput(dy.View, w.View, k.Acc(s.InputLength).View, s); // backward kernels add into their outputs
         conv.BackwardWeight(x.View, dy.View, k.Acc(s.WeightLength).View, s);
         conv.BackwardBias(dy.View, k.Acc(s.Cout).View, s);
@@ -144,7 +163,16 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     /// x [N,Cin,H,W], w [Cout,Cin,K,K], bias [Cout] or an empty view for none → y [N,Cout,Ho,Wo] (overwritten).
     /// <paramref name="variant"/> picks the implementation (tests run both).
     /// </summary>
-    public void Forward(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, ArrayView<float> y, ConvShape s, GemmVariant variant = GemmVariant.Auto)
+    public void Forward(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, ArrayView<float> y, ConvShape s, GemmVariant variant = GemmVariant.Auto) =>
+        Forward(x, w, bias, y, s, default, ConvAddend.None, variant);
+
+    /// <summary>
+    /// <see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ConvShape, GemmVariant)"/> with
+    /// <paramref name="addend"/> added in the epilogue as <paramref name="kind"/> says: y = (Σ + b) + addend, where addend is
+    /// [N, Cout, Ho, Wo] (<see cref="ConvAddend.SameShape"/>) or [N, Cout] (<see cref="ConvAddend.PerChannel"/>).
+    /// </summary>
+    public void Forward(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, ArrayView<float> y, ConvShape s,
+                        ArrayView<float> addend, ConvAddend kind, GemmVariant variant = GemmVariant.Auto)
     {
         Require(x, s.InputLength, "x", "N·Cin·H·W", s);
         Require(w, s.WeightLength, "weight", "Cout·Cin·K·K", s);
@@ -153,23 +181,25 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
             throw new ArgumentException($"conv bias: expected Cout = {s.Cout} values or an empty view, got {bias.Length} ({s})");
         int hasBias = bias.Length != 0 ? 1 : 0;
         if (hasBias == 0) bias = w; // never read; keeps every kernel argument a valid view
+        var add = Addend.Of(addend, kind, s);
+        if (add.Kind == 0) add.View = w; // never read, as the bias
 
         bool tiled = Resolve(variant) == GemmVariant.Tiled;
         if (!tiled && HasBlockedForward(s))
         {
-            ForwardBlocked(x, w, bias, hasBias, y, s);
+            ForwardBlocked(x, w, bias, hasBias, add, y, s);
             return;
         }
         int plane = s.H * s.W;
         if (IsPointwise(s)) // y[n] = w·x[n] + b: one product per image, no im2col
         {
-            var pointwise = new ImageStore { Y = y, Bias = bias, HasBias = hasBias, C = s.Cout, H = s.H, W = s.W, GridH = s.H, GridW = s.W, Step = 1 };
+            var pointwise = new ImageStore { Y = y, Bias = bias, HasBias = hasBias, Add = add, C = s.Cout, H = s.H, W = s.W, GridH = s.H, GridW = s.W, Step = 1 };
             GemmCore.Run(device, Strided.A(w, s.Cout, s.Cin, false, 0), Strided.B(x, s.Cin, plane, false, s.Cin * plane), pointwise, s.N, s.Cout, plane, s.Cin, tiled);
             return;
         }
         int reduction = s.Cin * s.K * s.K;
         var image = Im2col.Of(x, s.N, s.Cin, s.H, s.W, s.K, s.K, s.Ho, s.Wo, s.Stride, 1, -s.Padding, -s.Padding);
-        var store = new ImageStore { Y = y, Bias = bias, HasBias = hasBias, C = s.Cout, H = s.Ho, W = s.Wo, GridH = s.Ho, GridW = s.Wo, Step = 1 };
+        var store = new ImageStore { Y = y, Bias = bias, HasBias = hasBias, Add = add, C = s.Cout, H = s.Ho, W = s.Wo, GridH = s.Ho, GridW = s.Wo, Step = 1 };
         GemmCore.Run(device, Strided.A(w, s.Cout, reduction, false, 0), image, store, 1, s.Cout, s.N * s.Ho * s.Wo, reduction, tiled);
     }
 
@@ -383,14 +413,35 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         public readonly bool ContiguousInK => false;
     }
 
+    /// <summary>The epilogue's addend (<see cref="ConvAddend"/>): Kind 0 none, 1 y's shape, 2 [N, Cout]; View is never read for none.</summary>
+    internal struct Addend
+    {
+        public ArrayView<float> View;
+        public int Kind;
+
+        internal static Addend Of(ArrayView<float> view, ConvAddend kind, ConvShape s)
+        {
+            int expected = kind switch { ConvAddend.None => 0, ConvAddend.SameShape => s.OutputLength, ConvAddend.PerChannel => s.N * s.Cout,
+                                         _ => throw new ArgumentException($"conv addend: unknown kind {kind}") };
+            if (view.Length != expected)
+                throw new ArgumentException($"conv addend ({kind}): expected {expected} values, got {view.Length} ({s})");
+            return new Addend { View = view, Kind = (int)kind };
+        }
+
+        /// <summary>v plus the addend of output element <paramref name="index"/> = (plane <paramref name="plane"/> = n·Cout + co, pixel).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly float To(float v, int plane, int index) => Kind == 0 ? v : v + View[Kind == 1 ? index : plane];
+    }
+
     /// <summary>
     /// Scatters C [channels, (n, a, b)] of product `batch` into an NCHW image (image batch + n; one product per image for
-    /// the 1×1 convolution, else batch 0): Y[n, i, OffY + Step·a, OffX + Step·b] = sum + Bias[i]
-    /// (when HasBias), or += sum (when Accumulate). A fused activation would be one more epilogue struct.
+    /// the 1×1 convolution, else batch 0): Y[n, i, OffY + Step·a, OffX + Step·b] = (sum + Bias[i]) + the addend
+    /// (the bias when HasBias, the addend when there is one), or += sum (when Accumulate).
     /// </summary>
     internal struct ImageStore : IGemmEpilogue
     {
         public ArrayView<float> Y, Bias;
+        public Addend Add;
         public int HasBias, Accumulate, C, H, W, GridH, GridW, Step, OffY, OffX;
 
         /// <inheritdoc/>
@@ -399,7 +450,7 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
             int plane = GridH * GridW, n = j / plane, rem = j - n * plane, a = rem / GridW, b = rem - a * GridW;
             int index = (((batch + n) * C + i) * H + OffY + Step * a) * W + OffX + Step * b;
             if (Accumulate != 0) Y[index] += sum;
-            else Y[index] = HasBias != 0 ? sum + Bias[i] : sum;
+            else Y[index] = Add.To(HasBias != 0 ? sum + Bias[i] : sum, (batch + n) * C + i, index);
         }
     }
 }

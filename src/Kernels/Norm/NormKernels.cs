@@ -141,15 +141,18 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
             device.LaunchElements(reduce.SegmentShape(length), rows, new RowSumsLoopKernel<TRow, TFirst, TSecond>(row, length));
     }
 
-    // The row-sum kernels' instantiations, for the PTX test (the backward's once per activation it is fused with).
-    internal static IEnumerable<Type> LaunchedKernels =>
-    [
-        typeof(RowSumsLoopKernel<StatsRow, ValueTerm, CenteredSquareTerm>), typeof(RowSumsTreeKernel<StatsRow, ValueTerm, CenteredSquareTerm>),
-        .. ChannelRowKernels<IdentityOp>(), .. ChannelRowKernels<SiluOp>(), .. ChannelRowKernels<GeluOp>(),
-    ];
-
-    private static Type[] ChannelRowKernels<TOp>() where TOp : struct, IUnaryOp =>
-        [typeof(RowSumsLoopKernel<ChannelRow<TOp>, GateTerm<TOp>, GateXhatTerm<TOp>>), typeof(RowSumsTreeKernel<ChannelRow<TOp>, GateTerm<TOp>, GateXhatTerm<TOp>>)];
+    // The row-sum kernels' instantiations, for the PTX test: the statistics', and the backward's once per operator
+    // struct that could be fused in (every IUnaryOp of this assembly, so a new activation is listed by being written).
+    internal static IEnumerable<Type> LaunchedKernels
+    {
+        get
+        {
+            var operators = typeof(NormKernels).Assembly.GetTypes().Where(t => t.IsValueType && !t.IsGenericTypeDefinition && typeof(IUnaryOp).IsAssignableFrom(t));
+            var rows = operators.Select(op => new[] { typeof(ChannelRow<>).MakeGenericType(op), typeof(GateTerm<>).MakeGenericType(op), typeof(GateXhatTerm<>).MakeGenericType(op) })
+                                .Prepend([typeof(StatsRow), typeof(ValueTerm), typeof(CenteredSquareTerm)]);
+            return rows.SelectMany(args => new[] { typeof(RowSumsLoopKernel<,,>).MakeGenericType(args), typeof(RowSumsTreeKernel<,,>).MakeGenericType(args) });
+        }
+    }
 
     // (x[i] − μ)² with the row's mean μ held in a register.
     internal readonly struct CenteredSquareTerm(ArrayView<float> x, float mu) : IReductionTerm
