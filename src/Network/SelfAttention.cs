@@ -31,7 +31,7 @@ public sealed class SelfAttention(string name, int channels, int groups) : UNetL
     {
         var h = Norm.Forward(ops, x);
         var a = ops.Attention(Q.Forward(ops, h), K.Forward(ops, h), V.Forward(ops, h));
-        return ops.Add(x, ProjOut.Forward(ops, a));
+        return ProjOut.Forward(ops, a, () => x); // x + proj_out(a), the residual added in the projection's epilogue
     }
 
     /// <inheritdoc/>
