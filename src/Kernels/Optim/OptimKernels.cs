@@ -102,8 +102,12 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
             optim.Adam(p.View, g.View, m.View, v.View, new AdamSettings().ForStep(4, 1e-3), k.Upload(new[] { 1.7f, 0.4f }).View, 1);
             optim.Ema(k.Acc(n).View, p.View, 0.999f);
         })),
-        new KernelProbe("global-norm clipping over 3 tensors (SumOfSquares, ClipScale, scale)", k =>
-            k.Kernels<OptimKernels>().ClipGlobalNorm([k.Acc(70_001).View, k.Acc(257).View, k.Acc(3).View], 1f, k.Out(3).View, k.Out(2).View)),
+        new KernelProbe("global-norm clip scale over 3 tensors (SumOfSquares per tensor, ClipScale)", k =>
+        {
+            var (optim, partials) = (k.Kernels<OptimKernels>(), k.Out(3));
+            foreach (var (length, slot) in new[] { (70_001, 0), (257, 1), (3, 2) }) optim.SumOfSquares(k.In(length).View, partials.View, slot);
+            optim.ClipScale(partials.View, 3, 1f, k.Out(2).View);
+        }),
         // The path training takes (ParameterOptimizer): the flat buffers' per-tensor Σg², the clip scale, Adam + EMA in one launch.
         new KernelProbe("multi-tensor step over 3 tensors in one flat buffer (SumsOfSquares, ClipScale, AdamEma)", k =>
         {
@@ -229,36 +233,6 @@ public sealed class OptimKernels : IKernelFamily<OptimKernels>
             throw new ArgumentException($"ClipScale: normAndScale must have at least 2 elements (norm, scale), got {normAndScale.Length}");
         if (!(maxNorm > 0)) throw new ArgumentException($"ClipScale: maxNorm must be positive, got {maxNorm}");
         reduce.Rows(new ValueTerm(partials), new ClipSink(maxNorm, normAndScale), 1, count);
-    }
-
-    // x [n] *= scale[index] (a device scalar, e.g. the clip scale).
-    internal readonly struct ScaleByDeviceScalarKernel(ArrayView<float> x, ArrayView<float> scale, int index) : IElementKernel
-    {
-        public void Element(int j) => x[j] = x[j] * scale[index];
-    }
-
-    /// <summary>x *= scale[index], where the scale lives on the device (e.g. normAndScale, index 1). Scale 1 leaves x bit-identical.</summary>
-    public void ScaleByDeviceScalar(ArrayView<float> x, ArrayView<float> scale, int index)
-    {
-        CheckScalarIndex(scale, index, "scale");
-        device.LaunchElements(checked((int)x.Length), new ScaleByDeviceScalarKernel(x, scale, index));
-    }
-
-    /// <summary>
-    /// Global-norm gradient clipping over many tensors, all on the device: SumOfSquares of each gradient
-    /// into partials[0..count), <see cref="ClipScale"/> into normAndScale, then (if
-    /// <paramref name="applyScale"/>) every gradient times normAndScale[1]. With applyScale false, pass
-    /// normAndScale and index 1 to the fused <c>Adam</c> overload instead.
-    /// </summary>
-    public void ClipGlobalNorm(IReadOnlyList<ArrayView<float>> gradients, float maxNorm, ArrayView<float> partials, ArrayView<float> normAndScale, bool applyScale = true)
-    {
-        ArgumentNullException.ThrowIfNull(gradients);
-        if (partials.Length < gradients.Count)
-            throw new ArgumentException($"ClipGlobalNorm: partials must have at least {gradients.Count} elements (one per gradient), got {partials.Length}");
-        for (int k = 0; k < gradients.Count; k++) SumOfSquares(gradients[k], partials, k);
-        ClipScale(partials, gradients.Count, maxNorm, normAndScale);
-        if (applyScale)
-            foreach (var g in gradients) ScaleByDeviceScalar(g, normAndScale, 1);
     }
 
     // ---------------------------------------------------------------- EMA
