@@ -1,4 +1,5 @@
 using System.Globalization;
+using IlgpuDdpm.Diffusion.Images;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 
@@ -6,7 +7,7 @@ namespace IlgpuDdpm.Bench;
 
 /// <summary>
 /// The sweep's PNG, drawn pixel by pixel with ImageSharp (no drawing library, no font on the machine: text
-/// from <see cref="SweepFont"/>): one line with markers per method, throughput against size on a log2 x axis
+/// from <see cref="RasterFont"/>): one line with markers per method, throughput against size on a log2 x axis
 /// whose ticks are the sizes measured, the measured peak as a dashed black line, both axes labelled, the
 /// device and date in the title, a legend below. Lines are anti-aliased by their distance to each pixel.
 /// </summary>
@@ -33,14 +34,14 @@ public static class SweepPlot
             $"measured peak {result.Peak:F2} {result.Unit} ({(result.Kind == WorkKind.Compute ? "multiply-add" : "copy")})");
         var legend = methods.Select((m, i) => (Text: m, Color: Palette[i % Palette.Length], Dashed: false)).Append((Text: peakLabel, Color: Peak, Dashed: true)).ToList();
         var legendRows = LegendRows(legend.Select(e => e.Text).ToList(), width - 40);
-        int line = SweepFont.Height + 4;
+        int line = RasterFont.Height + 4;
 
         // The plot area; the margins hold the title, tick labels, axis labels and the legend.
         int left = 78, right = width - 24, top = 2 * line, bottom = height - 2 * line - 8 - legendRows.Count * line;
 
         var h = result.Header;
         string title = string.Create(CultureInfo.InvariantCulture, $"{result.Family}: {h.Device} ({h.ComputeUnits} {h.ComputeUnitName}), {h.Utc:yyyy-MM-dd}");
-        canvas.Text((width - SweepFont.Width(title)) / 2, 6, title, Ink);
+        canvas.Text((width - RasterFont.Width(title)) / 2, 6, title, Ink);
 
         var sizes = result.Points.Select(p => p.X).Where(x => x > 0).Distinct().Order().ToArray();
         double xLo = sizes.Length > 0 ? Math.Log2(sizes[0]) : 0, xHi = sizes.Length > 0 ? Math.Log2(sizes[^1]) : 1;
@@ -60,7 +61,7 @@ public static class SweepPlot
             canvas.Rect(left, y, right - left, 1, Grid);
             canvas.Rect(left - 5, y, 5, 1, Ink);
             string label = v.ToString(yStep < 1 ? "0.##" : "0", CultureInfo.InvariantCulture);
-            canvas.Text(left - 8 - SweepFont.Width(label), y - SweepFont.Ascent / 2 - 2, label, Ink);
+            canvas.Text(left - 8 - RasterFont.Width(label), y - RasterFont.Ascent / 2 - 2, label, Ink);
         }
         foreach (var size in sizes)
         {
@@ -68,15 +69,15 @@ public static class SweepPlot
             canvas.Rect(x, top, 1, bottom - top, Grid);
             canvas.Rect(x, bottom, 1, 5, Ink);
             string label = SweepFamily.Count(size);
-            canvas.Text(x - SweepFont.Width(label) / 2, bottom + 7, label, Ink);
+            canvas.Text(x - RasterFont.Width(label) / 2, bottom + 7, label, Ink);
         }
         canvas.Rect(left, top, 1, bottom - top + 1, Ink);
         canvas.Rect(left, bottom, right - left + 1, 1, Ink);
 
         // Axis labels: x below the tick labels, y turned a quarter left of the tick labels.
         string xLabel = result.XLabel + ", log scale";
-        canvas.Text(left + (right - left - SweepFont.Width(xLabel)) / 2, bottom + 7 + line, xLabel, Ink);
-        canvas.TextUp(8, top + (bottom - top + SweepFont.Width(result.Unit)) / 2, result.Unit, Ink);
+        canvas.Text(left + (right - left - RasterFont.Width(xLabel)) / 2, bottom + 7 + line, xLabel, Ink);
+        canvas.TextUp(8, top + (bottom - top + RasterFont.Width(result.Unit)) / 2, result.Unit, Ink);
 
         // The peak, then one line per method.
         canvas.DashedHorizontal(left, right, Y(result.Peak), Peak);
@@ -95,7 +96,7 @@ public static class SweepPlot
             foreach (var text in row)
             {
                 var (_, color, dashed) = legend[entry++];
-                double y = legendTop + SweepFont.Ascent / 2.0 + 2;
+                double y = legendTop + RasterFont.Ascent / 2.0 + 2;
                 if (dashed) canvas.DashedHorizontal(x, x + 24, y, color);
                 else
                 {
@@ -110,7 +111,7 @@ public static class SweepPlot
         return image;
     }
 
-    private static int LegendWidth(string text) => 30 + SweepFont.Width(text) + 24;
+    private static int LegendWidth(string text) => 30 + RasterFont.Width(text) + 24;
 
     private static List<List<string>> LegendRows(List<string> texts, int width)
     {
@@ -172,26 +173,17 @@ public static class SweepPlot
         }
 
         /// <summary><paramref name="text"/> with its top-left corner at (x, y).</summary>
-        public void Text(int x, int y, string text, Rgb24 color)
-        {
-            foreach (char c in text)
-            {
-                for (int row = 0; row < SweepFont.Height; row++)
-                    for (int col = 0; col < SweepFont.Width(c); col++)
-                        Blend(x + col, y + row, color, SweepFont.At(c, col, row) / 255.0);
-                x += SweepFont.Width(c);
-            }
-        }
+        public void Text(int x, int y, string text, Rgb24 color) => RasterFont.Draw(text, x, y, (px, py, a) => Blend(px, py, color, a));
 
         /// <summary><paramref name="text"/> turned a quarter left (read bottom to top), starting at (x, y) going up.</summary>
         public void TextUp(int x, int y, string text, Rgb24 color)
         {
             foreach (char c in text)
             {
-                for (int row = 0; row < SweepFont.Height; row++)
-                    for (int col = 0; col < SweepFont.Width(c); col++)
-                        Blend(x + row, y - col, color, SweepFont.At(c, col, row) / 255.0);
-                y -= SweepFont.Width(c);
+                for (int row = 0; row < RasterFont.Height; row++)
+                    for (int col = 0; col < RasterFont.Width(c); col++)
+                        Blend(x + row, y - col, color, RasterFont.At(c, col, row) / 255.0);
+                y -= RasterFont.Width(c);
             }
         }
 

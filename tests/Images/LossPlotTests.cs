@@ -64,6 +64,31 @@ public sealed class LossPlotTests
     }
 
     [Test]
+    public void ALargePlotHasItsTitleAndTickValuesAndASmallOneNoText()
+    {
+        static bool IsInk(Rgb24 p) => p.R < 200 && p.R == p.G && p.G == p.B; // the axis grey, anti-aliased; the grid is lighter
+        static int InkIn(Image<Rgb24> img, int x0, int x1, int y0, int y1)
+        {
+            int n = 0;
+            for (int y = y0; y < y1; y++)
+                for (int x = x0; x < x1; x++)
+                    if (IsInk(img[x, y])) n++;
+            return n;
+        }
+        using var plot = LossPlot.Render(FallingLoss(300), 640, 300, title: "training loss");
+        int text = RasterFont.Height;
+        Assert.That(InkIn(plot, 0, 640, 0, text + 4), Is.GreaterThan(20), "the title above the plot");
+        Assert.That(InkIn(plot, 0, 8 + RasterFont.Width("0.0000"), text + 8, 300 - text - 10), Is.GreaterThan(20), "values on the y axis");
+        Assert.That(InkIn(plot, 0, 640, 300 - text - 4, 300), Is.GreaterThan(20), "step values under the x axis");
+        using var small = LossPlot.Render(FallingLoss(300), 200, 100, title: "training loss");
+        Assert.That(InkIn(small, 0, 200, 0, 4), Is.Zero, "no title on a small plot");
+        Assert.That(LossPlot.Label(0.05), Is.EqualTo("0.05"));
+        Assert.That(LossPlot.Label(1500), Is.EqualTo("1500"));
+        Assert.That(LossPlot.Label(1e-6), Is.EqualTo("1e-6"));
+        Assert.That(LossPlot.Label(3e-17), Is.EqualTo("0"));
+    }
+
+    [Test]
     public void HandlesEdgeCases()
     {
         using (var empty = LossPlot.Render([], 100, 80))

@@ -1,14 +1,16 @@
+using System.Globalization;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 
 namespace IlgpuDdpm.Diffusion.Images;
 
 /// <summary>
-/// A training-loss plot drawn pixel by pixel (no font or drawing library): white background, light grid
-/// lines (each power of ten on a log y axis, else ~6 round values; round step values on x), dark axes
-/// with tick marks, the raw loss as a thin light-blue line and, from 10 points on, a centred moving
-/// average (window ≈ 1/25 of the points) as a thicker dark-blue line. Lines are anti-aliased (Xiaolin Wu).
-/// On a log axis, points whose loss is not positive are left out; non-finite losses are always left out.
+/// A training-loss plot drawn pixel by pixel (no drawing library; text in <see cref="RasterFont"/>): white background,
+/// light grid lines (each power of ten on a log y axis, else ~6 round values; round step values on x), dark axes
+/// with tick marks and their values, a title, the raw loss as a thin light-blue line and, from 10 points on, a
+/// centred moving average (window ≈ 1/25 of the points) as a thicker dark-blue line. Lines are anti-aliased
+/// (Xiaolin Wu). On a log axis, points whose loss is not positive are left out; non-finite losses are always left
+/// out. A plot smaller than <see cref="MinLabelledWidth"/> × <see cref="MinLabelledHeight"/> has no text.
 /// </summary>
 public static class LossPlot
 {
@@ -25,11 +27,20 @@ public static class LossPlot
     /// <summary>Largest accepted plot side, in pixels.</summary>
     public const int MaxSide = 8192;
 
+    /// <summary>Narrowest plot that gets its title and tick values.</summary>
+    public const int MinLabelledWidth = 240;
+
+    /// <summary>Lowest plot that gets its title and tick values.</summary>
+    public const int MinLabelledHeight = 120;
+
+    /// <summary>The title of the loss panel.</summary>
+    public const string LossTitle = "training loss (MSE of the predicted noise), log scale";
+
     /// <summary>Saves the plot of <paramref name="points"/> (step, loss) as a <paramref name="width"/>×<paramref name="height"/> PNG.</summary>
     public static void SavePng(string path, IReadOnlyList<(int Step, float Loss)> points, int width = 800, int height = 400, bool logScale = true)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        using var image = Render(points, width, height, logScale);
+        using var image = Render(points, width, height, logScale, LossTitle);
         ImageGrid.CreateFolderOf(path);
         image.SaveAsPng(path);
     }
@@ -49,9 +60,9 @@ public static class LossPlot
         }
         ArgumentException.ThrowIfNullOrEmpty(path);
         int panel = Math.Max(MinSide, height / 2);
-        using var loss = Render(points, width, height);
-        using var fcd = Render(scores.Select(s => (s.Step, s.Fcd)).ToList(), width, panel);
-        using var kid = Render(scores.Select(s => (s.Step, s.Kid)).ToList(), width, panel, logScale: false);
+        using var loss = Render(points, width, height, title: LossTitle);
+        using var fcd = Render(scores.Select(s => (s.Step, s.Fcd)).ToList(), width, panel, title: "FCD of samples against the test split, log scale");
+        using var kid = Render(scores.Select(s => (s.Step, s.Kid)).ToList(), width, panel, logScale: false, title: "KID of samples against the test split");
         using var image = new Image<Rgb24>(width, height + 2 * panel);
         image.ProcessPixelRows(loss, fcd, (target, a, b) =>
         {
@@ -66,8 +77,8 @@ public static class LossPlot
         image.SaveAsPng(path);
     }
 
-    /// <summary>The plot as an RGB image of <paramref name="width"/>×<paramref name="height"/>.</summary>
-    public static Image<Rgb24> Render(IReadOnlyList<(int Step, float Loss)> points, int width = 800, int height = 400, bool logScale = true)
+    /// <summary>The plot as an RGB image of <paramref name="width"/>×<paramref name="height"/>, with <paramref name="title"/> over it (none when null).</summary>
+    public static Image<Rgb24> Render(IReadOnlyList<(int Step, float Loss)> points, int width = 800, int height = 400, bool logScale = true, string? title = null)
     {
         ArgumentNullException.ThrowIfNull(points);
         if (width < MinSide || height < MinSide || width > MaxSide || height > MaxSide)
@@ -84,8 +95,11 @@ public static class LossPlot
         }
 
         var canvas = new Canvas(width, height);
-        int left = Math.Max(12, width / 20), right = width - Math.Max(8, width / 40);
-        int top = Math.Max(8, height / 25), bottom = height - Math.Max(12, height / 14);
+        bool labelled = width >= MinLabelledWidth && height >= MinLabelledHeight;
+        int text = RasterFont.Height;
+        int left = labelled ? 8 + RasterFont.Width("0.0000") + 8 : Math.Max(12, width / 20), right = width - Math.Max(8, width / 40);
+        int top = labelled ? text + 8 : Math.Max(8, height / 25), bottom = height - (labelled ? text + 10 : Math.Max(12, height / 14));
+        if (labelled && title is not null) canvas.Text(left, 3, title);
 
         double x0 = 0, x1 = 1, y0 = 0, y1 = 1;
         if (xs.Count > 0)
@@ -101,26 +115,40 @@ public static class LossPlot
         double Py(double y) => bottom - (y - y0) / (y1 - y0) * (bottom - top);
 
         // Grid and ticks.
+        void YLabel(int py, double value)
+        {
+            if (!labelled) return;
+            string label = Label(value);
+            canvas.Text(left - 7 - RasterFont.Width(label), py - text / 2, label);
+        }
         foreach (double gx in NiceTicks(x0, x1, 8))
         {
             int px = (int)Math.Round(Px(gx));
             canvas.VLine(px, top, bottom, Grid);
             canvas.VLine(px, bottom, bottom + 4, Axis);
+            if (labelled) canvas.Text(px - RasterFont.Width(Label(gx)) / 2, bottom + 6, Label(gx));
         }
+        if (labelled) canvas.Text(width - 4 - RasterFont.Width("step"), bottom + 6, "step");
         if (logScale)
         {
+            // Every power of ten gets its value; on a range of less than two of them, the lines between get theirs too.
+            bool labelMinor = Math.Floor(y1) - Math.Ceiling(y0) < 1;
             for (int decade = (int)Math.Floor(y0); decade <= (int)Math.Ceiling(y1); decade++)
             {
                 for (int m = 2; m <= 9; m++)
                 {
                     double v = decade + Math.Log10(m);
-                    if (v > y0 && v < y1) canvas.HLine(left, right, (int)Math.Round(Py(v)), MinorGrid);
+                    if (!(v > y0 && v < y1)) continue;
+                    int py = (int)Math.Round(Py(v));
+                    canvas.HLine(left, right, py, MinorGrid);
+                    if (labelMinor) YLabel(py, m * Math.Pow(10, decade));
                 }
                 if (decade >= y0 && decade <= y1)
                 {
                     int py = (int)Math.Round(Py(decade));
                     canvas.HLine(left, right, py, Grid);
                     canvas.HLine(left - 5, left, py, Axis);
+                    YLabel(py, Math.Pow(10, decade));
                 }
             }
         }
@@ -131,6 +159,7 @@ public static class LossPlot
                 int py = (int)Math.Round(Py(gy));
                 canvas.HLine(left, right, py, Grid);
                 canvas.HLine(left - 5, left, py, Axis);
+                YLabel(py, gy);
             }
         }
         canvas.VLine(left, top, bottom, Axis);
@@ -148,6 +177,14 @@ public static class LossPlot
                 canvas.Line(Px(xs[i - 1]), Py(smooth[i - 1]), Px(xs[i]), Py(smooth[i]), Smooth, 2);
         }
         return canvas.ToImage();
+    }
+
+    /// <summary>A tick value as printed: at most 4 significant digits, no exponent between 0.0001 and 10^6, "0" for a rounding residue.</summary>
+    internal static string Label(double v)
+    {
+        if (Math.Abs(v) < 1e-12) return "0";
+        double a = Math.Abs(v);
+        return a >= 1e-4 && a < 1e6 ? v.ToString("0.####", CultureInfo.InvariantCulture) : v.ToString("0.#e0", CultureInfo.InvariantCulture);
     }
 
     /// <summary>Centred moving average over ±<paramref name="half"/> neighbours (symmetrically fewer near the ends).</summary>
@@ -197,6 +234,8 @@ public static class LossPlot
             int i = y * width + x;
             r[i] += (c.R - r[i]) * a; g[i] += (c.G - g[i]) * a; b[i] += (c.B - b[i]) * a;
         }
+
+        public void Text(int x, int y, string text) => RasterFont.Draw(text, x, y, (px, py, a) => Blend(px, py, Axis, a));
 
         public void HLine(int xa, int xb, int y, Rgb24 c) { for (int x = xa; x <= xb; x++) Blend(x, y, c, 1); }
 

@@ -1,8 +1,8 @@
-namespace IlgpuDdpm.Bench;
+namespace IlgpuDdpm.Diffusion.Images;
 
 /// <summary>
-/// The text of the sweep plots: a 17-pixel anti-aliased raster of the printable ASCII characters (32–126),
-/// so the plots need no font on the machine and no drawing library. Made once from DejaVu Sans at 13 px
+/// The text of the plots (the loss plot of a run, the bench's sweep plots): a 17-pixel anti-aliased raster of the
+/// printable ASCII characters (32–126), so the plots need no font on the machine and no drawing library. Made once from DejaVu Sans at 13 px
 /// (SkiaSharp, normal hinting; coverage quantised to 16 levels). Layout of <see cref="Data"/> (base64): height,
 /// ascent, then per character its advance width w and w·height coverage nibbles, row by row, two per byte
 /// (padded to a whole byte).
@@ -11,7 +11,7 @@ namespace IlgpuDdpm.Bench;
 /// distribute the Font Software, including derived fonts such as this raster, provided that this notice is
 /// kept and that derived fonts are not called "Bitstream" or "Vera" (the Bitstream Vera font licence).
 /// </summary>
-internal static class SweepFont
+public static class RasterFont
 {
     /// <summary>Pixel rows of every character.</summary>
     public static int Height { get; }
@@ -22,7 +22,7 @@ internal static class SweepFont
     private static readonly int[] Widths = new int[95];
     private static readonly byte[][] Coverage = new byte[95][];
 
-    static SweepFont()
+    static RasterFont()
     {
         var bytes = Convert.FromBase64String(Data);
         Height = bytes[0];
@@ -52,6 +52,21 @@ internal static class SweepFont
 
     /// <summary>Coverage (0–255) of pixel (x, y) of <paramref name="c"/>, y from the top of the line.</summary>
     public static byte At(char c, int x, int y) => Coverage[Index(c)][y * Widths[Index(c)] + x];
+
+    /// <summary>
+    /// Draws <paramref name="text"/> with its top-left corner at (<paramref name="x"/>, <paramref name="y"/>) by calling
+    /// <paramref name="blend"/>(x, y, coverage in 0..1) for every pixel a character covers.
+    /// </summary>
+    public static void Draw(string text, int x, int y, Action<int, int, double> blend)
+    {
+        foreach (char c in text)
+        {
+            for (int row = 0; row < Height; row++)
+                for (int col = 0; col < Width(c); col++)
+                    blend(x + col, y + row, At(c, col, row) / 255.0);
+            x += Width(c);
+        }
+    }
 
     private static int Index(char c) => c is >= ' ' and <= '~' ? c - ' ' : '?' - ' ';
 
