@@ -64,12 +64,15 @@ public readonly struct GridStrideKernel<TElement>(TElement element, int count, i
     public void Execute(int thread)
     {
         // Steps of stride blocks, capped at the end: neither the step nor b·block (< count) can overflow.
+        // A local copy: calling Element on the readonly field of an unconstrained struct type makes C# copy the whole
+        // struct (its views and constants) before every call.
+        var unit = element;
         int blocks = count / block + (count % block != 0 ? 1 : 0);
         for (int b = thread; b < blocks; b = b < blocks - stride ? b + stride : blocks)
         {
             int start = b * block;
             int end = start < count - block ? start + block : count;
-            for (int e = start; e < end; e++) element.Element(e);
+            for (int e = start; e < end; e++) unit.Element(e);
         }
     }
 }

@@ -38,17 +38,20 @@ internal readonly struct BlockedGemm<TA, TB, TE>(TA a, TB b, TE e, GemmSize s) :
         int q10 = Math.Min(j0 + 10, lastCol), q11 = Math.Min(j0 + 11, lastCol), q12 = Math.Min(j0 + 12, lastCol);
         int q13 = Math.Min(j0 + 13, lastCol), q14 = Math.Min(j0 + 14, lastCol), q15 = Math.Min(j0 + 15, lastCol);
 
+        // Locals: a method call on a readonly field of an unconstrained struct type copies the whole operand first.
+        TA opA = a;
+        TB opB = b;
         Block8x8 top = default, topRight = default, bottom = default, bottomRight = default;
         for (int k = 0; k < s.K; k++)
         {
-            float a0 = a.Load(batch, i0, k), a1 = a.Load(batch, r1, k), a2 = a.Load(batch, r2, k), a3 = a.Load(batch, r3, k);
-            float a4 = a.Load(batch, r4, k), a5 = a.Load(batch, r5, k), a6 = a.Load(batch, r6, k), a7 = a.Load(batch, r7, k);
-            float a8 = a.Load(batch, r8, k), a9 = a.Load(batch, r9, k), a10 = a.Load(batch, r10, k), a11 = a.Load(batch, r11, k);
-            float a12 = a.Load(batch, r12, k), a13 = a.Load(batch, r13, k), a14 = a.Load(batch, r14, k), a15 = a.Load(batch, r15, k);
-            float b0 = b.Load(batch, k, j0), b1 = b.Load(batch, k, q1), b2 = b.Load(batch, k, q2), b3 = b.Load(batch, k, q3);
-            float b4 = b.Load(batch, k, q4), b5 = b.Load(batch, k, q5), b6 = b.Load(batch, k, q6), b7 = b.Load(batch, k, q7);
-            float b8 = b.Load(batch, k, q8), b9 = b.Load(batch, k, q9), b10 = b.Load(batch, k, q10), b11 = b.Load(batch, k, q11);
-            float b12 = b.Load(batch, k, q12), b13 = b.Load(batch, k, q13), b14 = b.Load(batch, k, q14), b15 = b.Load(batch, k, q15);
+            float a0 = opA.Load(batch, i0, k), a1 = opA.Load(batch, r1, k), a2 = opA.Load(batch, r2, k), a3 = opA.Load(batch, r3, k);
+            float a4 = opA.Load(batch, r4, k), a5 = opA.Load(batch, r5, k), a6 = opA.Load(batch, r6, k), a7 = opA.Load(batch, r7, k);
+            float a8 = opA.Load(batch, r8, k), a9 = opA.Load(batch, r9, k), a10 = opA.Load(batch, r10, k), a11 = opA.Load(batch, r11, k);
+            float a12 = opA.Load(batch, r12, k), a13 = opA.Load(batch, r13, k), a14 = opA.Load(batch, r14, k), a15 = opA.Load(batch, r15, k);
+            float b0 = opB.Load(batch, k, j0), b1 = opB.Load(batch, k, q1), b2 = opB.Load(batch, k, q2), b3 = opB.Load(batch, k, q3);
+            float b4 = opB.Load(batch, k, q4), b5 = opB.Load(batch, k, q5), b6 = opB.Load(batch, k, q6), b7 = opB.Load(batch, k, q7);
+            float b8 = opB.Load(batch, k, q8), b9 = opB.Load(batch, k, q9), b10 = opB.Load(batch, k, q10), b11 = opB.Load(batch, k, q11);
+            float b12 = opB.Load(batch, k, q12), b13 = opB.Load(batch, k, q13), b14 = opB.Load(batch, k, q14), b15 = opB.Load(batch, k, q15);
             top.Add(a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7);
             topRight.Add(a0, a1, a2, a3, a4, a5, a6, a7, b8, b9, b10, b11, b12, b13, b14, b15);
             bottom.Add(a8, a9, a10, a11, a12, a13, a14, a15, b0, b1, b2, b3, b4, b5, b6, b7);
