@@ -126,9 +126,9 @@ public static class LossPlot
             int px = (int)Math.Round(Px(gx));
             canvas.VLine(px, top, bottom, Grid);
             canvas.VLine(px, bottom, bottom + 4, Axis);
-            if (labelled) canvas.Text(px - RasterFont.Width(Label(gx)) / 2, bottom + 6, Label(gx));
+            if (labelled) canvas.Text(Math.Min(px - RasterFont.Width(Label(gx)) / 2, width - 2 - RasterFont.Width(Label(gx))), bottom + 6, Label(gx));
         }
-        if (labelled) canvas.Text(width - 4 - RasterFont.Width("step"), bottom + 6, "step");
+        if (labelled) canvas.Text(4, bottom + 6, "step"); // under the y values, left of the first step value
         if (logScale)
         {
             // Every power of ten gets its value; on a range of less than two of them, the lines between get theirs too.
