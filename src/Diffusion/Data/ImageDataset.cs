@@ -161,7 +161,7 @@ public sealed partial class ImageDataset
             {
                 string expected = split == DatasetSplit.Train ? "train-images-idx3-ubyte[.gz]" : "t10k-images-idx3-ubyte[.gz]";
                 string fix = lower == "fashion-mnist"
-                    ? "install it with `apt-get install -y dataset-fashion-mnist`"
+                    ? "install it with `apt-get update && apt-get install -y dataset-fashion-mnist`"
                     : "Debian has no dataset-mnist package: copy the MNIST IDX files (train-images-idx3-ubyte.gz, t10k-images-idx3-ubyte.gz) there or pass their folder, or use fashion-mnist (`apt-get install -y dataset-fashion-mnist`)";
                 throw new DataException($"dataset '{lower}' not found: no {expected} in {dir}/; {fix}");
             }
