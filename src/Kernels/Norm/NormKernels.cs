@@ -213,12 +213,7 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         ArrayView<float> mean, ArrayView<float> rstd, GroupNormDims dims, float eps = 1e-5f, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0)
         where TOp : struct, IUnaryOp
     {
-        Expect(x, dims.Length, "x", dims);
-        Expect(y, dims.Length, "y", dims);
-        Expect(gamma, dims.C, "gamma", dims);
-        Expect(beta, dims.C, "beta", dims);
-        Expect(mean, dims.StatCount, "mean", dims);
-        Expect(rstd, dims.StatCount, "rstd", dims);
+        ExpectOperands(x, y, "y", gamma, beta, mean, rstd, dims);
         if (!(eps > 0f)) throw new ArgumentException($"group norm: eps must be positive, got {eps}");
         int m = dims.GroupSize;
         RowSums<StatsRow, ValueTerm, CenteredSquareTerm>(new StatsRow(x, mean, rstd, m, eps), dims.StatCount, m, variant, maxTreeWidth);
@@ -332,12 +327,7 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         ArrayView<float> dx, ArrayView<float> dgamma, ArrayView<float> dbeta, GroupNormDims dims, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0)
         where TOp : struct, IUnaryOp
     {
-        Expect(x, dims.Length, "x", dims);
-        Expect(dy, dims.Length, "dy", dims);
-        Expect(gamma, dims.C, "gamma", dims);
-        Expect(beta, dims.C, "beta", dims);
-        Expect(mean, dims.StatCount, "mean", dims);
-        Expect(rstd, dims.StatCount, "rstd", dims);
+        ExpectOperands(x, dy, "dy", gamma, beta, mean, rstd, dims);
         bool wantX = dx.Length != 0, wantGamma = dgamma.Length != 0, wantBeta = dbeta.Length != 0;
         if (wantX) Expect(dx, dims.Length, "dx", dims);
         if (wantGamma) Expect(dgamma, dims.C, "dgamma", dims);
@@ -359,6 +349,18 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         reduce.Rows(new GammaWeightedTerm(partials.View, gamma, dims.C), new StoreSink(sums.View, 0, 1f), 2 * dims.StatCount, dims.ChannelsPerGroup, variant, maxTreeWidth);
         int run = Run(dims, variant);
         device.LaunchElements(dims.Length / run, new GroupNormInputBackwardKernel<TOp>(op, x, dy, gamma, beta, mean, rstd, sums.View, dx, run, dims.Spatial, dims.ChannelsPerGroup, dims.C, 1f / dims.GroupSize, dims.StatCount));
+    }
+
+    // The operands both passes share: x and y (forward) or dy (backward) of N·C·S, γ and β of C, μ and rstd of N·G.
+    private static void ExpectOperands(ArrayView<float> x, ArrayView<float> other, string otherName, ArrayView<float> gamma, ArrayView<float> beta,
+                                       ArrayView<float> mean, ArrayView<float> rstd, GroupNormDims dims)
+    {
+        Expect(x, dims.Length, "x", dims);
+        Expect(other, dims.Length, otherName, dims);
+        Expect(gamma, dims.C, "gamma", dims);
+        Expect(beta, dims.C, "beta", dims);
+        Expect(mean, dims.StatCount, "mean", dims);
+        Expect(rstd, dims.StatCount, "rstd", dims);
     }
 
     private static void Expect(ArrayView<float> view, int length, string name, GroupNormDims dims)
