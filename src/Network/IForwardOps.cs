@@ -35,12 +35,6 @@ public interface IForwardOps<T>
     /// <summary><c>Activate(GroupNorm(layer, x))</c>, which a device runs as one fused op.</summary>
     T GroupNormActivate(GroupNorm layer, T x);
 
-    /// <summary>a + b, same shapes.</summary>
-    T Add(T a, T b);
-
-    /// <summary>x [N,C,H,W] + v [N,C] broadcast over H, W.</summary>
-    T AddChannelVector(T x, T v);
-
     /// <summary>Inverted dropout with probability <paramref name="p"/> &gt; 0 (identity unless training); each call draws x's length in numbers.</summary>
     T Dropout(T x, float p);
 

@@ -40,10 +40,6 @@ internal sealed class TapeOps(Tape tape, Func<string, Parameter> parameters, Act
     public Tensor GroupNormActivate(GroupNorm layer, Tensor x) =>
         tape.GroupNormThenApply(activation, x, parameters(layer.Weight.Name), parameters(layer.Bias.Name), layer.Groups, Network.GroupNorm.Epsilon);
 
-    public Tensor Add(Tensor a, Tensor b) => tape.Add(a, b);
-
-    public Tensor AddChannelVector(Tensor x, Tensor v) => tape.AddChannelVector(x, v);
-
     public Tensor Dropout(Tensor x, float p)
     {
         long perImage = x.Length / batch;

@@ -129,13 +129,13 @@ public sealed class UNetLayout
 
         public int[] GroupNormActivate(GroupNorm layer, int[] x) => Activate(GroupNorm(layer, x));
 
-        public int[] Add(int[] a, int[] b)
+        private static int[] Add(int[] a, int[] b)
         {
             Expect(a.SequenceEqual(b), $"add of {Shape(a)}", b);
             return a;
         }
 
-        public int[] AddChannelVector(int[] x, int[] v)
+        private static int[] AddChannelVector(int[] x, int[] v)
         {
             Expect(x.Length == 3 && v.Length == 1 && v[0] == x[0], $"a per-channel add of {Shape(v)}", x);
             return x;
