@@ -1,3 +1,4 @@
+using IlgpuDdpm.Autodiff;
 using IlgpuDdpm.Diffusion;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Optim;
@@ -55,14 +56,70 @@ public sealed class StepCountTests
     }
 
     [Test]
+    public void CountingWithoutRunningGivesTheCountsOfARealRun()
+    {
+        var run = StepCounts.Measure(Device, UNetConfig.Tiny(8), batch: 3);
+        var counted = StepCounts.Count(Device, UNetConfig.Tiny(8), batch: 3, gpuVariants: false);
+        Assert.That(counted, Is.EqualTo(run));
+        Assert.That(Device.CountsOnly, Is.False, "Count restores the device");
+    }
+
+    [Test]
+    public void TheGpuKernelsCountedWithoutRunningAreThoseARealRunOfThemLaunches()
+    {
+        // A convolution (tiled GEMM, with the weight gradient's split sums) under a group norm (tree reductions), forward
+        // and backward, run for real with the GPU's variants and then only counted. The grouped device: see TestDevice.
+        var device = TestDevice.Grouped;
+        using var x = Tensor.FromArray(device, Enumerable.Range(0, 2 * 4 * 8 * 8).Select(i => MathF.Sin(i)).ToArray(), 2, 4, 8, 8);
+        using var w = Tensor.FromArray(device, Enumerable.Range(0, 8 * 4 * 9).Select(i => 0.1f * MathF.Cos(i)).ToArray(), 8, 4, 3, 3);
+        using var gamma = Tensor.FromArray(device, Enumerable.Repeat(1f, 8).ToArray(), 8);
+        using var beta = Tensor.FromArray(device, new float[8], 8);
+        foreach (var t in new[] { x, w, gamma, beta }) t.RequireGrad();
+        DeviceCount Step()
+        {
+            var before = device.Counters.Snapshot();
+            var tape = new Tape(device);
+            tape.Backward(tape.Sum(tape.GroupNorm(tape.Conv2d(x, w, null, stride: 2), gamma, beta, groups: 2)));
+            return device.Counters.Snapshot() - before;
+        }
+        device.ChooseGpuVariants = true;
+        try
+        {
+            var run = Step();
+            device.CountsOnly = true;
+            var counted = Step();
+            Assert.That(counted, Is.EqualTo(run));
+            Assert.That(run.Launches, Is.GreaterThan(6));
+        }
+        finally
+        {
+            device.CountsOnly = false;
+            device.ChooseGpuVariants = false;
+        }
+    }
+
+    [Test]
+    public void TheSmallForwardWithTheGpuKernelsLaunchesAtMostHalfOfPyTorchEagersOperations()
+    {
+        // Issue 9: PyTorch eager runs 481 leaf operations for one forward pass of small (torch.profiler), so ≤ 240.
+        var counts = StepCounts.Count(Device, UNetConfig.Small(), batch: 64, gpuVariants: true);
+        Assert.That(counts.Forward.Launches, Is.LessThanOrEqualTo(240));
+        Assert.That(counts.SamplingStep.Launches, Is.EqualTo(counts.Forward.Launches + 1));
+        Assert.That(counts.Forward.Synchronizations + counts.SamplingStep.Synchronizations, Is.Zero);
+        Assert.That(counts.TrainStep.Synchronizations, Is.LessThanOrEqualTo(1), "the batch upload only");
+    }
+
+    [Test]
     public void SummaryPrintsTheCountsTheCounterGives()
     {
         var expected = StepCounts.Measure(Device, UNetConfig.Tiny(8), batch: 3);
         var r = CliHarness.Run("summary", "--preset", "tiny", "--size", "8", "--batch", "3");
         Assert.That(r.ExitCode, Is.Zero, r.ToString());
         Assert.That(r.Output, Does.Contain(
-            $"launches: forward {expected.Forward.Launches}, train step {expected.TrainStep.Launches}, sampling step {expected.SamplingStep.Launches} " +
+            $"launches counted on the device: forward {expected.Forward.Launches}, train step {expected.TrainStep.Launches}, sampling step {expected.SamplingStep.Launches} " +
             $"(+ {expected.Forward.Clears}, {expected.TrainStep.Clears}, {expected.SamplingStep.Clears} clears)"));
         Assert.That(r.Output, Does.Contain("per step, batch 3"));
+        var gpu = StepCounts.Count(Device, UNetConfig.Tiny(8), batch: 3, gpuVariants: true);
+        Assert.That(r.Output, Does.Contain($"launches with the kernels a GPU runs (counted, not run): forward {gpu.Forward.Launches}, train step {gpu.TrainStep.Launches}"));
     }
 }

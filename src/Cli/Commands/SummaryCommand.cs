@@ -26,7 +26,7 @@ internal static class SummaryCommand
         }.Positive();
         var batch = new Option<int?>("--batch")
         {
-            Description = "Also count, by running each once on the device with B images, the kernel launches and host-device synchronisations of one forward pass, one train step (one that logs nothing) and one sampling step, next to their FLOPs. Takes a few train steps' time.",
+            Description = "Also count, by running each once on the device with B images, the kernel launches and host-device synchronisations of one forward pass, one train step (one that logs nothing) and one sampling step, next to their FLOPs. Takes a few train steps' time. On the CPU accelerator a second table gives the launches of the kernels a GPU runs, counted without running them.",
             HelpName = "B",
         }.Positive();
         var device = CliOptions.Device();
@@ -48,7 +48,11 @@ internal static class SummaryCommand
             {
                 using var lease = context.OpenDevice(parse.GetValue(device));
                 context.Output.WriteLine($"device: {Format.Device(lease.Device)}");
-                PrintCounts(context, summary, b, StepCounts.Measure(lease.Device, config, b));
+                PrintCounts(context, summary, b, StepCounts.Measure(lease.Device, config, b), "counted on the device");
+                // The CPU accelerator's own kernels pack their operands in launches of their own; a GPU runs the tiled
+                // GEMM and the tree reductions instead, and its launches are the ones that cost microseconds each.
+                if (lease.Device.IsCpu)
+                    PrintCounts(context, summary, b, StepCounts.Count(lease.Device, config, b, gpuVariants: true), "with the kernels a GPU runs (counted, not run)");
             }
             return 0;
         });
@@ -56,9 +60,9 @@ internal static class SummaryCommand
     }
 
     /// <summary>The launch table: forward, train step and sampling step, each with its FLOPs for a batch of <paramref name="batch"/>.</summary>
-    internal static void PrintCounts(CliContext context, ModelSummary summary, int batch, StepCounts counts)
+    internal static void PrintCounts(CliContext context, ModelSummary summary, int batch, StepCounts counts, string how)
     {
-        var table = new Table().Title(Markup.Escape($"per step, batch {batch}, counted on the device"));
+        var table = new Table().Title(Markup.Escape($"per step, batch {batch}, {how}"));
         table.AddColumn("step");
         table.AddColumn(new TableColumn("kernel launches").RightAligned());
         table.AddColumn(new TableColumn("clears").RightAligned());
@@ -70,7 +74,7 @@ internal static class SummaryCommand
         Row("train step (logs nothing)", counts.TrainStep, summary.TrainingGFlopPerImage);
         Row("sampling step", counts.SamplingStep, summary.TotalGFlop);
         context.Console.Write(table);
-        context.Output.WriteLine($"launches: forward {counts.Forward.Launches}, train step {counts.TrainStep.Launches}, sampling step {counts.SamplingStep.Launches} " +
+        context.Output.WriteLine($"launches {how}: forward {counts.Forward.Launches}, train step {counts.TrainStep.Launches}, sampling step {counts.SamplingStep.Launches} " +
                                  $"(+ {counts.Forward.Clears}, {counts.TrainStep.Clears}, {counts.SamplingStep.Clears} clears)");
     }
 

@@ -315,7 +315,7 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     private static bool IsPointwise(ConvShape s) => s.K == 1 && s.Stride == 1 && s.Padding == 0;
 
     private GemmVariant Resolve(GemmVariant variant) =>
-        variant != GemmVariant.Auto ? variant : device.IsCpu ? GemmVariant.RegisterBlocked : GemmVariant.Tiled; // RegisterBlocked: ConvKernels.Cpu.cs where it has a kernel
+        variant != GemmVariant.Auto ? variant : device.UsesGpuVariants ? GemmVariant.Tiled : GemmVariant.RegisterBlocked; // RegisterBlocked: ConvKernels.Cpu.cs where it has a kernel
 
     private static void Require(ArrayView<float> view, int expected, string what, string formula, ConvShape s)
     {

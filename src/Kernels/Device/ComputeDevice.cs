@@ -58,6 +58,25 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>True on ILGPU's CPU accelerator, where barrier-free kernel variants are preferred.</summary>
     public bool IsCpu => Kind == DeviceKind.Cpu;
 
+    /// <summary>
+    /// Makes the CPU accelerator choose, wherever a family's variant is <c>Auto</c>, the kernels a GPU runs (the tiled
+    /// GEMM, the group-tree reductions) instead of its own barrier-free ones. Slow here; it exists so that the launches a
+    /// GPU issues can be counted without one (<c>ddpm summary --batch</c>). No effect on a GPU.
+    /// </summary>
+    public bool ChooseGpuVariants { get; set; }
+
+    /// <summary>Whether <c>Auto</c> variants resolve to the GPU kernels: off the CPU, or with <see cref="ChooseGpuVariants"/> set.</summary>
+    public bool UsesGpuVariants => !IsCpu || ChooseGpuVariants;
+
+    /// <summary>
+    /// While set, every launch is counted (and attributed to the <see cref="Profiler"/>, at 0 ms) but neither compiled nor
+    /// run; clears, copies and waits still happen. The host decides alone which kernels a step launches, how many and in
+    /// what order, so the counts are those of a real run (a test holds them equal) while the data are left meaningless:
+    /// <c>ddpm summary --batch</c> counts the launches of any preset and batch this way in moments, with the GPU's
+    /// variants on the CPU (<see cref="ChooseGpuVariants"/>) where running them would take many minutes.
+    /// </summary>
+    public bool CountsOnly { get; set; }
+
     /// <summary>The stream every kernel and copy is ordered on.</summary>
     public AcceleratorStream Stream { get; }
 
@@ -100,18 +119,30 @@ public sealed class ComputeDevice : IDisposable
     /// e.g. <c>device.Launch(rows, new RowStats(x, mean, rstd, m, eps))</c>; nothing is boxed.
     /// Runs <paramref name="threads"/> threads of an <see cref="IThreadKernel"/>, ordered on <see cref="Stream"/>.
     /// </summary>
-    public void Launch<TKernel>(int threads, in TKernel kernel) where TKernel : struct, IThreadKernel =>
-        Run(kernels.Threads<TKernel>(), (Index1D)threads, kernel);
+    public void Launch<TKernel>(int threads, in TKernel kernel) where TKernel : struct, IThreadKernel
+    {
+        if (!Counted<TKernel>()) Run(kernels.Threads<TKernel>(), (Index1D)threads, kernel);
+    }
 
     /// <summary>Runs an explicitly grouped <see cref="IGroupKernel"/> with the grid and group of <paramref name="config"/>.</summary>
-    public void Launch<TKernel>(KernelConfig config, in TKernel kernel) where TKernel : struct, IGroupKernel =>
-        Run(kernels.Groups<TKernel>(), config, kernel);
+    public void Launch<TKernel>(KernelConfig config, in TKernel kernel) where TKernel : struct, IGroupKernel
+    {
+        if (!Counted<TKernel>()) Run(kernels.Groups<TKernel>(), config, kernel);
+    }
 
-    // Both launch forms: count the launch, and time it when a profiler is set (typed all the way: nothing boxed).
+    // Counts a launch; true when that is all it does (CountsOnly), so the kernel is neither loaded nor run.
+    private bool Counted<TKernel>()
+    {
+        Counters.CountLaunch();
+        if (!CountsOnly) return false;
+        Profiler?.CountOnly(typeof(TKernel));
+        return true;
+    }
+
+    // Both launch forms: run the kernel, timed when a profiler is set (typed all the way: nothing boxed).
     private void Run<TShape, TKernel>(Action<AcceleratorStream, TShape, TKernel> launch, TShape shape, in TKernel kernel)
         where TShape : struct where TKernel : struct
     {
-        Counters.CountLaunch();
         if (Profiler is { } profiler)
         {
             long start = profiler.Begin(this);

@@ -215,6 +215,9 @@ public sealed class LaunchProfiler
         Add(kernel, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
     }
 
+    /// <summary>A launch that was counted and not run (<see cref="ComputeDevice.CountsOnly"/>): one more launch, no time.</summary>
+    internal void CountOnly(Type kernel) => Add(kernel, 0);
+
     private void Add(Type kernel, double milliseconds)
     {
         totals.TryGetValue(kernel, out var t);

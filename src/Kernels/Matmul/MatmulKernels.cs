@@ -74,7 +74,7 @@ public sealed class MatmulKernels(ComputeDevice device) : IKernelFamily<MatmulKe
     public static MatmulKernels Create(ComputeDevice device) => new(device);
 
     /// <summary>The variant <see cref="GemmVariant.Auto"/> resolves to on this device.</summary>
-    public GemmVariant DefaultVariant => device.IsCpu ? GemmVariant.RegisterBlocked : GemmVariant.Tiled;
+    public GemmVariant DefaultVariant => device.UsesGpuVariants ? GemmVariant.Tiled : GemmVariant.RegisterBlocked;
 
     // ---------------------------------------------------------------------------------------------
     // Forward: C[b] = alpha·op(A[b])·op(B[b]) (+ bias) (+ C[b])

@@ -296,7 +296,7 @@ public sealed class ReduceKernels : IKernelFamily<ReduceKernels>
     /// <summary>The variant <see cref="ReductionVariant.Auto"/> stands for on this device.</summary>
     public ReductionVariant Resolve(ReductionVariant variant) => variant switch
     {
-        ReductionVariant.Auto => device.IsCpu ? ReductionVariant.PerThreadLoop : ReductionVariant.GroupTree,
+        ReductionVariant.Auto => device.UsesGpuVariants ? ReductionVariant.GroupTree : ReductionVariant.PerThreadLoop,
         _ => variant,
     };
 
