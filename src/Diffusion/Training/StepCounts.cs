@@ -21,27 +21,7 @@ public sealed record StepCounts(DeviceCount Forward, DeviceCount TrainStep, Devi
     /// loss over a batch of 64 does, over one image not), so the counts are those of this batch. Compiling a kernel
     /// is not a launch, so no warm-up run is needed. The model is made and freed here.
     /// </summary>
-    public static StepCounts Measure(ComputeDevice device, UNetConfig config, int batch = 1) => Steps(device, config, batch);
-
-    /// <summary>
-    /// <see cref="Measure"/> with every launch counted and none run (<see cref="ComputeDevice.CountsOnly"/>): the same
-    /// counts in moments. With <paramref name="gpuVariants"/> the CPU accelerator chooses the kernels a GPU runs
-    /// (<see cref="ComputeDevice.ChooseGpuVariants"/>), so these are the launches a GPU would issue, counted without one.
-    /// </summary>
-    public static StepCounts Count(ComputeDevice device, UNetConfig config, int batch, bool gpuVariants)
-    {
-        bool counting = device.CountsOnly, gpu = device.ChooseGpuVariants;
-        device.CountsOnly = true;
-        device.ChooseGpuVariants = gpuVariants;
-        try { return Steps(device, config, batch); }
-        finally
-        {
-            device.CountsOnly = counting;
-            device.ChooseGpuVariants = gpu;
-        }
-    }
-
-    private static StepCounts Steps(ComputeDevice device, UNetConfig config, int batch)
+    public static StepCounts Measure(ComputeDevice device, UNetConfig config, int batch = 1)
     {
         if (batch < 1) throw new ArgumentException($"batch must be positive, got {batch}");
         var counters = device.Counters;
@@ -82,5 +62,23 @@ public sealed record StepCounts(DeviceCount Forward, DeviceCount TrainStep, Devi
         diffusion.Sample(model, one with { Steps = 2 });
         var sampling = (counters.Snapshot() - middle) - (middle - start);
         return new StepCounts(forward, train, sampling);
+    }
+
+    /// <summary>
+    /// <see cref="Measure"/> with every launch counted and none run (<see cref="ComputeDevice.CountsOnly"/>): the same
+    /// counts in moments. With <paramref name="gpuVariants"/> the CPU accelerator chooses the kernels a GPU runs
+    /// (<see cref="ComputeDevice.ChooseGpuVariants"/>), so these are the launches a GPU would issue, counted without one.
+    /// </summary>
+    public static StepCounts Count(ComputeDevice device, UNetConfig config, int batch, bool gpuVariants)
+    {
+        bool counting = device.CountsOnly, gpu = device.ChooseGpuVariants;
+        device.CountsOnly = true;
+        device.ChooseGpuVariants = gpuVariants;
+        try { return Measure(device, config, batch); }
+        finally
+        {
+            device.CountsOnly = counting;
+            device.ChooseGpuVariants = gpu;
+        }
     }
 }
