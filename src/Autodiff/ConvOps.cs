@@ -34,8 +34,9 @@ public static class ConvOps
             tape.Record(y, dy =>
             {
                 if (x.RequiresGrad) kernels.BackwardInput(dy.View, weight.View, tape.GradOf(x).View, s);
-                if (weight.RequiresGrad) kernels.BackwardWeight(x.View, dy.View, tape.GradOf(weight).View, s);
-                if (bias is not null && bias.RequiresGrad) kernels.BackwardBias(dy.View, tape.GradOf(bias).View, s);
+                var db = bias is { RequiresGrad: true } ? tape.GradOf(bias).View : default;
+                if (weight.RequiresGrad) kernels.BackwardWeightAndBias(x.View, dy.View, tape.GradOf(weight).View, db, s); // one GEMM on a GPU
+                else if (db.Length != 0) kernels.BackwardBias(dy.View, db, s);
                 if (addend is not null && addend.RequiresGrad)
                 {
                     var elementwise = tape.Device.Kernels<ElementwiseKernels>();

@@ -197,6 +197,33 @@ public sealed class ConvTests
         }
     }
 
+    [TestCase("tiled", 1)]
+    [TestCase("tiled", 3)]
+    [TestCase("tiled", 11)]
+    [TestCase("blocked", 0)]
+    public void WeightAndBiasGradientsTogetherMatchTheReferencesAndAdd(string variant, int splits)
+    {
+        // On the tiled path the bias gradient is the last column of the weight-gradient product (a column of ones in Xᵀ).
+        foreach (var s in new[] { new ConvShape(2, 3, 9, 9, 4, 3, 1, 1), new ConvShape(2, 5, 8, 8, 6, 3, 2, 1), new ConvShape(1, 4, 6, 5, 3, 1, 1, 0) })
+        {
+            var x = TestData.Uniform(s.InputLength, 20);
+            var dy = TestData.Uniform(s.OutputLength, 21);
+            var (dwBefore, dbBefore) = (TestData.Uniform(s.WeightLength, 22), TestData.Uniform(s.Cout, 23));
+            var (device, kernels) = On(variant);
+            using var xb = Upload(device, x);
+            using var dyb = Upload(device, dy);
+            using var dwb = Upload(device, dwBefore);
+            using var dbb = Upload(device, dbBefore);
+            kernels.BackwardWeightAndBias(xb.View, dyb.View, dwb.View, dbb.View, s, Variant(variant), splits);
+            var dw = ConvReference.BackwardWeight(TestData.ToDouble(x), TestData.ToDouble(dy), s);
+            var db = ConvReference.BackwardBias(TestData.ToDouble(dy), s);
+            for (int i = 0; i < dw.Length; i++) dw[i] += dwBefore[i];
+            for (int i = 0; i < db.Length; i++) db[i] += dbBefore[i];
+            Check.Close(dwb.ToArray(), dw, Rtol, 5e-4, $"{variant} dw, {splits} splits, {s}");
+            Check.Close(dbb.ToArray(), db, Rtol, 5e-4, $"{variant} db, {splits} splits, {s}");
+        }
+    }
+
     [TestCase(2, 3, 7, 7, 5)]
     [TestCase(2, 16, 28, 28, 16)]
     [TestCase(1, 4, 3, 5, 1)]

@@ -1,6 +1,9 @@
 using IlgpuDdpm.Autodiff;
 using IlgpuDdpm.Diffusion;
+using IlgpuDdpm.Kernels.Conv;
 using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Elementwise;
+using IlgpuDdpm.Kernels.Norm;
 using IlgpuDdpm.Kernels.Optim;
 using IlgpuDdpm.Network;
 using IlgpuDdpm.Tests.Cli;
@@ -95,6 +98,44 @@ public sealed class StepCountTests
         {
             device.CountsOnly = false;
             device.ChooseGpuVariants = false;
+        }
+    }
+
+    [TestCase(false)]
+    [TestCase(true)]
+    public void GroupNormIsOneLaunchForwardAndTwoBackwardAndAConvsWeightAndBiasGradientsOneGemmOnAGpu(bool gpuVariants)
+    {
+        // Issue 9's fusions, counted (not run) with either device's kernels: the statistics and the normalisation in one
+        // launch; the per-channel sums, then dx, dγ and dβ together; the bias gradient as a column of the weight gradient's GEMM.
+        var device = Device;
+        var d = new GroupNormDims(64, 64, 8, 14 * 14);
+        var s = new ConvShape(64, 32, 14, 14, 64, 3);
+        using var big = device.Pool.Rent<float>(s.N * s.Cout * s.H * s.W);
+        using var small = device.Pool.Rent<float>(s.WeightLength);
+        var (v, w) = (big.View, small.View);
+        var norm = device.Kernels<NormKernels>();
+        var conv = device.Kernels<ConvKernels>();
+        (device.CountsOnly, device.ChooseGpuVariants) = (true, gpuVariants);
+        try
+        {
+            long Launches(Action action)
+            {
+                var before = device.Counters.Snapshot();
+                action();
+                return (device.Counters.Snapshot() - before).Launches;
+            }
+            var (c, stats) = (w.SubView(0, d.C), w.SubView(d.C, d.StatCount));
+            Assert.That(Launches(() => norm.Forward(new SiluOp(), v, c, c, v, stats, stats, d)), Is.EqualTo(1), "group norm + SiLU forward");
+            Assert.That(Launches(() => norm.Backward(new SiluOp(), v, c, c, stats, stats, v, v, c, c, d)), Is.EqualTo(2), "group norm + SiLU backward");
+            Assert.That(Launches(() => norm.Backward(v, c, c, stats, stats, v, default, c, c, d)), Is.EqualTo(2), "group norm backward without dx");
+            long separate = Launches(() => conv.BackwardBias(v.SubView(0, s.OutputLength), c, s));
+            long weightOnly = Launches(() => conv.BackwardWeight(v.SubView(0, s.InputLength), v.SubView(0, s.OutputLength), w.SubView(0, s.WeightLength), s));
+            long both = Launches(() => conv.BackwardWeightAndBias(v.SubView(0, s.InputLength), v.SubView(0, s.OutputLength), w.SubView(0, s.WeightLength), c, s));
+            Assert.That(both, Is.EqualTo(gpuVariants ? weightOnly : weightOnly + separate), "the weight and bias gradients");
+        }
+        finally
+        {
+            (device.CountsOnly, device.ChooseGpuVariants) = (false, false);
         }
     }
 

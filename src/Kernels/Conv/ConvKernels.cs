@@ -256,11 +256,22 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     /// x [N,Cin,H,W], dy [N,Cout,Ho,Wo] → ADDS into dw [Cout,Cin,K,K]. <paramref name="splits"/> &gt; 0 forces the
     /// tiled kernel's reduction split (tests).
     /// </summary>
-    public void BackwardWeight(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ConvShape s, GemmVariant variant = GemmVariant.Auto, int splits = 0)
+    public void BackwardWeight(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ConvShape s, GemmVariant variant = GemmVariant.Auto, int splits = 0) =>
+        BackwardWeightAndBias(x, dy, dw, default, s, variant, splits);
+
+    /// <summary>
+    /// <see cref="BackwardWeight"/> and, when <paramref name="db"/> is not empty, <see cref="BackwardBias"/> (db [Cout] +=
+    /// Σ dy). On the GEMM core's general path (every pass of a GPU) the bias gradient is one more column of the
+    /// weight-gradient product — Xᵀ gets a column of ones — so it takes no launch of its own (issue 9).
+    /// </summary>
+    public void BackwardWeightAndBias(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ArrayView<float> db, ConvShape s,
+                                      GemmVariant variant = GemmVariant.Auto, int splits = 0)
     {
         Require(x, s.InputLength, "x", "N·Cin·H·W", s);
         Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
         Require(dw, s.WeightLength, "weight gradient", "Cout·Cin·K·K", s);
+        bool withBias = db.Length != 0;
+        if (withBias) Require(db, s.Cout, "bias gradient", "Cout", s);
 
         bool tiled = Resolve(variant) == GemmVariant.Tiled;
         if (!tiled && IsPointwise(s)) // dw += DY [Cout, N·H·W] · Xᵀ, both read channel-major (GPUs split the long sum below)
@@ -269,17 +280,19 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
             var dyc = new ChannelMajor { View = dy, C = s.Cout, Plane = s.H * s.W, SplitLength = all, Pixels = all };
             var xc = new ChannelMajor { View = x, C = s.Cin, Plane = s.H * s.W, SplitLength = all, Pixels = all, Transposed = 1 };
             GemmCore.Run(device, dyc, xc, new MatrixStore { C = dw, Bias = dw, M = s.Cout, N = s.Cin, Alpha = 1f, Accumulate = 1 }, 1, s.Cout, s.Cin, all, tiled);
+            if (withBias) BackwardBias(dy, db, s);
             return;
         }
         if (!tiled && Is3x3(s))
         {
             BackwardWeightBlocked(x, dy, dw, s);
+            if (withBias) BackwardBias(dy, db, s);
             return;
         }
 
-        // dw [Cout, R] += DY [Cout, P] · Xᵀ [P, R], P = N·Ho·Wo pixels, R = Cin·K·K; on a GPU the pixels are
-        // split over the grid into partial products whose column sums add into dw in order.
-        int columns = s.Cin * s.K * s.K, pixels = s.N * s.Ho * s.Wo;
+        // [dw | db] [Cout, R (+1)] += DY [Cout, P] · [Xᵀ | 1] [P, R (+1)], P = N·Ho·Wo pixels, R = Cin·K·K; on a GPU
+        // the pixels are split over the grid into partial products whose column sums add into dw and db in order.
+        int columns = s.Cin * s.K * s.K + (withBias ? 1 : 0), pixels = s.N * s.Ho * s.Wo;
         int slices = (pixels + GemmCore.TileK - 1) / GemmCore.TileK;
         if (!tiled) splits = 1;
         else if (splits <= 0)
@@ -298,17 +311,17 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         var image = Im2col.Of(x, s.N, s.Cin, s.H, s.W, s.K, s.K, s.Ho, s.Wo, s.Stride, 1, -s.Padding, -s.Padding);
         image.Transposed = 1;
         image.SplitLength = length;
+        var into = new WeightBiasStore { Dw = dw, Db = withBias ? db : dw, Weights = s.Cin * s.K * s.K, Columns = columns };
         if (splits == 1)
         {
-            var into = new MatrixStore { C = dw, Bias = dw, M = s.Cout, N = columns, Alpha = 1f, Accumulate = 1 };
             GemmCore.Run(device, gradient, image, into, 1, s.Cout, columns, length, tiled);
             return;
         }
-        int count = s.WeightLength;
+        int count = s.Cout * columns;
         using var partial = device.Pool.Rent<float>(splits * count);
         var store = new MatrixStore { C = partial.View, Bias = partial.View, M = s.Cout, N = columns, Alpha = 1f };
         GemmCore.Run(device, gradient, image, store, splits, s.Cout, columns, length, tiled);
-        device.Kernels<ReduceKernels>().Rows(new ColumnTerm(partial.View, splits, count), new AddSink(dw), count, splits);
+        device.Kernels<ReduceKernels>().Rows(new ColumnTerm(partial.View, splits, count), into, count, splits);
     }
 
     /// <summary>The 1×1, stride-1, unpadded case: a plain product per image.</summary>
@@ -328,6 +341,7 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         GemmCore.Kernels<Strided, Im2col, ImageStore>()
             .Concat(GemmCore.Kernels<PhaseWeights, Im2col, ImageStore>())
             .Concat(GemmCore.Kernels<ChannelMajor, Im2col, MatrixStore>())
+            .Concat(GemmCore.Kernels<ChannelMajor, Im2col, WeightBiasStore>())
             .Concat(GemmCore.Kernels<Strided, Strided, ImageStore>())
             .Concat(GemmCore.Kernels<ChannelMajor, ChannelMajor, MatrixStore>());
 
@@ -339,8 +353,8 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     /// The im2col matrix of an NCHW image, never materialised: X[(c, ty, tx), (n, a, b)] =
     /// Src[n, c, OffY + a·PixelStep + ty·TapStep, OffX + b·PixelStep + tx·TapStep], 0 outside the image.
     /// Forward: PixelStep = stride, TapStep = 1, Off = −padding. Backward-input phase: dy with PixelStep 1,
-    /// TapStep −1. Transposed (weight gradient): the pixels are the rows, and product z covers pixels
-    /// [z·SplitLength, (z+1)·SplitLength), 0 past the last.
+    /// TapStep −1. Transposed (weight gradient): the pixels are the rows, product z covers pixels
+    /// [z·SplitLength, (z+1)·SplitLength), 0 past the last, and a column past the last tap reads 1 (the bias gradient's).
     /// </summary>
     internal struct Im2col : IGemmOperand
     {
@@ -363,6 +377,7 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
             int pixel = (Transposed != 0 ? row : col) + batch * SplitLength;
             if (pixel >= Pixels) return 0f;
             int taps = TapsY * TapsX, c = tap / taps, t = tap - c * taps, ty = t / TapsX, tx = t - ty * TapsX;
+            if (c >= C) return 1f; // the column of ones past the last tap (transposed only): the bias gradient
             int plane = GridH * GridW, n = pixel / plane, rem = pixel - n * plane, a = rem / GridW, b = rem - a * GridW;
             int y = OffY + a * PixelStep + ty * TapStep, x = OffX + b * PixelStep + tx * TapStep;
             return y >= 0 && y < H && x >= 0 && x < W ? Src[((n * C + c) * H + y) * W + x] : 0f;
@@ -431,6 +446,31 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         /// <summary>v plus the addend of output element <paramref name="index"/> = (plane <paramref name="plane"/> = n·Cout + co, pixel).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly float To(float v, int plane, int index) => Kind == 0 ? v : v + View[Kind == 1 ? index : plane];
+    }
+
+    /// <summary>
+    /// The weight gradient's epilogue: column j &lt; Weights of a [Cout, Columns] product adds into dw [Cout, Weights], the
+    /// column past them (Columns = Weights + 1) into db [Cout]. Also the sink of the split partials' column sums (row q =
+    /// i·Columns + j).
+    /// </summary>
+    internal struct WeightBiasStore : IGemmEpilogue, IReductionSink
+    {
+        public ArrayView<float> Dw, Db;
+        public int Weights, Columns;
+
+        /// <inheritdoc/>
+        public readonly void Store(int batch, int i, int j, float sum)
+        {
+            if (j < Weights) Dw[i * Weights + j] += sum;
+            else Db[i] += sum;
+        }
+
+        /// <inheritdoc/>
+        public readonly void Write(int q, float total)
+        {
+            int i = q / Columns;
+            Store(0, i, q - i * Columns, total);
+        }
     }
 
     /// <summary>

@@ -98,6 +98,9 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     // order), the second term built from the first sum: the variance needs the mean, and the backward's
     // Σdy and Σdy·x̂ of a row are both taken while the row is in cache (one row reduction per sum read x and
     // dy twice and ran group norm's backward 1.6–2.1× slower on the CPU, bench/RESULTS.md).
+    // Then, with both sums known to every thread that took them, Elements visits the row's elements i = from,
+    // from + step, … < end (the loop: all of them; the tree: thread t's share), so the normalisation needs no
+    // launch of its own (issue 9).
     internal interface IRowSums<TFirst, TSecond> where TFirst : struct, IReductionTerm where TSecond : struct, IReductionTerm
     {
         TFirst First(int r);
@@ -105,6 +108,8 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         TSecond Second(int r, float first);
 
         void Write(int r, float first, float second);
+
+        void Elements(int r, int from, int end, int step, float first, float second);
     }
 
     internal readonly struct RowSumsLoopKernel<TRow, TFirst, TSecond>(TRow row, int length) : IElementKernel
@@ -114,7 +119,9 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         {
             int start = r * length;
             float first = ReduceKernels.LoopSum(row.First(r), r, start, start + length);
-            row.Write(r, first, ReduceKernels.LoopSum(row.Second(r, first), r, start, start + length));
+            float second = ReduceKernels.LoopSum(row.Second(r, first), r, start, start + length);
+            row.Write(r, first, second);
+            row.Elements(r, start, start + length, 1, first, second);
         }
     }
 
@@ -129,6 +136,7 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
             float first = ReduceKernels.TreeSum(row.First(r), r, start, start + length, shared);
             float second = ReduceKernels.TreeSum(row.Second(r, first), r, start, start + length, shared);
             if (Group.IdxX == 0) row.Write(r, first, second);
+            row.Elements(r, start + Group.IdxX, start + length, Group.DimX, first, second);
         }
     }
 
@@ -141,15 +149,18 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
             device.LaunchElements(reduce.SegmentShape(length), rows, new RowSumsLoopKernel<TRow, TFirst, TSecond>(row, length));
     }
 
-    // The row-sum kernels' instantiations, for the PTX test: the statistics', and the backward's once per operator
-    // struct that could be fused in (every IUnaryOp of this assembly, so a new activation is listed by being written).
+    // The row-sum kernels' instantiations, for the PTX test: the forward's and the backward's once per operator struct
+    // that could be fused in (every IUnaryOp of this assembly, so a new activation is listed by being written).
     internal static IEnumerable<Type> LaunchedKernels
     {
         get
         {
             var operators = typeof(NormKernels).Assembly.GetTypes().Where(t => t.IsValueType && !t.IsGenericTypeDefinition && typeof(IUnaryOp).IsAssignableFrom(t));
-            var rows = operators.Select(op => new[] { typeof(ChannelRow<>).MakeGenericType(op), typeof(GateTerm<>).MakeGenericType(op), typeof(GateXhatTerm<>).MakeGenericType(op) })
-                                .Prepend([typeof(StatsRow), typeof(ValueTerm), typeof(CenteredSquareTerm)]);
+            var rows = operators.SelectMany(op => new[]
+            {
+                new[] { typeof(StatsRow<>).MakeGenericType(op), typeof(ValueTerm), typeof(CenteredSquareTerm) },
+                new[] { typeof(ChannelRow<>).MakeGenericType(op), typeof(GateTerm<>).MakeGenericType(op), typeof(GateXhatTerm<>).MakeGenericType(op) },
+            });
             return rows.SelectMany(args => new[] { typeof(RowSumsLoopKernel<,,>).MakeGenericType(args), typeof(RowSumsTreeKernel<,,>).MakeGenericType(args) });
         }
     }
@@ -164,8 +175,11 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         }
     }
 
-    // Statistics row r = n·G + g of M values: Σx, then Σ(x − μ)² with μ = Σx / M.
-    internal readonly struct StatsRow(ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd, int m, float eps) : IRowSums<ValueTerm, CenteredSquareTerm>
+    // Statistics row r = n·G + g of M values: Σx, then Σ(x − μ)² with μ = Σx / M; then every y[i] of the row
+    // = f((x[i] − μ)·rstd·γ[c] + β[c]), f the fused activation (IdentityOp: none), c = (i / S) mod C, γ[c] and β[c]
+    // loaded once per channel run of the row.
+    internal readonly struct StatsRow<TOp>(TOp op, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd,
+                                           int m, float eps, int spatial, int channels) : IRowSums<ValueTerm, CenteredSquareTerm> where TOp : struct, IUnaryOp
     {
         public ValueTerm First(int r) => new(x);
 
@@ -176,24 +190,24 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
             mean[r] = sum / m;
             rstd[r] = 1f / MathF.Sqrt(squares / m + eps);
         }
+
+        public void Elements(int r, int from, int end, int step, float sum, float squares)
+        {
+            float mu = sum / m, rs = 1f / MathF.Sqrt(squares / m + eps);
+            for (int i = from; i < end;)
+            {
+                int nc = i / spatial, c = nc % channels, stop = Math.Min(end, nc * spatial + spatial);
+                float g = gamma[c], b = beta[c];
+                for (; i < stop; i += step) y[i] = op.Forward((x[i] - mu) * rs * g + b);
+            }
+        }
     }
 
-    // The element-wise kernels' unit: `run` consecutive elements of one (n, c) row (run divides S), whose
+    // The backward's element-wise unit: `run` consecutive elements of one (n, c) row (run divides S), whose
     // statistics row is n·G + c/(C/G) = nc / (C/G). With the per-thread loop (the CPU accelerator's) a unit is
     // the whole row, so the row's constants are loaded once (per element, the backward ran 1.7× slower there);
     // with the group tree (a GPU's) it is one element, so neighbouring threads read neighbouring addresses.
     private int Run(GroupNormDims dims, ReductionVariant variant) => reduce.Resolve(variant) == ReductionVariant.PerThreadLoop ? dims.Spatial : 1;
-
-    // y[i] = f((x[i] − μ_r)·rstd_r·γ[c] + β[c]), f the fused activation (IdentityOp: none).
-    internal readonly struct GroupNormForwardKernel<TOp>(TOp op, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> y, int run, int spatial, int channelsPerGroup, int channels) : IElementKernel where TOp : struct, IUnaryOp
-    {
-        public void Element(int u)
-        {
-            int start = u * run, nc = start / spatial, r = nc / channelsPerGroup;
-            float mu = mean[r], rs = rstd[r], g = gamma[nc % channels], b = beta[nc % channels];
-            for (int i = start; i < start + run; i++) y[i] = op.Forward((x[i] - mu) * rs * g + b);
-        }
-    }
 
     /// <summary>
     /// x [N,C,S], gamma [C], beta [C] -> y [N,C,S]; also writes mean [N·G] and rstd [N·G] = 1/√(σ²+eps)
@@ -216,9 +230,7 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         ExpectOperands(x, y, "y", gamma, beta, mean, rstd, dims);
         if (!(eps > 0f)) throw new ArgumentException($"group norm: eps must be positive, got {eps}");
         int m = dims.GroupSize;
-        RowSums<StatsRow, ValueTerm, CenteredSquareTerm>(new StatsRow(x, mean, rstd, m, eps), dims.StatCount, m, variant, maxTreeWidth);
-        int run = Run(dims, variant);
-        device.LaunchElements(dims.Length / run, new GroupNormForwardKernel<TOp>(op, x, gamma, beta, mean, rstd, y, run, dims.Spatial, dims.ChannelsPerGroup, dims.C));
+        RowSums<StatsRow<TOp>, ValueTerm, CenteredSquareTerm>(new StatsRow<TOp>(op, x, gamma, beta, y, mean, rstd, m, eps, dims.Spatial, dims.C), dims.StatCount, m, variant, maxTreeWidth);
     }
 
     // =============================================================================================
@@ -231,9 +243,11 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     // with the per-(n,c) sums A = Σ_s dy, B = Σ_s dy·x̂ — which also give dβ = Σ_n A, dγ = Σ_n B.
     // With an activation f fused after the norm, dy in all of this is the gradient below it, dz = dy·f′(z) at
     // z = x̂·γ[c] + β[c], recomputed where it is read (the same bits as f's own backward kernel, never stored).
-    // Every sum is deterministic: (1) A, B over the S values of each (n,c), both in one pass (RowSums); then row
-    // reductions with both sums as rows of one launch: (2) dβ, dγ over n per channel; (3) Σγ·A, Σγ·B over the
-    // channels of each (n,g); then (4) dx element-wise.
+    // Every sum is deterministic, in two launches: (1) A, B over the S values of each (n,c), both in one pass
+    // (RowSums); then (2) one element-wise launch in which every unit takes its row's Σγ·A, Σγ·B over the C/G
+    // channels of its (n,g) (LoopSum's order: a few loads, each shared by the unit's elements) and adds dx, and the
+    // unit that starts channel c of image 0 also adds dβ[c] = Σ_n A, dγ[c] = Σ_n B (the LoopSum of a row reduction,
+    // so on the CPU accelerator the bits of the four launches this replaces).
 
     // dz[i] = op.Backward(z, dy[i]) at z = x̂·γ + β, with the row's μ, rstd, γ[c] and β[c] held in registers (IdentityOp: dy[i]).
     internal readonly struct GateTerm<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, float mu, float rs, float g, float b) : IReductionTerm where TOp : struct, IUnaryOp
@@ -264,44 +278,47 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
             partials[nc] = a;
             partials[count + nc] = b;
         }
+
+        public void Elements(int nc, int from, int end, int step, float a, float b) { }
     }
 
-    // (2) Row k (column col = first + k of the 2C columns: β's C, then γ's C), index i = k·N + n:
-    // partials[block·N·C + n·C + c] with block = col / C (0: A, 1: B), c = col mod C.
-    internal readonly struct ChannelColumnTerm(ArrayView<float> partials, int n, int channels, int first) : IReductionTerm
+    // Column col of the 2C columns (β's C, then γ's C), index i = col·N + n: partials[block·N·C + n·C + c] with
+    // block = col / C (0: A, 1: B), c = col mod C.
+    internal readonly struct ChannelColumnTerm(ArrayView<float> partials, int n, int channels) : IReductionTerm
     {
-        public float At(int k, int i)
+        public float At(int col, int i)
         {
-            int col = first + k;
             int block = col / channels;
-            return partials[block * n * channels + (i - k * n) * channels + (col - block * channels)];
+            return partials[block * n * channels + (i - col * n) * channels + (col - block * channels)];
         }
     }
 
-    // (2) dβ[c] += Σ_n A (columns below C), dγ[c] += Σ_n B (the rest).
-    internal readonly struct GammaBetaSink(ArrayView<float> dbeta, ArrayView<float> dgamma, int channels, int first) : IReductionSink
-    {
-        public void Write(int k, float total)
-        {
-            int col = first + k;
-            if (col < channels) dbeta[col] += total;
-            else dgamma[col - channels] += total;
-        }
-    }
-
-    // (3) 2·N·G rows of C/G: row r, index i = r·(C/G) + k is partials[i] = A or B of (n, c = i mod C), weighted by γ[c].
+    // 2·N·G rows of C/G: row r, index i = r·(C/G) + k is partials[i] = A or B of (n, c = i mod C), weighted by γ[c].
     internal readonly struct GammaWeightedTerm(ArrayView<float> partials, ArrayView<float> gamma, int channels) : IReductionTerm
     {
         public float At(int r, int i) => gamma[i % channels] * partials[i];
     }
 
-    // (4) dx[i] += rstd·(dz·γ[c] − (Σg + x̂·Σg·x̂)/M), a unit of `run` elements of one (n, c) row as in the forward.
-    internal readonly struct GroupNormInputBackwardKernel<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> sums, ArrayView<float> dx, int run, int spatial, int channelsPerGroup, int channels, float invM, int stats) : IElementKernel where TOp : struct, IUnaryOp
+    // (2) A unit of `run` elements of one (n, c) row as in the forward: dx[i] += rstd·(dz·γ[c] − (Σg + x̂·Σg·x̂)/M) when
+    // WantX; the unit starting channel c of image 0 adds dβ[c] += Σ_n A and dγ[c] += Σ_n B when wanted.
+    internal readonly struct GroupNormBackwardKernel<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> partials, ArrayView<float> dx, ArrayView<float> dgamma, ArrayView<float> dbeta, GroupNormDims dims, int run, int wantX, int wantGamma, int wantBeta) : IElementKernel where TOp : struct, IUnaryOp
     {
         public void Element(int u)
         {
-            int start = u * run, nc = start / spatial, r = nc / channelsPerGroup;
-            float mu = mean[r], rs = rstd[r], g = gamma[nc % channels], b = beta[nc % channels], sa = sums[r], sb = sums[stats + r];
+            int start = u * run, nc = start / dims.Spatial, c = nc % dims.C;
+            if (nc < dims.C && start == nc * dims.Spatial)
+            {
+                var column = new ChannelColumnTerm(partials, dims.N, dims.C);
+                if (wantBeta != 0) dbeta[c] += ReduceKernels.LoopSum(column, c, c * dims.N, c * dims.N + dims.N);
+                if (wantGamma != 0) dgamma[c] += ReduceKernels.LoopSum(column, dims.C + c, (dims.C + c) * dims.N, (dims.C + c) * dims.N + dims.N);
+            }
+            if (wantX == 0) return;
+            int r = nc / dims.ChannelsPerGroup, cpg = dims.ChannelsPerGroup, stats = dims.StatCount;
+            var weighted = new GammaWeightedTerm(partials, gamma, dims.C);
+            float sa = ReduceKernels.LoopSum(weighted, r, r * cpg, r * cpg + cpg);
+            float sb = ReduceKernels.LoopSum(weighted, stats + r, (stats + r) * cpg, (stats + r) * cpg + cpg);
+            float mu = mean[r], rs = rstd[r], g = gamma[c], b = beta[c], invM = 1f / dims.GroupSize;
             for (int i = start; i < start + run; i++)
             {
                 float xhat = (x[i] - mu) * rs;
@@ -339,16 +356,10 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         using var partials = device.Pool.Rent<float>(2 * count);
         RowSums<ChannelRow<TOp>, GateTerm<TOp>, GateXhatTerm<TOp>>(new ChannelRow<TOp>(op, x, dy, gamma, beta, mean, rstd, partials.View, dims.ChannelsPerGroup, dims.C, count),
                                                                    count, dims.Spatial, variant, maxTreeWidth);
-        if (wantBeta || wantGamma)
-        {
-            int first = wantBeta ? 0 : dims.C, columns = (wantBeta ? dims.C : 0) + (wantGamma ? dims.C : 0);
-            reduce.Rows(new ChannelColumnTerm(partials.View, dims.N, dims.C, first), new GammaBetaSink(dbeta, dgamma, dims.C, first), columns, dims.N, variant, maxTreeWidth);
-        }
-        if (!wantX) return;
-        using var sums = device.Pool.Rent<float>(2 * dims.StatCount);
-        reduce.Rows(new GammaWeightedTerm(partials.View, gamma, dims.C), new StoreSink(sums.View, 0, 1f), 2 * dims.StatCount, dims.ChannelsPerGroup, variant, maxTreeWidth);
-        int run = Run(dims, variant);
-        device.LaunchElements(dims.Length / run, new GroupNormInputBackwardKernel<TOp>(op, x, dy, gamma, beta, mean, rstd, sums.View, dx, run, dims.Spatial, dims.ChannelsPerGroup, dims.C, 1f / dims.GroupSize, dims.StatCount));
+        // Without dx only image 0's units run: they are the ones that add dγ and dβ. An unwanted output is never written (any view stands in).
+        int run = Run(dims, variant), units = (wantX ? dims.Length : dims.C * dims.Spatial) / run;
+        device.LaunchElements(units, new GroupNormBackwardKernel<TOp>(op, x, dy, gamma, beta, mean, rstd, partials.View, wantX ? dx : x, wantGamma ? dgamma : gamma, wantBeta ? dbeta : beta,
+                                                                      dims, run, wantX ? 1 : 0, wantGamma ? 1 : 0, wantBeta ? 1 : 0));
     }
 
     // The operands both passes share: x and y (forward) or dy (backward) of N·C·S, γ and β of C, μ and rstd of N·G.
