@@ -40,12 +40,12 @@ public static class MatmulOps
                 // dx [rows, In] += dy [rows, Out] · W [Out, In]
                 if (x.RequiresGrad)
                     kernels.Gemm(dy.View, weight.View, tape.GradOf(x).View, new GemmDims(1, rows, inFeatures, outFeatures), accumulate: true);
-                // dW [Out, In] += (dy [rows, Out])ᵀ · x [rows, In]
+                // dW [Out, In] += (dy [rows, Out])ᵀ · x [rows, In];  db [Out] += Σ_rows dy (on a GPU one GEMM for both)
+                var db = bias is { RequiresGrad: true } ? tape.GradOf(bias).View : default;
                 if (weight.RequiresGrad)
-                    kernels.Gemm(dy.View, x.View, tape.GradOf(weight).View, new GemmDims(1, outFeatures, inFeatures, rows, TransposeA: true), accumulate: true);
-                // db [Out] += Σ_rows dy
-                if (bias is not null && bias.RequiresGrad)
-                    kernels.BiasBackward(dy.View, tape.GradOf(bias).View, rows, outFeatures);
+                    kernels.LinearParameterBackward(dy.View, x.View, tape.GradOf(weight).View, db, rows, outFeatures, inFeatures);
+                else if (db.Length != 0)
+                    kernels.BiasBackward(dy.View, db, rows, outFeatures);
             });
         return y;
     }

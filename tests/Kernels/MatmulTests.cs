@@ -92,6 +92,24 @@ public sealed class MatmulTests
         Check.Close(dc.ToArray(), expected, 1e-5, 1e-5, $"{variant} gemm + bias");
     }
 
+    [TestCase(GemmVariant.Tiled, 37, 70, 9)]
+    [TestCase(GemmVariant.Tiled, 5, 3, 66)]
+    [TestCase(GemmVariant.RegisterBlocked, 37, 70, 9)]
+    public void LinearParameterGradientsTogetherMatchTheReferencesAndAdd(GemmVariant variant, int rows, int outF, int inF)
+    {
+        // Tiled: one GEMM, [dw | db] += dyᵀ·[x | 1]; blocked: the GEMM and the column sums.
+        var (dy, x) = (TestData.Uniform(rows * outF, 31), TestData.Uniform(rows * inF, 32));
+        var (dw0, db0) = (TestData.Uniform(outF * inF, 33), TestData.Uniform(outF, 34));
+        using var ddy = Upload(dy);
+        using var dx = Upload(x);
+        using var ddw = Upload(dw0);
+        using var ddb = Upload(db0);
+        Kernels.LinearParameterBackward(ddy.View, dx.View, ddw.View, ddb.View, rows, outF, inF, variant);
+        var dw = MatmulReference.Gemm(TestData.ToDouble(dy), TestData.ToDouble(x), 1, outF, inF, rows, true, false, c0: TestData.ToDouble(dw0));
+        Check.Close(ddw.ToArray(), dw, 1e-5, 1e-5, "dw");
+        Check.Close(ddb.ToArray(), MatmulReference.ColumnSums(TestData.ToDouble(dy), rows, outF, TestData.ToDouble(db0)), 1e-5, 1e-5, "db");
+    }
+
     [TestCase(1, 1)]
     [TestCase(5, 3)]
     [TestCase(33, 17)]

@@ -3,6 +3,7 @@ using IlgpuDdpm.Diffusion;
 using IlgpuDdpm.Kernels.Conv;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Elementwise;
+using IlgpuDdpm.Kernels.Matmul;
 using IlgpuDdpm.Kernels.Norm;
 using IlgpuDdpm.Kernels.Optim;
 using IlgpuDdpm.Network;
@@ -103,10 +104,11 @@ public sealed class StepCountTests
 
     [TestCase(false)]
     [TestCase(true)]
-    public void GroupNormIsOneLaunchForwardAndTwoBackwardAndAConvsWeightAndBiasGradientsOneGemmOnAGpu(bool gpuVariants)
+    public void GroupNormIsOneLaunchForwardAndTwoBackwardAndWeightAndBiasGradientsOneGemmOnAGpu(bool gpuVariants)
     {
         // Issue 9's fusions, counted (not run) with either device's kernels: the statistics and the normalisation in one
-        // launch; the per-channel sums, then dx, dγ and dβ together; the bias gradient as a column of the weight gradient's GEMM.
+        // launch; the per-channel sums, then dx, dγ and dβ together; a conv's and a Linear's bias gradient as a column of
+        // the weight gradient's GEMM (on a GPU).
         var device = Device;
         var d = new GroupNormDims(64, 64, 8, 14 * 14);
         var s = new ConvShape(64, 32, 14, 14, 64, 3);
@@ -132,6 +134,9 @@ public sealed class StepCountTests
             long weightOnly = Launches(() => conv.BackwardWeight(v.SubView(0, s.InputLength), v.SubView(0, s.OutputLength), w.SubView(0, s.WeightLength), s));
             long both = Launches(() => conv.BackwardWeightAndBias(v.SubView(0, s.InputLength), v.SubView(0, s.OutputLength), w.SubView(0, s.WeightLength), c, s));
             Assert.That(both, Is.EqualTo(gpuVariants ? weightOnly : weightOnly + separate), "the weight and bias gradients");
+            var matmul = device.Kernels<MatmulKernels>();
+            long linear = Launches(() => matmul.LinearParameterBackward(v.SubView(0, 64 * d.C), v.SubView(0, 64 * 32), w.SubView(0, d.C * 32), c, 64, d.C, 32));
+            Assert.That(linear, Is.EqualTo(gpuVariants ? 1 : 2), "a Linear's weight and bias gradients");
         }
         finally
         {

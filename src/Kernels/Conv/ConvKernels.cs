@@ -449,31 +449,6 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     }
 
     /// <summary>
-    /// The weight gradient's epilogue: column j &lt; Weights of a [Cout, Columns] product adds into dw [Cout, Weights], the
-    /// column past them (Columns = Weights + 1) into db [Cout]. Also the sink of the split partials' column sums (row q =
-    /// i·Columns + j).
-    /// </summary>
-    internal struct WeightBiasStore : IGemmEpilogue, IReductionSink
-    {
-        public ArrayView<float> Dw, Db;
-        public int Weights, Columns;
-
-        /// <inheritdoc/>
-        public readonly void Store(int batch, int i, int j, float sum)
-        {
-            if (j < Weights) Dw[i * Weights + j] += sum;
-            else Db[i] += sum;
-        }
-
-        /// <inheritdoc/>
-        public readonly void Write(int q, float total)
-        {
-            int i = q / Columns;
-            Store(0, i, q - i * Columns, total);
-        }
-    }
-
-    /// <summary>
     /// Scatters C [channels, (n, a, b)] of product `batch` into an NCHW image (image batch + n; one product per image for
     /// the 1×1 convolution, else batch 0): Y[n, i, OffY + Step·a, OffX + Step·b] = (sum + Bias[i]) + the addend
     /// (the bias when HasBias, the addend when there is one), or += sum (when Accumulate).

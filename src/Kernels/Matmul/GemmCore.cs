@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
 using IlgpuDdpm.Kernels.Device;
+using IlgpuDdpm.Kernels.Reduce;
 
 namespace IlgpuDdpm.Kernels.Matmul;
 
@@ -84,6 +85,45 @@ internal struct MatrixStore : IGemmEpilogue
         if (Accumulate != 0) v += C[index];
         C[index] = v;
     }
+}
+
+/// <summary>
+/// A weight gradient's epilogue: column j &lt; Weights of a [M, Columns] product adds into dw [M, Weights], the column
+/// past them (Columns = Weights + 1, the bias gradient's: op(B) ends in a column of ones) into db [M]. Also the sink of
+/// split partials' column sums (row q = i·Columns + j). Conv and Linear: one GEMM for both gradients (issue 9).
+/// </summary>
+internal struct WeightBiasStore : IGemmEpilogue, IReductionSink
+{
+    public ArrayView<float> Dw, Db;
+    public int Weights, Columns;
+
+    /// <inheritdoc/>
+    public readonly void Store(int batch, int i, int j, float sum)
+    {
+        if (j < Weights) Dw[i * Weights + j] += sum;
+        else Db[i] += sum;
+    }
+
+    /// <inheritdoc/>
+    public readonly void Write(int q, float total)
+    {
+        int i = q / Columns;
+        Store(0, i, q - i * Columns, total);
+    }
+}
+
+/// <summary>[op(B) | 1]: the operand with one more column of ones past its <c>Columns</c> (a Linear's bias gradient as its weight gradient's last column).</summary>
+internal struct OnesColumn<TB> : IGemmOperand where TB : struct, IGemmOperand
+{
+    public TB Inner;
+    public int Columns;
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly float Load(int batch, int row, int col) => col < Columns ? Inner.Load(batch, row, col) : 1f;
+
+    /// <inheritdoc/>
+    public readonly bool ContiguousInK => Inner.ContiguousInK;
 }
 
 /// <summary>

@@ -117,12 +117,38 @@ public sealed class MatmulKernels(ComputeDevice device) : IKernelFamily<MatmulKe
     }
 
     /// <summary>The GEMM-core kernel structs matmul launches (compiled to PTX by the tests).</summary>
-    internal static IEnumerable<Type> LaunchedKernels => GemmCore.Kernels<Strided, Strided, MatrixStore>();
+    internal static IEnumerable<Type> LaunchedKernels => GemmCore.Kernels<Strided, Strided, MatrixStore>().Concat(GemmCore.Kernels<Strided, OnesColumn<Strided>, WeightBiasStore>());
 
     private static void CheckLength(ArrayView<float> view, long expected, string name, string layout, GemmDims d)
     {
         if (view.Length != expected)
             throw new ArgumentException($"gemm {d}: {name} must be {layout} = {expected} elements, got {view.Length}");
+    }
+
+    /// <summary>
+    /// The parameter gradients of <c>y = x·Wᵀ + b</c>: dw [Out, In] += dyᵀ·x over the <paramref name="rows"/> rows of
+    /// dy [rows, Out] and x [rows, In], and db [Out] += Σ_r dy when <paramref name="db"/> is not empty. With the tiled
+    /// kernel (a GPU's) one GEMM, [dw | db] += dyᵀ·[x | 1]; otherwise the GEMM and <see cref="BiasBackward"/>, whose bits
+    /// the CPU accelerator keeps.
+    /// </summary>
+    public void LinearParameterBackward(ArrayView<float> dy, ArrayView<float> x, ArrayView<float> dw, ArrayView<float> db, int rows, int outFeatures, int inFeatures,
+                                        GemmVariant variant = GemmVariant.Auto)
+    {
+        var dims = new GemmDims(1, outFeatures, inFeatures, rows, TransposeA: true);
+        if (variant == GemmVariant.Auto) variant = DefaultVariant;
+        if (db.Length == 0 || variant != GemmVariant.Tiled)
+        {
+            Gemm(dy, x, dw, dims, accumulate: true, variant: variant);
+            if (db.Length != 0) BiasBackward(dy, db, rows, outFeatures);
+            return;
+        }
+        CheckLength(dy, (long)rows * outFeatures, "dy", "[rows, Out]", dims);
+        CheckLength(x, (long)rows * inFeatures, "x", "[rows, In]", dims);
+        CheckLength(dw, (long)outFeatures * inFeatures, "dw", "[Out, In]", dims);
+        CheckLength(db, outFeatures, "db", "[Out]", dims);
+        var ones = new OnesColumn<Strided> { Inner = Strided.B(x, rows, inFeatures, false, 0), Columns = inFeatures };
+        var into = new WeightBiasStore { Dw = dw, Db = db, Weights = inFeatures, Columns = inFeatures + 1 };
+        GemmCore.Run(device, Strided.A(dy, outFeatures, rows, true, 0), ones, into, 1, outFeatures, inFeatures + 1, rows, tiled: true);
     }
 
     // ---------------------------------------------------------------------------------------------
