@@ -124,7 +124,7 @@ public sealed partial class ConvKernels
     private void Launch3x3(int stride, DeviceBuffer<float> input, DeviceBuffer<float> weights, ArrayView<float> bias, Addend add, ArrayView<float> output, Blocked g)
     {
         int threads = g.N * g.CoB * g.Ho * g.XB;
-        if (stride == 1) device.Launch(threads, new Forward3x3BlockedKernel<Stride1>(View4(input), View4(weights), bias, add, output, g));
+        if (stride == 1) device.Launch(threads, new Forward3x3S1BlockedKernel(View4(input), View4(weights), bias, add, output, g));
         else device.Launch(threads, new Forward3x3BlockedKernel<Stride2>(View4(input), View4(weights), bias, add, output, g));
     }
 
@@ -159,10 +159,11 @@ public sealed partial class ConvKernels
 
     // src [N,C,H,W] -> dst [N,Cp,Hp,Wp4·4]: dst[n,c,r,q] = src[n,c,r−PadTop,q−PadLeft] when c < C and that lies
     // inside the source, else 0. One thread per destination row.
-    internal readonly struct PackInputKernel(ArrayView<float> src, ArrayView<Float4> dst, Packing p) : IThreadKernel
+    internal readonly struct PackInputKernel(ArrayView<float> source, ArrayView<Float4> destination, Packing packing) : IThreadKernel
     {
         public void Execute(int row)
         {
+            var (src, dst, p) = (source, destination, packing); // locals: see Forward3x3S1BlockedKernel
             int r = row % p.Hp;
             int nc = row / p.Hp;
             int c = nc % p.Cp;
@@ -313,11 +314,12 @@ public sealed partial class ConvKernels
     // (6 Float4 at stride 1, 9 at stride 2) and 9 Float4 of weights, then one 9-term dot product into each of
     // the 16 sums: 144 multiply-adds per 15 loads at stride 1. (An 8-channel version, 288 per 24, used about
     // twice the CPU time: its 32 sums and 18 weight Float4s no longer fit in registers.)
-    internal readonly struct Forward3x3BlockedKernel<TStride>(ArrayView<Float4> xp, ArrayView<Float4> wp, ArrayView<float> bias, Addend add, ArrayView<float> y, Blocked g) : IThreadKernel where TStride : struct, IStride
+    internal readonly struct Forward3x3BlockedKernel<TStride>(ArrayView<Float4> packedX, ArrayView<Float4> packedW, ArrayView<float> bias, Addend add, ArrayView<float> y, Blocked geometry) : IThreadKernel where TStride : struct, IStride
     {
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int index)
         {
+            var (xp, wp, g) = (packedX, packedW, geometry); // locals: see Forward3x3S1BlockedKernel
             int t = index;
             int xb = t % g.XB; t /= g.XB;
             int oy = t % g.Ho; t /= g.Ho;
@@ -342,15 +344,65 @@ public sealed partial class ConvKernels
         }
     }
 
-    // xp [N,Cin(padded to 4),1,P] Float4, wp [CoB,Cin,1] Float4 -> y [N,Cout,P] (P = H·W flattened)
-    // y[n,co,p] = b[co] + Σ_ci w[co,ci]·x[n,ci,p]
-    // Thread: 4 output channels × 8 consecutive pixels; per 4 input channels 8 Float4 of x and 4 of weights,
-    // then a 4-term dot product into each of the 32 sums. 128 multiply-adds per 12 loads.
-    internal readonly struct Forward1x1BlockedKernel(ArrayView<Float4> xp, ArrayView<Float4> wp, ArrayView<float> bias, Addend add, ArrayView<float> y, Blocked g) : IThreadKernel
+    // The stride-1 case of the kernel above, written out: its 16 sums are plain locals and each tap reads the two
+    // packed Float4s of a row directly. The generic kernel's Row3 windows (shuffled copies, passed by value) ran the
+    // stride-1 forward and backward-input passes 1.2–1.3× slower on the CPU accelerator (bench/RESULTS.md, 2026-12-02).
+    internal readonly struct Forward3x3S1BlockedKernel(ArrayView<Float4> packedX, ArrayView<Float4> packedW, ArrayView<float> bias, Addend add, ArrayView<float> y, Blocked geometry) : IThreadKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int index)
         {
+            // Locals, not fields of this: the kernel struct is passed by reference to Execute, so each field read is a load
+            // the JIT does not hoist; as locals they stay in registers (1.1–1.2× faster on the CPU accelerator, 2026-12-02).
+            var (xp, wp, g) = (packedX, packedW, geometry);
+            int t = index;
+            int xb = t % g.XB; t /= g.XB;
+            int oy = t % g.Ho; t /= g.Ho;
+            int cb = t % g.CoB;
+            int n = t / g.CoB;
+            float a00 = 0f, a01 = 0f, a02 = 0f, a03 = 0f, a10 = 0f, a11 = 0f, a12 = 0f, a13 = 0f;
+            float a20 = 0f, a21 = 0f, a22 = 0f, a23 = 0f, a30 = 0f, a31 = 0f, a32 = 0f, a33 = 0f;
+int row = (n * g.Cin * g.Hp + oy) * g.Wp4 + xb;
+            int plane = g.Hp * g.Wp4;
+            int wi = cb * g.Cin * 9;
+            for (int ci = 0; ci < g.Cin; ci++, row += plane, wi += 9)
+            {
+                Float4 p0 = xp[row], q0 = xp[row + 1];
+                Float4 p1 = xp[row + g.Wp4], q1 = xp[row + g.Wp4 + 1];
+                Float4 p2 = xp[row + 2 * g.Wp4], q2 = xp[row + 2 * g.Wp4 + 1];
+                Float4 k0 = wp[wi], k1 = wp[wi + 1], k2 = wp[wi + 2], k3 = wp[wi + 3], k4 = wp[wi + 4];
+                Float4 k5 = wp[wi + 5], k6 = wp[wi + 6], k7 = wp[wi + 7], k8 = wp[wi + 8];
+                a00 += k0.X * p0.X + k1.X * p0.Y + k2.X * p0.Z + k3.X * p1.X + k4.X * p1.Y + k5.X * p1.Z + k6.X * p2.X + k7.X * p2.Y + k8.X * p2.Z;
+                a01 += k0.X * p0.Y + k1.X * p0.Z + k2.X * p0.W + k3.X * p1.Y + k4.X * p1.Z + k5.X * p1.W + k6.X * p2.Y + k7.X * p2.Z + k8.X * p2.W;
+                a02 += k0.X * p0.Z + k1.X * p0.W + k2.X * q0.X + k3.X * p1.Z + k4.X * p1.W + k5.X * q1.X + k6.X * p2.Z + k7.X * p2.W + k8.X * q2.X;
+                a03 += k0.X * p0.W + k1.X * q0.X + k2.X * q0.Y + k3.X * p1.W + k4.X * q1.X + k5.X * q1.Y + k6.X * p2.W + k7.X * q2.X + k8.X * q2.Y;
+                a10 += k0.Y * p0.X + k1.Y * p0.Y + k2.Y * p0.Z + k3.Y * p1.X + k4.Y * p1.Y + k5.Y * p1.Z + k6.Y * p2.X + k7.Y * p2.Y + k8.Y * p2.Z;
+                a11 += k0.Y * p0.Y + k1.Y * p0.Z + k2.Y * p0.W + k3.Y * p1.Y + k4.Y * p1.Z + k5.Y * p1.W + k6.Y * p2.Y + k7.Y * p2.Z + k8.Y * p2.W;
+                a12 += k0.Y * p0.Z + k1.Y * p0.W + k2.Y * q0.X + k3.Y * p1.Z + k4.Y * p1.W + k5.Y * q1.X + k6.Y * p2.Z + k7.Y * p2.W + k8.Y * q2.X;
+                a13 += k0.Y * p0.W + k1.Y * q0.X + k2.Y * q0.Y + k3.Y * p1.W + k4.Y * q1.X + k5.Y * q1.Y + k6.Y * p2.W + k7.Y * q2.X + k8.Y * q2.Y;
+                a20 += k0.Z * p0.X + k1.Z * p0.Y + k2.Z * p0.Z + k3.Z * p1.X + k4.Z * p1.Y + k5.Z * p1.Z + k6.Z * p2.X + k7.Z * p2.Y + k8.Z * p2.Z;
+                a21 += k0.Z * p0.Y + k1.Z * p0.Z + k2.Z * p0.W + k3.Z * p1.Y + k4.Z * p1.Z + k5.Z * p1.W + k6.Z * p2.Y + k7.Z * p2.Z + k8.Z * p2.W;
+                a22 += k0.Z * p0.Z + k1.Z * p0.W + k2.Z * q0.X + k3.Z * p1.Z + k4.Z * p1.W + k5.Z * q1.X + k6.Z * p2.Z + k7.Z * p2.W + k8.Z * q2.X;
+                a23 += k0.Z * p0.W + k1.Z * q0.X + k2.Z * q0.Y + k3.Z * p1.W + k4.Z * q1.X + k5.Z * q1.Y + k6.Z * p2.W + k7.Z * q2.X + k8.Z * q2.Y;
+                a30 += k0.W * p0.X + k1.W * p0.Y + k2.W * p0.Z + k3.W * p1.X + k4.W * p1.Y + k5.W * p1.Z + k6.W * p2.X + k7.W * p2.Y + k8.W * p2.Z;
+                a31 += k0.W * p0.Y + k1.W * p0.Z + k2.W * p0.W + k3.W * p1.Y + k4.W * p1.Z + k5.W * p1.W + k6.W * p2.Y + k7.W * p2.Z + k8.W * p2.W;
+                a32 += k0.W * p0.Z + k1.W * p0.W + k2.W * q0.X + k3.W * p1.Z + k4.W * p1.W + k5.W * q1.X + k6.W * p2.Z + k7.W * p2.W + k8.W * q2.X;
+                a33 += k0.W * p0.W + k1.W * q0.X + k2.W * q0.Y + k3.W * p1.W + k4.W * q1.X + k5.W * q1.Y + k6.W * p2.W + k7.W * q2.X + k8.W * q2.Y;
+            }
+            StoreBlock(y, bias, add, g, n, cb, oy, xb * 4, new(a00, a01, a02, a03), new(a10, a11, a12, a13), new(a20, a21, a22, a23), new(a30, a31, a32, a33));
+        }
+    }
+
+    // xp [N,Cin(padded to 4),1,P] Float4, wp [CoB,Cin,1] Float4 -> y [N,Cout,P] (P = H·W flattened)
+    // y[n,co,p] = b[co] + Σ_ci w[co,ci]·x[n,ci,p]
+    // Thread: 4 output channels × 8 consecutive pixels; per 4 input channels 8 Float4 of x and 4 of weights,
+    // then a 4-term dot product into each of the 32 sums. 128 multiply-adds per 12 loads.
+    internal readonly struct Forward1x1BlockedKernel(ArrayView<Float4> packedX, ArrayView<Float4> packedW, ArrayView<float> bias, Addend add, ArrayView<float> y, Blocked geometry) : IThreadKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Execute(int index)
+        {
+            var (xp, wp, g) = (packedX, packedW, geometry); // locals: see Forward3x3S1BlockedKernel
             int t = index;
             int xb = t % g.XB; t /= g.XB;
             int cb = t % g.CoB;
@@ -417,11 +469,12 @@ public sealed partial class ConvKernels
     // Thread: 4 output channels × one input channel × all 9 taps (36 sums). Per 4 pixels of a row: 4 Float4
     // of dy, 3 rows × 2 Float4 of x, and a 4-term dot product into each sum. 144 multiply-adds per 10 loads.
     // Its 36 sums stay plain locals: written over Row3 windows (as the forward is) it took 1.3–2× the CPU time.
-    internal readonly struct WeightGrad3x3S1BlockedKernel(ArrayView<Float4> xp, ArrayView<Float4> dyp, ArrayView<float> dw, Blocked g) : IThreadKernel
+    internal readonly struct WeightGrad3x3S1BlockedKernel(ArrayView<Float4> packedX, ArrayView<Float4> packedDy, ArrayView<float> dw, Blocked geometry) : IThreadKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int index)
         {
+            var (xp, dyp, g) = (packedX, packedDy, geometry); // locals: see Forward3x3S1BlockedKernel
             int ci = index % g.Cin;
             int cb = index / g.Cin;
             float s000 = 0f, s001 = 0f, s002 = 0f, s010 = 0f, s011 = 0f, s012 = 0f, s020 = 0f, s021 = 0f, s022 = 0f;
@@ -492,11 +545,12 @@ public sealed partial class ConvKernels
 
     // As above for stride 2: dw[co,ci,ky,kx] += Σ dy[n,co,oy,ox]·xp[n,ci,2·oy+ky,2·ox+kx]; 3 Float4 per x row,
     // read as Stride2 windows. (Only the downsampling convs run it: the train step, not the bench rows.)
-    internal readonly struct WeightGrad3x3S2BlockedKernel(ArrayView<Float4> xp, ArrayView<Float4> dyp, ArrayView<float> dw, Blocked g) : IThreadKernel
+    internal readonly struct WeightGrad3x3S2BlockedKernel(ArrayView<Float4> packedX, ArrayView<Float4> packedDy, ArrayView<float> dw, Blocked geometry) : IThreadKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int index)
         {
+            var (xp, dyp, g) = (packedX, packedDy, geometry); // locals: see Forward3x3S1BlockedKernel
             int ci = index % g.Cin;
             int cb = index / g.Cin;
             Stride2 stride = default;
