@@ -39,9 +39,8 @@ public static class ConvOps
                 else if (db.Length != 0) kernels.BackwardBias(dy.View, db, s);
                 if (addend is not null && addend.RequiresGrad)
                 {
-                    var elementwise = tape.Device.Kernels<ElementwiseKernels>();
-                    if (kind == ConvAddend.SameShape) elementwise.AddInto(tape.GradOf(addend).View, dy.View);
-                    else elementwise.AddChannelVectorBackward(dy.View, default, tape.GradOf(addend).View, s.N, s.Cout, s.Ho * s.Wo);
+                    if (kind == ConvAddend.SameShape) tape.AddGrad(addend, dy); // dy itself when the addend has no gradient yet
+                    else tape.Device.Kernels<ElementwiseKernels>().AddChannelVectorBackward(dy.View, default, tape.GradOf(addend).View, s.N, s.Cout, s.Ho * s.Wo);
                 }
             });
         }

@@ -16,6 +16,7 @@ public sealed class Tape
 {
     private readonly List<Action> backwardSteps = new();
     private readonly List<Tensor> owned = new();
+    private readonly HashSet<Tensor> ownedSet = new(ReferenceEqualityComparer.Instance);
     private int noGradDepth;
 
     /// <summary>A tape on <paramref name="device"/>.</summary>
@@ -47,7 +48,7 @@ public sealed class Tape
     public Tensor NewTensor(params int[] shape)
     {
         var t = Tensor.Create(Device, shape);
-        owned.Add(t);
+        Own(t);
         return t;
     }
 
@@ -90,10 +91,31 @@ public sealed class Tape
         if (t.Grad is null)
         {
             var g = Tensor.Zeros(Device, t.Shape);
-            owned.Add(g);
+            Own(g);
             t.Grad = g;
         }
         return t.Grad;
+    }
+
+    /// <summary>
+    /// Adds <paramref name="gradient"/> into <paramref name="t"/>'s gradient — or, when t has none yet and the tape owns t,
+    /// makes it t's gradient: no launch and no clear (issue 9; a residual's addend, whose gradient is dy). Only for a
+    /// gradient that nothing reads or writes afterwards except through t: the upstream dy of the step being run, once.
+    /// </summary>
+    public void AddGrad(Tensor t, Tensor gradient)
+    {
+        if (t.Grad is null && ownedSet.Contains(t) && gradient.Shape.AsSpan().SequenceEqual(t.Shape))
+        {
+            t.Grad = gradient; // both are the tape's: Clear forgets t's Grad and releases the gradient once, as its own
+            return;
+        }
+        Device.Kernels<ElementwiseKernels>().AddInto(GradOf(t).View, gradient.View);
+    }
+
+    private void Own(Tensor t)
+    {
+        owned.Add(t);
+        ownedSet.Add(t);
     }
 
     /// <summary>
@@ -103,7 +125,7 @@ public sealed class Tape
     public Tensor Reshape(Tensor x, params int[] shape)
     {
         var y = x.Reshape(shape);
-        owned.Add(y); // a reshape's Dispose leaves the shared buffer alone; Clear only forgets its Grad view
+        Own(y); // a reshape's Dispose leaves the shared buffer alone; Clear only forgets its Grad view
         if (NeedsGrad(x))
         {
             y.RequiresGrad = true;
@@ -151,6 +173,7 @@ public sealed class Tape
             t.Dispose();
         }
         owned.Clear();
+        ownedSet.Clear();
     }
 
     private sealed class Scope(Action onDispose) : IDisposable

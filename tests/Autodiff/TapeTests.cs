@@ -51,6 +51,36 @@ public sealed class TapeTests
     }
 
     [Test]
+    public void AddGradHandsTheGradientOnWhenTheTapesTensorHasNoneAndAddsOtherwise()
+    {
+        // Issue 9: a residual's addend takes dy itself (no launch, no clear) when it has no gradient yet; a second
+        // contribution adds; a tensor the tape does not own (a caller's leaf) always gets its own buffer.
+        var tape = new Tape(Device);
+        var t = tape.NewTensor(2, 3);
+        var dy = tape.GradOf(tape.NewTensor(2, 3));
+        dy.Buffer.CopyFrom(new[] { 1f, 2f, 3f, 4f, 5f, 6f });
+        var before = Device.Counters.Snapshot();
+        tape.AddGrad(t, dy);
+        Assert.That(Device.Counters.Snapshot() - before, Is.EqualTo(new DeviceCount(0, 0, 0)), "handed on: nothing launched");
+        Assert.That(t.Grad, Is.SameAs(dy));
+        var more = tape.GradOf(tape.NewTensor(2, 3));
+        more.Buffer.CopyFrom(new[] { 10f, 10f, 10f, 10f, 10f, 10f });
+        tape.AddGrad(t, more);
+        Assert.That(t.Grad!.ToArray(), Is.EqualTo(new[] { 11f, 12f, 13f, 14f, 15f, 16f }), "a second contribution adds");
+
+        using var leaf = Tensor.FromArray(Device, new float[6], 2, 3);
+        leaf.RequireGrad();
+        tape.AddGrad(leaf, more);
+        Assert.That(leaf.Grad, Is.Not.SameAs(more), "a tensor the tape does not own keeps its own gradient buffer");
+        Assert.That(leaf.Grad!.ToArray(), Is.All.EqualTo(10f));
+        var other = tape.NewTensor(6);
+        tape.AddGrad(other, more);
+        Assert.That(other.Grad, Is.Not.SameAs(more), "another shape gets its own buffer");
+        tape.Clear();
+        Assert.That(t.Grad, Is.Null);
+    }
+
+    [Test]
     public void GradientsAccumulateThroughTwoPathsIntoOneLoss()
     {
         // L = (Σx − mean(x))²: both paths meet in one MSE loss; dL/dx = 2(Σx − x̄)(1 − 1/n).
