@@ -299,7 +299,7 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         {
             // Enough groups to fill the device, each still summing at least 4 slices (64 pixels).
             int tiles = ((columns + GemmCore.Tile - 1) / GemmCore.Tile) * ((s.Cout + GemmCore.Tile - 1) / GemmCore.Tile);
-            int wanted = (2 * Math.Max(1, device.Accelerator.NumMultiprocessors) + tiles - 1) / tiles;
+            int wanted = (2 * device.Multiprocessors + tiles - 1) / tiles;
             splits = Math.Clamp(wanted, 1, Math.Max(1, slices / 4));
         }
         splits = Math.Min(splits, slices);

@@ -68,6 +68,16 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>Whether <c>Auto</c> variants resolve to the GPU kernels: off the CPU, or with <see cref="ChooseGpuVariants"/> set.</summary>
     public bool UsesGpuVariants => !IsCpu || ChooseGpuVariants;
 
+    /// <summary>The multiprocessors an H200 has: what the CPU accelerator sizes GPU launches for under <see cref="ChooseGpuVariants"/>.</summary>
+    public const int CountedGpuMultiprocessors = 132;
+
+    /// <summary>
+    /// The multiprocessors (SMs) a launch is sized for — how many splits a long reduction gets, for instance: the
+    /// accelerator's, or <see cref="CountedGpuMultiprocessors"/> on the CPU with <see cref="ChooseGpuVariants"/>, so that
+    /// the launches counted there are an H200's and not those of a 2-SM GPU.
+    /// </summary>
+    public int Multiprocessors => IsCpu && ChooseGpuVariants ? CountedGpuMultiprocessors : Math.Max(1, Accelerator.NumMultiprocessors);
+
     /// <summary>
     /// While set, every launch is counted (and attributed to the <see cref="Profiler"/>, at 0 ms) but neither compiled nor
     /// run; clears, copies and waits still happen. The host decides alone which kernels a step launches, how many and in
