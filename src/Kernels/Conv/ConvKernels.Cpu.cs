@@ -125,7 +125,7 @@ public sealed partial class ConvKernels
     {
         int threads = g.N * g.CoB * g.Ho * g.XB;
         if (stride == 1) device.Launch(threads, new Forward3x3S1BlockedKernel(View4(input), View4(weights), bias, add, output, g));
-        else device.Launch(threads, new Forward3x3BlockedKernel<Stride2>(View4(input), View4(weights), bias, add, output, g));
+        else device.Launch(threads, new Forward3x3S2BlockedKernel(View4(input), View4(weights), bias, add, output, g));
     }
 
     /// <summary>A pooled zero-padded copy of <paramref name="source"/> laid out by <paramref name="p"/>.</summary>
@@ -245,44 +245,15 @@ public sealed partial class ConvKernels
         public Float4 K0, K1, K2;
     }
 
-    /// <summary>How a stride reads the windows of <see cref="Row3"/> from a packed row (a struct: kernels specialise on it).</summary>
-    internal interface IStride
+    /// <summary>
+    /// The windows at stride 2 of the block whose first input is Float4 <paramref name="at"/> of a packed row: outputs
+    /// 4b..4b+3 read inputs 8b..8b+8, Float4s 2b..2b+2 (9 of their 12 floats).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Row3 Stride2Windows(ArrayView<Float4> xp, int at)
     {
-        /// <summary>The stride (1 or 2).</summary>
-        int Step { get; }
-
-        /// <summary>The windows of the block whose first input is Float4 <paramref name="at"/> of the packed input.</summary>
-        Row3 Load(ArrayView<Float4> xp, int at);
-    }
-
-    /// <summary>Stride 1: outputs 4b..4b+3 read inputs 4b..4b+5, Float4s b and b+1.</summary>
-    internal struct Stride1 : IStride
-    {
-        /// <inheritdoc/>
-        public readonly int Step => 1;
-
-        /// <inheritdoc/>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly Row3 Load(ArrayView<Float4> xp, int at)
-        {
-            Float4 p = xp[at], q = xp[at + 1];
-            return new Row3 { K0 = p, K1 = new(p.Y, p.Z, p.W, q.X), K2 = new(p.Z, p.W, q.X, q.Y) };
-        }
-    }
-
-    /// <summary>Stride 2: outputs 4b..4b+3 read inputs 8b..8b+8, Float4s 2b..2b+2 (9 of their 12 floats).</summary>
-    internal struct Stride2 : IStride
-    {
-        /// <inheritdoc/>
-        public readonly int Step => 2;
-
-        /// <inheritdoc/>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly Row3 Load(ArrayView<Float4> xp, int at)
-        {
-            Float4 p = xp[at], q = xp[at + 1], u = xp[at + 2];
-            return new Row3 { K0 = new(p.X, p.Z, q.X, q.Z), K1 = new(p.Y, p.W, q.Y, q.W), K2 = new(p.Z, q.X, q.Z, u.X) };
-        }
+        Float4 p = xp[at], q = xp[at + 1], u = xp[at + 2];
+        return new Row3 { K0 = new(p.X, p.Z, q.X, q.Z), K1 = new(p.Y, p.W, q.Y, q.W), K2 = new(p.Z, q.X, q.Z, u.X) };
     }
 
     /// <summary>Σ over the 9 taps of one output channel's weights k times the 4-pixel windows of rows r0..r2 (tap order).</summary>
@@ -308,13 +279,13 @@ public sealed partial class ConvKernels
     // Forward (blocked): also the stride-1 backward-input pass, as a convolution of the padded dy
     // =====================================================================================================
 
-    // xp [N,Cin,Hp,Wp4] Float4 (zero-padded x), wp [CoB,Cin,9] Float4 -> y [N,Cout,Ho,Wo]
-    // y[n,co,oy,ox] = b[co] + Σ_ci Σ_{ky,kx<3} w[co,ci,ky,kx]·xp[n,ci,s·oy+ky,s·ox+kx]      (or y += … when Accumulate)
-    // Thread: 4 output channels × 4 consecutive pixels of one output row. Per input channel: 3 packed rows
-    // (6 Float4 at stride 1, 9 at stride 2) and 9 Float4 of weights, then one 9-term dot product into each of
-    // the 16 sums: 144 multiply-adds per 15 loads at stride 1. (An 8-channel version, 288 per 24, used about
-    // twice the CPU time: its 32 sums and 18 weight Float4s no longer fit in registers.)
-    internal readonly struct Forward3x3BlockedKernel<TStride>(ArrayView<Float4> packedX, ArrayView<Float4> packedW, ArrayView<float> bias, Addend add, ArrayView<float> y, Blocked geometry) : IThreadKernel where TStride : struct, IStride
+    // xp [N,Cin,Hp,Wp4] Float4 (zero-padded x), wp [CoB,Cin,9] Float4 -> y [N,Cout,Ho,Wo], stride 2:
+    // y[n,co,oy,ox] = b[co] + Σ_ci Σ_{ky,kx<3} w[co,ci,ky,kx]·xp[n,ci,2·oy+ky,2·ox+kx]
+    // Thread: 4 output channels × 4 consecutive pixels of one output row. Per input channel: 3 packed rows of 3 Float4
+    // (Stride2Windows) and 9 Float4 of weights, then one 9-term dot product into each of the 16 sums: 144 multiply-adds
+    // per 18 loads. (An 8-channel version, 288 per 24 at stride 1, used about twice the CPU time: its 32 sums and 18
+    // weight Float4s no longer fit in registers.)
+    internal readonly struct Forward3x3S2BlockedKernel(ArrayView<Float4> packedX, ArrayView<Float4> packedW, ArrayView<float> bias, Addend add, ArrayView<float> y, Blocked geometry) : IThreadKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int index)
@@ -325,14 +296,13 @@ public sealed partial class ConvKernels
             int oy = t % g.Ho; t /= g.Ho;
             int cb = t % g.CoB;
             int n = t / g.CoB;
-            TStride stride = default;
             Float4 a0 = default, a1 = default, a2 = default, a3 = default;
-            int row = (n * g.Cin * g.Hp + stride.Step * oy) * g.Wp4 + stride.Step * xb;
+            int row = (n * g.Cin * g.Hp + 2 * oy) * g.Wp4 + 2 * xb;
             int plane = g.Hp * g.Wp4;
             int wi = cb * g.Cin * 9;
             for (int ci = 0; ci < g.Cin; ci++, row += plane, wi += 9)
             {
-                Row3 r0 = stride.Load(xp, row), r1 = stride.Load(xp, row + g.Wp4), r2 = stride.Load(xp, row + 2 * g.Wp4);
+                Row3 r0 = Stride2Windows(xp, row), r1 = Stride2Windows(xp, row + g.Wp4), r2 = Stride2Windows(xp, row + 2 * g.Wp4);
                 Float4 k0 = wp[wi], k1 = wp[wi + 1], k2 = wp[wi + 2], k3 = wp[wi + 3], k4 = wp[wi + 4];
                 Float4 k5 = wp[wi + 5], k6 = wp[wi + 6], k7 = wp[wi + 7], k8 = wp[wi + 8];
                 a0 = Taps(a0, k0.X, k1.X, k2.X, k3.X, k4.X, k5.X, k6.X, k7.X, k8.X, r0, r1, r2);
@@ -344,9 +314,9 @@ public sealed partial class ConvKernels
         }
     }
 
-    // The stride-1 case of the kernel above, written out: its 16 sums are plain locals and each tap reads the two
-    // packed Float4s of a row directly. The generic kernel's Row3 windows (shuffled copies, passed by value) ran the
-    // stride-1 forward and backward-input passes 1.2–1.3× slower on the CPU accelerator (bench/RESULTS.md, 2026-12-02).
+    // The kernel above at stride 1 (y += … when Accumulate: also the stride-1 backward-input pass, over the padded dy),
+    // 6 Float4 loads per input channel: 144 multiply-adds per 15 loads. Its 16 sums are plain locals and each tap reads
+    // the row's two Float4s directly; over Row3 windows (shuffled copies passed by value) it measured 3–7 % slower.
     internal readonly struct Forward3x3S1BlockedKernel(ArrayView<Float4> packedX, ArrayView<Float4> packedW, ArrayView<float> bias, Addend add, ArrayView<float> y, Blocked geometry) : IThreadKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -544,16 +514,14 @@ int row = (n * g.Cin * g.Hp + oy) * g.Wp4 + xb;
     }
 
     // As above for stride 2: dw[co,ci,ky,kx] += Σ dy[n,co,oy,ox]·xp[n,ci,2·oy+ky,2·ox+kx]; 3 Float4 per x row,
-    // read as Stride2 windows. (Only the downsampling convs run it: the train step, not the bench rows.)
+    // read as Stride2Windows. (Only the downsampling convs run it.)
     internal readonly struct WeightGrad3x3S2BlockedKernel(ArrayView<Float4> packedX, ArrayView<Float4> packedDy, ArrayView<float> dw, Blocked geometry) : IThreadKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int index)
         {
             var (xp, dyp, g) = (packedX, packedDy, geometry); // locals: see Forward3x3S1BlockedKernel
-            int ci = index % g.Cin;
-            int cb = index / g.Cin;
-            Stride2 stride = default;
+            int ci = index % g.Cin, cb = index / g.Cin;
             // t{ky}{kx}: the sums of tap (ky, kx) for output channels 4·cb + 0..3 (X..W).
             Float4 t00 = default, t01 = default, t02 = default, t10 = default, t11 = default, t12 = default, t20 = default, t21 = default, t22 = default;
             int dyPlane = g.Ho * g.XB;
@@ -561,13 +529,13 @@ int row = (n * g.Cin * g.Hp + oy) * g.Wp4 + xb;
             {
                 for (int oy = 0; oy < g.Ho; oy++)
                 {
-                    int xr = ((n * g.Cin + ci) * g.Hp + stride.Step * oy) * g.Wp4;
+                    int xr = ((n * g.Cin + ci) * g.Hp + 2 * oy) * g.Wp4;
                     int dr = ((n * g.CoutP + 4 * cb) * g.Ho + oy) * g.XB;
                     for (int xb = 0; xb < g.XB; xb++)
                     {
                         Float4 d0 = dyp[dr + xb], d1 = dyp[dr + dyPlane + xb], d2 = dyp[dr + 2 * dyPlane + xb], d3 = dyp[dr + 3 * dyPlane + xb];
-                        int at = xr + stride.Step * xb;
-                        Row3 r0 = stride.Load(xp, at), r1 = stride.Load(xp, at + g.Wp4), r2 = stride.Load(xp, at + 2 * g.Wp4);
+                        int at = xr + 2 * xb;
+                        Row3 r0 = Stride2Windows(xp, at), r1 = Stride2Windows(xp, at + g.Wp4), r2 = Stride2Windows(xp, at + 2 * g.Wp4);
                         t00 = Dots(t00, r0.K0, d0, d1, d2, d3); t01 = Dots(t01, r0.K1, d0, d1, d2, d3); t02 = Dots(t02, r0.K2, d0, d1, d2, d3);
                         t10 = Dots(t10, r1.K0, d0, d1, d2, d3); t11 = Dots(t11, r1.K1, d0, d1, d2, d3); t12 = Dots(t12, r1.K2, d0, d1, d2, d3);
                         t20 = Dots(t20, r2.K0, d0, d1, d2, d3); t21 = Dots(t21, r2.K1, d0, d1, d2, d3); t22 = Dots(t22, r2.K2, d0, d1, d2, d3);
