@@ -108,7 +108,7 @@ public sealed class StepCountTests
     {
         // Issue 9's fusions, counted (not run) with either device's kernels: the statistics and the normalisation in one
         // launch; the per-channel sums, then dx, dγ and dβ together; a conv's and a Linear's bias gradient as a column of
-        // the weight gradient's GEMM (on a GPU).
+        // the weight gradient's GEMM (on a GPU); a concatenation's backward in one launch.
         var device = Device;
         var d = new GroupNormDims(64, 64, 8, 14 * 14);
         var s = new ConvShape(64, 32, 14, 14, 64, 3);
@@ -137,6 +137,9 @@ public sealed class StepCountTests
             var matmul = device.Kernels<MatmulKernels>();
             long linear = Launches(() => matmul.LinearParameterBackward(v.SubView(0, 64 * d.C), v.SubView(0, 64 * 32), w.SubView(0, d.C * 32), c, 64, d.C, 32));
             Assert.That(linear, Is.EqualTo(gpuVariants ? 1 : 2), "a Linear's weight and bias gradients");
+            var elementwise = device.Kernels<ElementwiseKernels>();
+            Assert.That(Launches(() => elementwise.ConcatBackward(v.SubView(0, 2 * 64 * 196), v.SubView(0, 64 * 196), v.SubView(0, 64 * 196), 1, 64, 64, 196)), Is.EqualTo(1),
+                        "a concatenation's backward, both parts");
         }
         finally
         {
@@ -150,6 +153,9 @@ public sealed class StepCountTests
         // Issue 9: PyTorch eager runs 481 leaf operations for one forward pass of small (torch.profiler), so ≤ 240.
         var counts = StepCounts.Count(Device, UNetConfig.Small(), batch: 64, gpuVariants: true);
         Assert.That(counts.Forward.Launches, Is.LessThanOrEqualTo(240));
+        // Issue 9's train-step target, 2.5 × forward + 10 (425 today), is not met yet: held at today's count so that no
+        // change adds launches unnoticed (docs/benchmarks.md says where they go).
+        Assert.That(counts.TrainStep.Launches, Is.LessThanOrEqualTo(623));
         Assert.That(counts.SamplingStep.Launches, Is.EqualTo(counts.Forward.Launches + 1));
         Assert.That(counts.Forward.Synchronizations + counts.SamplingStep.Synchronizations, Is.Zero);
         Assert.That(counts.TrainStep.Synchronizations, Is.LessThanOrEqualTo(1), "the batch upload only");

@@ -190,15 +190,20 @@ public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<Element
         }
     }
 
-    // Concat's backward, one part at a time: dy [N,Ct,S] -> dpart [N,Cp,S] (ADDS):
-    // dpart[n,c,s] += dy[n, c0 + c, s], with rowPart = Cp·S, rowAll = Ct·S, start = c0·S.
-    internal readonly struct AddChannelSliceKernel(ArrayView<float> dy, ArrayView<float> dpart, int rowPart, int rowAll, int start) : IElementKernel
+    // Concat's backward, both parts in one launch over dy (issue 9): dy [N,Ca+Cb,S] -> da [N,Ca,S], db [N,Cb,S] (ADDS),
+    // da[n,c,s] += dy[n,c,s], db[n,c,s] += dy[n,Ca+c,s]; an unwanted part (want 0) is skipped. Indices as ConcatKernel's.
+    internal readonly struct ConcatBackwardKernel(ArrayView<float> dy, ArrayView<float> da, ArrayView<float> db, int rowA, int rowB, int wantA, int wantB) : IElementKernel
     {
         public void Element(int e)
         {
-            int batch = e / rowPart;
-            int r = e - batch * rowPart;
-            dpart[e] += dy[batch * rowAll + start + r];
+            int row = rowA + rowB;
+            int batch = e / row;
+            int r = e - batch * row;
+            if (r < rowA)
+            {
+                if (wantA != 0) da[batch * rowA + r] += dy[e];
+            }
+            else if (wantB != 0) db[batch * rowB + (r - rowA)] += dy[e];
         }
     }
 
@@ -222,15 +227,11 @@ public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<Element
     {
         int len = Product(n, ca + cb, spatial, "concat dy");
         Expect(dy, len, $"concat dy [{n}, {ca + cb}, {spatial}]");
-        AddSlice(da, ca, 0, "da");
-        AddSlice(db, cb, ca * spatial, "db");
-
-        void AddSlice(ArrayView<float> part, int channels, int start, string name)
-        {
-            if (part.Length == 0) return;
-            Expect(part, Product(n, channels, spatial, $"concat {name}"), $"concat {name} [{n}, {channels}, {spatial}]");
-            Run((int)part.Length, new AddChannelSliceKernel(dy, part, channels * spatial, (ca + cb) * spatial, start));
-        }
+        bool wantA = da.Length != 0, wantB = db.Length != 0;
+        if (wantA) Expect(da, Product(n, ca, spatial, "concat da"), $"concat da [{n}, {ca}, {spatial}]");
+        if (wantB) Expect(db, Product(n, cb, spatial, "concat db"), $"concat db [{n}, {cb}, {spatial}]");
+        if (!wantA && !wantB) return;
+        Run(len, new ConcatBackwardKernel(dy, wantA ? da : dy, wantB ? db : dy, ca * spatial, cb * spatial, wantA ? 1 : 0, wantB ? 1 : 0));
     }
 
     // ---------------------------------------------------------------- Dropout
