@@ -33,10 +33,9 @@ public static class ConvOps
         {
             tape.Record(y, dy =>
             {
-                if (x.RequiresGrad) kernels.BackwardInput(dy.View, weight.View, tape.GradOf(x).View, s);
-                var db = bias is { RequiresGrad: true } ? tape.GradOf(bias).View : default;
-                if (weight.RequiresGrad) kernels.BackwardWeightAndBias(x.View, dy.View, tape.GradOf(weight).View, db, s); // one GEMM on a GPU
-                else if (db.Length != 0) kernels.BackwardBias(dy.View, db, s);
+                // dx, dw and db, each only when wanted; on a GPU the input and weight gradients share a launch and db is a column of dw's GEMM
+                kernels.Backward(x.View, weight.View, dy.View, x.RequiresGrad ? tape.GradOf(x).View : default,
+                                 weight.RequiresGrad ? tape.GradOf(weight).View : default, bias is { RequiresGrad: true } ? tape.GradOf(bias).View : default, s);
                 if (addend is not null && addend.RequiresGrad)
                 {
                     if (kind == ConvAddend.SameShape) tape.AddGrad(addend, dy); // dy itself when the addend has no gradient yet

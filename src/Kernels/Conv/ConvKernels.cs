@@ -212,34 +212,85 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
         Require(w, s.WeightLength, "weight", "Cout·Cin·K·K", s);
         Require(dx, s.InputLength, "dx", "N·Cin·H·W", s);
-
         bool tiled = Resolve(variant) == GemmVariant.Tiled;
+        if (!tiled && !IsPointwise(s) && BackwardInputBlocked(dy, w, dx, s)) return;
+        BackwardInputGemms(dy, w, dx, s, tiled, default(WeightGemm<MatrixStore>), paired: false);
+    }
+
+    /// <summary>
+    /// The input gradient's products on the GEMM core; with <paramref name="paired"/> (tiled only) the first of them shares
+    /// its launch with <paramref name="companion"/>, the weight gradient's product (<see cref="GemmCore.RunPair"/>).
+    /// </summary>
+    private void BackwardInputGemms<TE>(ArrayView<float> dy, ArrayView<float> w, ArrayView<float> dx, ConvShape s, bool tiled, WeightGemm<TE> companion, bool paired)
+        where TE : struct, IGemmEpilogue
+    {
         int plane = s.H * s.W;
         if (IsPointwise(s)) // dx[n] += wᵀ·dy[n]
         {
             var pointwise = new ImageStore { Y = dx, Bias = dx, Accumulate = 1, C = s.Cin, H = s.H, W = s.W, GridH = s.H, GridW = s.W, Step = 1 };
-            GemmCore.Run(device, Strided.A(w, s.Cin, s.Cout, true, 0), Strided.B(dy, s.Cout, plane, false, s.Cout * plane), pointwise, s.N, s.Cin, plane, s.Cout, tiled);
-            return;
+            Gemm(Strided.A(w, s.Cin, s.Cout, true, 0), Strided.B(dy, s.Cout, plane, false, s.Cout * plane), pointwise, s.N, s.Cin, plane, s.Cout);
         }
-        if (!tiled && BackwardInputBlocked(dy, w, dx, s)) return;
-
-        // Phase (py, px) of dx — the pixels iy = py + s·a, ix = px + s·b — receives only the taps
-        // ky ≡ py + p (mod s), kx ≡ px + p (mod s), from dy[n, co, qy + a − ty, qx + b − tx] where
-        // ky = ry + s·ty, ry = (py + p) mod s, qy = (py + p − ry)/s (same for x): one GEMM per phase with
-        // reduction Cout·(taps of the phase), none of the zeros a stride-dilated dy would insert.
-        for (int py = 0; py < s.Stride; py++)
+        else
         {
-            var (ry, qy, tapsY, rows) = Phase(py, s.Padding, s.Stride, s.K, s.H);
-            for (int px = 0; px < s.Stride; px++)
+            // Phase (py, px) of dx — the pixels iy = py + s·a, ix = px + s·b — receives only the taps
+            // ky ≡ py + p (mod s), kx ≡ px + p (mod s), from dy[n, co, qy + a − ty, qx + b − tx] where
+            // ky = ry + s·ty, ry = (py + p) mod s, qy = (py + p − ry)/s (same for x): one GEMM per phase with
+            // reduction Cout·(taps of the phase), none of the zeros a stride-dilated dy would insert.
+            for (int py = 0; py < s.Stride; py++)
             {
-                var (rx, qx, tapsX, cols) = Phase(px, s.Padding, s.Stride, s.K, s.W);
-                if (tapsY == 0 || tapsX == 0 || rows == 0 || cols == 0) continue; // nothing reaches this phase
-                var weights = new PhaseWeights { W = w, Cin = s.Cin, K = s.K, TapsY = tapsY, TapsX = tapsX, Step = s.Stride, OffY = ry, OffX = rx };
-                var gradient = Im2col.Of(dy, s.N, s.Cout, s.Ho, s.Wo, tapsY, tapsX, rows, cols, 1, -1, qy, qx);
-                var store = new ImageStore { Y = dx, Bias = dx, Accumulate = 1, C = s.Cin, H = s.H, W = s.W, GridH = rows, GridW = cols, Step = s.Stride, OffY = py, OffX = px };
-                GemmCore.Run(device, weights, gradient, store, 1, s.Cin, s.N * rows * cols, s.Cout * tapsY * tapsX, tiled);
+                var (ry, qy, tapsY, rows) = Phase(py, s.Padding, s.Stride, s.K, s.H);
+                for (int px = 0; px < s.Stride; px++)
+                {
+                    var (rx, qx, tapsX, cols) = Phase(px, s.Padding, s.Stride, s.K, s.W);
+                    if (tapsY == 0 || tapsX == 0 || rows == 0 || cols == 0) continue; // nothing reaches this phase
+                    var weights = new PhaseWeights { W = w, Cin = s.Cin, K = s.K, TapsY = tapsY, TapsX = tapsX, Step = s.Stride, OffY = ry, OffX = rx };
+                    var gradient = Im2col.Of(dy, s.N, s.Cout, s.Ho, s.Wo, tapsY, tapsX, rows, cols, 1, -1, qy, qx);
+                    var store = new ImageStore { Y = dx, Bias = dx, Accumulate = 1, C = s.Cin, H = s.H, W = s.W, GridH = rows, GridW = cols, Step = s.Stride, OffY = py, OffX = px };
+                    Gemm(weights, gradient, store, 1, s.Cin, s.N * rows * cols, s.Cout * tapsY * tapsX);
+                }
             }
         }
+        if (paired) companion.Run(device, s.Cout, tiled); // no phase took it (not reached by the U-Net's shapes)
+
+        void Gemm<TA, TB, TS>(TA a, TB b, TS e, int batch, int m, int n, int k) where TA : struct, IGemmOperand where TB : struct, IGemmOperand where TS : struct, IGemmEpilogue
+        {
+            if (!paired) GemmCore.Run(device, a, b, e, batch, m, n, k, tiled);
+            else GemmCore.RunPair(device, a, b, e, batch, m, n, k, companion.Gradient, companion.Image, companion.Store, companion.Splits, s.Cout, companion.Columns, companion.Length);
+            paired = false;
+        }
+    }
+
+    /// <summary>
+    /// All of a convolution's gradients that are wanted (an empty view for one that is not): dx as <see cref="BackwardInput"/>,
+    /// dw and db as <see cref="BackwardWeightAndBias"/>. With the tiled kernel (a GPU's) the input gradient's first product
+    /// and the weight gradient's product run as one launch (<see cref="GemmCore.RunPair"/>): both read dy, and a
+    /// convolution's backward is then 2 launches at stride 1 (the pair and the split column sums) instead of 3.
+    /// </summary>
+    public void Backward(ArrayView<float> x, ArrayView<float> w, ArrayView<float> dy, ArrayView<float> dx, ArrayView<float> dw, ArrayView<float> db, ConvShape s,
+                         GemmVariant variant = GemmVariant.Auto, int splits = 0)
+    {
+        if (Resolve(variant) != GemmVariant.Tiled || dx.Length == 0 || dw.Length == 0)
+        {
+            if (dx.Length != 0) BackwardInput(dy, w, dx, s, variant);
+            if (dw.Length != 0) BackwardWeightAndBias(x, dy, dw, db, s, variant, splits);
+            else if (db.Length != 0) BackwardBias(dy, db, s);
+            return;
+        }
+        Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
+        Require(w, s.WeightLength, "weight", "Cout·Cin·K·K", s);
+        Require(dx, s.InputLength, "dx", "N·Cin·H·W", s);
+        Require(x, s.InputLength, "x", "N·Cin·H·W", s);
+        Require(dw, s.WeightLength, "weight gradient", "Cout·Cin·K·K", s);
+        if (db.Length != 0) Require(db, s.Cout, "bias gradient", "Cout", s);
+        var plan = PlanWeightGemm(x, dy, dw, db, s, tiled: true, splits);
+        if (plan.Splits == 1)
+        {
+            BackwardInputGemms(dy, w, dx, s, tiled: true, plan, paired: true);
+            return;
+        }
+        using var partial = device.Pool.Rent<float>(plan.Splits * s.Cout * plan.Columns);
+        BackwardInputGemms(dy, w, dx, s, tiled: true, plan.IntoPartials(partial.View, s.Cout), paired: true);
+        SumPartials(plan, partial.View, s.Cout);
     }
 
     /// <summary>For phase <paramref name="phase"/> of one axis: first tap, dy offset, taps, and pixels of the phase.</summary>
@@ -290,8 +341,24 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
             return;
         }
 
-        // [dw | db] [Cout, R (+1)] += DY [Cout, P] · [Xᵀ | 1] [P, R (+1)], P = N·Ho·Wo pixels, R = Cin·K·K; on a GPU
-        // the pixels are split over the grid into partial products whose column sums add into dw and db in order.
+        var plan = PlanWeightGemm(x, dy, dw, db, s, tiled, splits);
+        if (plan.Splits == 1)
+        {
+            plan.Run(device, s.Cout, tiled);
+            return;
+        }
+        using var partial = device.Pool.Rent<float>(plan.Splits * s.Cout * plan.Columns);
+        plan.IntoPartials(partial.View, s.Cout).Run(device, s.Cout, tiled);
+        SumPartials(plan, partial.View, s.Cout);
+    }
+
+    /// <summary>
+    /// [dw | db] [Cout, R (+1)] += DY [Cout, P] · [Xᵀ | 1] [P, R (+1)], P = N·Ho·Wo pixels, R = Cin·K·K, planned: on a GPU the
+    /// pixels are split over the grid into partial products whose column sums add into dw and db in order.
+    /// </summary>
+    private WeightGemm<WeightBiasStore> PlanWeightGemm(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ArrayView<float> db, ConvShape s, bool tiled, int splits)
+    {
+        bool withBias = db.Length != 0;
         int columns = s.Cin * s.K * s.K + (withBias ? 1 : 0), pixels = s.N * s.Ho * s.Wo;
         int slices = (pixels + GemmCore.TileK - 1) / GemmCore.TileK;
         if (!tiled) splits = 1;
@@ -312,16 +379,24 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         image.Transposed = 1;
         image.SplitLength = length;
         var into = new WeightBiasStore { Dw = dw, Db = withBias ? db : dw, Weights = s.Cin * s.K * s.K, Columns = columns };
-        if (splits == 1)
-        {
-            GemmCore.Run(device, gradient, image, into, 1, s.Cout, columns, length, tiled);
-            return;
-        }
-        int count = s.Cout * columns;
-        using var partial = device.Pool.Rent<float>(splits * count);
-        var store = new MatrixStore { C = partial.View, Bias = partial.View, M = s.Cout, N = columns, Alpha = 1f };
-        GemmCore.Run(device, gradient, image, store, splits, s.Cout, columns, length, tiled);
-        device.Kernels<ReduceKernels>().Rows(new ColumnTerm(partial.View, splits, count), into, count, splits);
+        return new WeightGemm<WeightBiasStore>(gradient, image, into, splits, columns, length);
+    }
+
+    /// <summary>The weight gradient's product as planned: operands, epilogue (dw and db, or the split partials), splits, columns, pixels per split.</summary>
+    private readonly record struct WeightGemm<TE>(ChannelMajor Gradient, Im2col Image, TE Store, int Splits, int Columns, int Length) where TE : struct, IGemmEpilogue
+    {
+        public void Run(ComputeDevice device, int cout, bool tiled) => GemmCore.Run(device, Gradient, Image, Store, Splits, cout, Columns, Length, tiled);
+
+        /// <summary>The same product into per-split partials [Splits, Cout, Columns].</summary>
+        public WeightGemm<MatrixStore> IntoPartials(ArrayView<float> partial, int cout) =>
+            new(Gradient, Image, new MatrixStore { C = partial, Bias = partial, M = cout, N = Columns, Alpha = 1f }, Splits, Columns, Length);
+    }
+
+    /// <summary>The split partials' column sums, in split order, into dw and db (<paramref name="plan"/>'s own epilogue).</summary>
+    private void SumPartials(WeightGemm<WeightBiasStore> plan, ArrayView<float> partial, int cout)
+    {
+        int count = cout * plan.Columns;
+        device.Kernels<ReduceKernels>().Rows(new ColumnTerm(partial, plan.Splits, count), plan.Store, count, plan.Splits);
     }
 
     /// <summary>The 1×1, stride-1, unpadded case: a plain product per image.</summary>
@@ -342,6 +417,8 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
             .Concat(GemmCore.Kernels<PhaseWeights, Im2col, ImageStore>())
             .Concat(GemmCore.Kernels<ChannelMajor, Im2col, MatrixStore>())
             .Concat(GemmCore.Kernels<ChannelMajor, Im2col, WeightBiasStore>())
+            .Concat([GemmCore.PairKernel<Strided, Strided, ImageStore, ChannelMajor, Im2col, WeightBiasStore>(), GemmCore.PairKernel<Strided, Strided, ImageStore, ChannelMajor, Im2col, MatrixStore>(),
+                     GemmCore.PairKernel<PhaseWeights, Im2col, ImageStore, ChannelMajor, Im2col, WeightBiasStore>(), GemmCore.PairKernel<PhaseWeights, Im2col, ImageStore, ChannelMajor, Im2col, MatrixStore>()])
             .Concat(GemmCore.Kernels<Strided, Strided, ImageStore>())
             .Concat(GemmCore.Kernels<ChannelMajor, ChannelMajor, MatrixStore>());
 

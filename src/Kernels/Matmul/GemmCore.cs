@@ -231,6 +231,30 @@ internal static partial class GemmCore
         device.Launch((int)threads, new BlockedGemm<TA, TB, TE>(a, b, epilogue, blocked));
     }
 
+    /// <summary>
+    /// Two independent products in one launch of the tiled kernel (a grouped GEMM, issue 9): the grid's third dimension
+    /// runs the first's <paramref name="batch1"/> products, then the second's; groups outside a product's tiles return.
+    /// The convolution's backward passes use it: the input gradient and the weight gradient read the same dy.
+    /// </summary>
+    public static void RunPair<TA1, TB1, TE1, TA2, TB2, TE2>(ComputeDevice device, TA1 a1, TB1 b1, TE1 e1, int batch1, int m1, int n1, int k1,
+                                                             TA2 a2, TB2 b2, TE2 e2, int batch2, int m2, int n2, int k2)
+        where TA1 : struct, IGemmOperand where TB1 : struct, IGemmOperand where TE1 : struct, IGemmEpilogue
+        where TA2 : struct, IGemmOperand where TB2 : struct, IGemmOperand where TE2 : struct, IGemmEpilogue
+    {
+        var s1 = new GemmSize { M = m1, N = n1, K = k1, BlocksN = (n1 + Tile - 1) / Tile };
+        var s2 = new GemmSize { M = m2, N = n2, K = k2, BlocksN = (n2 + Tile - 1) / Tile };
+        int rows1 = (m1 + Tile - 1) / Tile, rows2 = (m2 + Tile - 1) / Tile;
+        var groups = new Index3D(Math.Max(s1.BlocksN, s2.BlocksN), Math.Max(rows1, rows2), batch1 + batch2);
+        device.Launch(new KernelConfig(groups, new Index3D(GroupSide, GroupSide, 1)),
+            new TiledGemmPair<TA1, TB1, TE1, TA2, TB2, TE2>(new(a1, b1, e1, s1), new(a2, b2, e2, s2), batch1, s1.BlocksN, rows1, s2.BlocksN, rows2));
+    }
+
+    /// <summary>The paired kernel struct of two operand/epilogue choices (the PTX tests compile those launched).</summary>
+    internal static Type PairKernel<TA1, TB1, TE1, TA2, TB2, TE2>()
+        where TA1 : struct, IGemmOperand where TB1 : struct, IGemmOperand where TE1 : struct, IGemmEpilogue
+        where TA2 : struct, IGemmOperand where TB2 : struct, IGemmOperand where TE2 : struct, IGemmEpilogue =>
+        typeof(TiledGemmPair<TA1, TB1, TE1, TA2, TB2, TE2>);
+
     /// <summary>The two kernel structs of one operand/epilogue choice (the PTX tests compile those launched).</summary>
     internal static IEnumerable<Type> Kernels<TA, TB, TE>()
         where TA : struct, IGemmOperand where TB : struct, IGemmOperand where TE : struct, IGemmEpilogue =>
@@ -252,13 +276,22 @@ internal readonly struct TiledGemm<TA, TB, TE>(TA a, TB b, TE e, GemmSize s) : I
     private const int TileStride = GemmCore.Tile + 1;
     private const int Tile = GemmCore.Tile, TileK = GemmCore.TileK, GroupSide = GemmCore.GroupSide;
 
+    /// <summary>Shared floats of each staged operand slice (64 × 16, rows padded to 65).</summary>
+    internal const int TileFloats = TileK * TileStride;
+
     /// <inheritdoc/>
     public void Execute()
     {
-        var tileA = SharedMemory.Allocate<float>(TileK * TileStride); // tileA[kk·65 + ii] = opA[i0 + ii, k0 + kk]
-        var tileB = SharedMemory.Allocate<float>(TileK * TileStride); // tileB[kk·65 + jj] = opB[k0 + kk, j0 + jj]
+        var tileA = SharedMemory.Allocate<float>(TileFloats); // tileA[kk·65 + ii] = opA[i0 + ii, k0 + kk]
+        var tileB = SharedMemory.Allocate<float>(TileFloats); // tileB[kk·65 + jj] = opB[k0 + kk, j0 + jj]
+        Run(Grid.IdxX, Grid.IdxY, Grid.IdxZ, tileA, tileB);
+    }
+
+    /// <summary>The tile at column block <paramref name="bx"/>, row block <paramref name="by"/> of product <paramref name="batch"/> (every thread of the group calls it).</summary>
+    internal void Run(int bx, int by, int batch, ArrayView<float> tileA, ArrayView<float> tileB)
+    {
         int tx = Group.IdxX, ty = Group.IdxY, tid = ty * GroupSide + tx;
-        int i0 = Grid.IdxY * Tile, j0 = Grid.IdxX * Tile, batch = Grid.IdxZ;
+        int i0 = by * Tile, j0 = bx * Tile;
         bool aAlongK = a.ContiguousInK, bAlongK = b.ContiguousInK;
         Block8x8 sums = default;
         for (int k0 = 0; k0 < s.K; k0 += TileK)
@@ -290,4 +323,28 @@ internal readonly struct TiledGemm<TA, TB, TE>(TA a, TB b, TE e, GemmSize s) : I
     private static void Step(ArrayView<float> tileA, ArrayView<float> tileB, int ta, int tb, ref Block8x8 sums) =>
         sums.Add(tileA[ta], tileA[ta + 8], tileA[ta + 16], tileA[ta + 24], tileA[ta + 32], tileA[ta + 40], tileA[ta + 48], tileA[ta + 56],
                  tileB[tb], tileB[tb + 8], tileB[tb + 16], tileB[tb + 24], tileB[tb + 32], tileB[tb + 40], tileB[tb + 48], tileB[tb + 56]);
+}
+
+/// <summary>
+/// Two <see cref="TiledGemm{TA, TB, TE}"/> products in one grid (<see cref="GemmCore.RunPair"/>): grid z below
+/// <c>firstBatches</c> is the first's product z, the rest the second's; a group whose (x, y) lies outside its product's
+/// tiles returns at once (the whole group: no barrier is left waiting). The shared tiles are allocated once.
+/// </summary>
+internal readonly struct TiledGemmPair<TA1, TB1, TE1, TA2, TB2, TE2>(TiledGemm<TA1, TB1, TE1> first, TiledGemm<TA2, TB2, TE2> second,
+                                                                      int firstBatches, int firstX, int firstY, int secondX, int secondY) : IGroupKernel
+    where TA1 : struct, IGemmOperand where TB1 : struct, IGemmOperand where TE1 : struct, IGemmEpilogue
+    where TA2 : struct, IGemmOperand where TB2 : struct, IGemmOperand where TE2 : struct, IGemmEpilogue
+{
+    /// <inheritdoc/>
+    public void Execute()
+    {
+        var tileA = SharedMemory.Allocate<float>(TiledGemm<TA1, TB1, TE1>.TileFloats);
+        var tileB = SharedMemory.Allocate<float>(TiledGemm<TA1, TB1, TE1>.TileFloats);
+        int bx = Grid.IdxX, by = Grid.IdxY, z = Grid.IdxZ;
+        if (z < firstBatches)
+        {
+            if (bx < firstX && by < firstY) first.Run(bx, by, z, tileA, tileB);
+        }
+        else if (bx < secondX && by < secondY) second.Run(bx, by, z - firstBatches, tileA, tileB);
+    }
 }
