@@ -37,15 +37,11 @@ public static class MatmulOps
         if (tape.NeedsGrad(x, weight, bias))
             tape.Record(y, dy =>
             {
-                // dx [rows, In] += dy [rows, Out] · W [Out, In]
-                if (x.RequiresGrad)
-                    kernels.Gemm(dy.View, weight.View, tape.GradOf(x).View, new GemmDims(1, rows, inFeatures, outFeatures), accumulate: true);
-                // dW [Out, In] += (dy [rows, Out])ᵀ · x [rows, In];  db [Out] += Σ_rows dy (on a GPU one GEMM for both)
-                var db = bias is { RequiresGrad: true } ? tape.GradOf(bias).View : default;
-                if (weight.RequiresGrad)
-                    kernels.LinearParameterBackward(dy.View, x.View, tape.GradOf(weight).View, db, rows, outFeatures, inFeatures);
-                else if (db.Length != 0)
-                    kernels.BiasBackward(dy.View, db, rows, outFeatures);
+                // dx [rows, In] += dy [rows, Out] · W [Out, In];  dW [Out, In] += (dy [rows, Out])ᵀ · x [rows, In];  db [Out] += Σ_rows dy
+                // (on a GPU one launch for all three: dx's product and [dW | db] += dyᵀ·[x | 1], paired)
+                kernels.LinearBackward(dy.View, x.View, weight.View, x.RequiresGrad ? tape.GradOf(x).View : default,
+                                       weight.RequiresGrad ? tape.GradOf(weight).View : default, bias is { RequiresGrad: true } ? tape.GradOf(bias).View : default,
+                                       rows, outFeatures, inFeatures);
             });
         return y;
     }

@@ -92,6 +92,30 @@ public sealed class MatmulTests
         Check.Close(dc.ToArray(), expected, 1e-5, 1e-5, $"{variant} gemm + bias");
     }
 
+    [TestCase(GemmVariant.Tiled, true)]
+    [TestCase(GemmVariant.Tiled, false)]
+    [TestCase(GemmVariant.RegisterBlocked, true)]
+    public void LinearBackwardGivesEveryGradientAndAdds(GemmVariant variant, bool withBias)
+    {
+        // Tiled: dx's product and [dw | db]'s share one launch (GemmCore.RunPair).
+        const int rows = 37, outF = 70, inF = 9;
+        var (dy, x, w) = (TestData.Uniform(rows * outF, 51), TestData.Uniform(rows * inF, 52), TestData.Uniform(outF * inF, 53));
+        var (dx0, dw0, db0) = (TestData.Uniform(rows * inF, 54), TestData.Uniform(outF * inF, 55), TestData.Uniform(outF, 56));
+        using var ddy = Upload(dy);
+        using var dxIn = Upload(x);
+        using var dwIn = Upload(w);
+        using var ddx = Upload(dx0);
+        using var ddw = Upload(dw0);
+        using var ddb = Upload(db0);
+        Kernels.LinearBackward(ddy.View, dxIn.View, dwIn.View, ddx.View, ddw.View, withBias ? ddb.View : default, rows, outF, inF, variant);
+        var dxExpected = MatmulReference.Gemm(TestData.ToDouble(dy), TestData.ToDouble(w), 1, rows, inF, outF, false, false, c0: TestData.ToDouble(dx0));
+        var dwExpected = MatmulReference.Gemm(TestData.ToDouble(dy), TestData.ToDouble(x), 1, outF, inF, rows, true, false, c0: TestData.ToDouble(dw0));
+        Check.Close(ddx.ToArray(), dxExpected, 1e-5, 1e-5, "dx");
+        Check.Close(ddw.ToArray(), dwExpected, 1e-5, 1e-5, "dw");
+        var dbExpected = withBias ? MatmulReference.ColumnSums(TestData.ToDouble(dy), rows, outF, TestData.ToDouble(db0)) : TestData.ToDouble(db0);
+        Check.Close(ddb.ToArray(), dbExpected, 1e-5, 1e-5, "db");
+    }
+
     [TestCase(GemmVariant.Tiled, 37, 70, 9)]
     [TestCase(GemmVariant.Tiled, 5, 3, 66)]
     [TestCase(GemmVariant.RegisterBlocked, 37, 70, 9)]

@@ -142,6 +142,9 @@ public sealed class StepCountTests
             var matmul = device.Kernels<MatmulKernels>();
             long linear = Launches(() => matmul.LinearParameterBackward(v.SubView(0, 64 * d.C), v.SubView(0, 64 * 32), w.SubView(0, d.C * 32), c, 64, d.C, 32));
             Assert.That(linear, Is.EqualTo(gpuVariants ? 1 : 2), "a Linear's weight and bias gradients");
+            long linearAll = Launches(() => matmul.LinearBackward(v.SubView(0, 64 * d.C), v.SubView(0, 64 * 32), w.SubView(0, d.C * 32), v.SubView(0, 64 * 32),
+                                                                  w.SubView(0, d.C * 32), c, 64, d.C, 32));
+            Assert.That(linearAll, Is.EqualTo(gpuVariants ? 1 : 3), "all of a Linear's gradients");
             var elementwise = device.Kernels<ElementwiseKernels>();
             Assert.That(Launches(() => elementwise.ConcatBackward(v.SubView(0, 2 * 64 * 196), v.SubView(0, 64 * 196), v.SubView(0, 64 * 196), 1, 64, 64, 196)), Is.EqualTo(1),
                         "a concatenation's backward, both parts");
@@ -160,7 +163,7 @@ public sealed class StepCountTests
         Assert.That(counts.Forward.Launches, Is.LessThanOrEqualTo(240));
         // Issue 9's train-step target, 2.5 × forward + 10 (425 today), is not met yet: held at today's count so that no
         // change adds launches unnoticed (docs/benchmarks.md says where they go).
-        Assert.That(counts.TrainStep.Launches, Is.LessThanOrEqualTo(550));
+        Assert.That(counts.TrainStep.Launches, Is.LessThanOrEqualTo(532));
         Assert.That(counts.SamplingStep.Launches, Is.EqualTo(counts.Forward.Launches + 1));
         Assert.That(counts.Forward.Synchronizations + counts.SamplingStep.Synchronizations, Is.Zero);
         Assert.That(counts.TrainStep.Synchronizations, Is.LessThanOrEqualTo(1), "the batch upload only");

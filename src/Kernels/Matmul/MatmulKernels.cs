@@ -117,7 +117,8 @@ public sealed class MatmulKernels(ComputeDevice device) : IKernelFamily<MatmulKe
     }
 
     /// <summary>The GEMM-core kernel structs matmul launches (compiled to PTX by the tests).</summary>
-    internal static IEnumerable<Type> LaunchedKernels => GemmCore.Kernels<Strided, Strided, MatrixStore>().Concat(GemmCore.Kernels<Strided, OnesColumn<Strided>, WeightBiasStore>());
+    internal static IEnumerable<Type> LaunchedKernels => GemmCore.Kernels<Strided, Strided, MatrixStore>().Concat(GemmCore.Kernels<Strided, OnesColumn<Strided>, WeightBiasStore>())
+        .Append(GemmCore.PairKernel<Strided, Strided, MatrixStore, Strided, OnesColumn<Strided>, WeightBiasStore>());
 
     private static void CheckLength(ArrayView<float> view, long expected, string name, string layout, GemmDims d)
     {
@@ -142,13 +143,47 @@ public sealed class MatmulKernels(ComputeDevice device) : IKernelFamily<MatmulKe
             if (db.Length != 0) BiasBackward(dy, db, rows, outFeatures);
             return;
         }
+        var (a, b, into) = ParameterProduct(dy, x, dw, db, rows, outFeatures, inFeatures);
+        GemmCore.Run(device, a, b, into, 1, outFeatures, into.Columns, rows, tiled: true);
+    }
+
+    /// <summary>
+    /// Every wanted gradient of <c>y = x·Wᵀ + b</c> (an empty view for one that is not): dx [rows, In] += dy·W, and dw, db as
+    /// <see cref="LinearParameterBackward"/>. With the tiled kernel (a GPU's) dx's product and the parameters' run as one
+    /// launch (<see cref="GemmCore.RunPair"/>, issue 9); otherwise one call after the other, the CPU accelerator's bits.
+    /// </summary>
+    public void LinearBackward(ArrayView<float> dy, ArrayView<float> x, ArrayView<float> w, ArrayView<float> dx, ArrayView<float> dw, ArrayView<float> db,
+                               int rows, int outFeatures, int inFeatures, GemmVariant variant = GemmVariant.Auto)
+    {
+        if (variant == GemmVariant.Auto) variant = DefaultVariant;
+        var input = new GemmDims(1, rows, inFeatures, outFeatures);
+        if (variant != GemmVariant.Tiled || dx.Length == 0 || dw.Length == 0)
+        {
+            if (dx.Length != 0) Gemm(dy, w, dx, input, accumulate: true, variant: variant);
+            if (dw.Length != 0) LinearParameterBackward(dy, x, dw, db, rows, outFeatures, inFeatures, variant);
+            else if (db.Length != 0) BiasBackward(dy, db, rows, outFeatures);
+            return;
+        }
+        CheckLength(w, (long)outFeatures * inFeatures, "w", "[Out, In]", input);
+        CheckLength(dx, (long)rows * inFeatures, "dx", "[rows, In]", input);
+        var (a, b, into) = ParameterProduct(dy, x, dw, db, rows, outFeatures, inFeatures);
+        GemmCore.RunPair(device, Strided.A(dy, rows, outFeatures, false, 0), Strided.B(w, outFeatures, inFeatures, false, 0),
+            new MatrixStore { C = dx, Bias = dx, M = rows, N = inFeatures, Alpha = 1f, Accumulate = 1 }, 1, rows, inFeatures, outFeatures,
+            a, b, into, 1, outFeatures, into.Columns, rows);
+    }
+
+    // [dw | db] += dyᵀ·[x | 1] (without db: dw += dyᵀ·x, the column of ones never read), checked.
+    private static (Strided A, OnesColumn<Strided> B, WeightBiasStore Into) ParameterProduct(ArrayView<float> dy, ArrayView<float> x, ArrayView<float> dw, ArrayView<float> db,
+                                                                                           int rows, int outFeatures, int inFeatures)
+    {
+        var dims = new GemmDims(1, outFeatures, inFeatures, rows, TransposeA: true);
         CheckLength(dy, (long)rows * outFeatures, "dy", "[rows, Out]", dims);
         CheckLength(x, (long)rows * inFeatures, "x", "[rows, In]", dims);
         CheckLength(dw, (long)outFeatures * inFeatures, "dw", "[Out, In]", dims);
-        CheckLength(db, outFeatures, "db", "[Out]", dims);
+        if (db.Length != 0) CheckLength(db, outFeatures, "db", "[Out]", dims);
         var ones = new OnesColumn<Strided> { Inner = Strided.B(x, rows, inFeatures, false, 0), Columns = inFeatures };
-        var into = new WeightBiasStore { Dw = dw, Db = db, Weights = inFeatures, Columns = inFeatures + 1 };
-        GemmCore.Run(device, Strided.A(dy, outFeatures, rows, true, 0), ones, into, 1, outFeatures, inFeatures + 1, rows, tiled: true);
+        var into = new WeightBiasStore { Dw = dw, Db = db.Length != 0 ? db : dw, Weights = inFeatures, Columns = inFeatures + (db.Length != 0 ? 1 : 0) };
+        return (Strided.A(dy, outFeatures, rows, true, 0), ones, into);
     }
 
     // ---------------------------------------------------------------------------------------------
