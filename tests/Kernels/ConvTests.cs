@@ -193,7 +193,12 @@ public sealed class ConvTests
         {
             dwb.Clear();
             kernels.BackwardWeight(xb.View, dyb.View, dwb.View, s, GemmVariant.Tiled, splits);
-            Check.Close(dwb.ToArray(), expected, Rtol, 5e-4, $"tiled dw with {splits} splits");
+            var first = dwb.ToArray();
+            Check.Close(first, expected, Rtol, 5e-4, $"tiled dw with {splits} splits");
+            // The last group of a tile to finish sums the splits (SplitSumStore): which one that is varies, the bits do not.
+            dwb.Clear();
+            kernels.BackwardWeight(xb.View, dyb.View, dwb.View, s, GemmVariant.Tiled, splits);
+            Assert.That(dwb.ToArray(), Is.EqualTo(first), $"tiled dw with {splits} splits, run again");
         }
     }
 

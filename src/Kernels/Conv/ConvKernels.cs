@@ -264,7 +264,7 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     /// All of a convolution's gradients that are wanted (an empty view for one that is not): dx as <see cref="BackwardInput"/>,
     /// dw and db as <see cref="BackwardWeightAndBias"/>. With the tiled kernel (a GPU's) the input gradient's first product
     /// and the weight gradient's product run as one launch (<see cref="GemmCore.RunPair"/>): both read dy, and a
-    /// convolution's backward is then 2 launches at stride 1 (the pair and the split column sums) instead of 3.
+    /// convolution's backward is then 1 launch at stride 1 (the split sums finish inside it: SplitSumStore) instead of 3.
     /// </summary>
     public void Backward(ArrayView<float> x, ArrayView<float> w, ArrayView<float> dy, ArrayView<float> dx, ArrayView<float> dw, ArrayView<float> db, ConvShape s,
                          GemmVariant variant = GemmVariant.Auto, int splits = 0)
@@ -289,8 +289,7 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
             return;
         }
         using var partial = device.Pool.Rent<float>(plan.Splits * s.Cout * plan.Columns);
-        BackwardInputGemms(dy, w, dx, s, tiled: true, plan.IntoPartials(partial.View, s.Cout), paired: true);
-        SumPartials(plan, partial.View, s.Cout);
+        BackwardInputGemms(dy, w, dx, s, tiled: true, IntoSplitSums(plan, partial.View, s.Cout), paired: true);
     }
 
     /// <summary>For phase <paramref name="phase"/> of one axis: first tap, dy offset, taps, and pixels of the phase.</summary>
@@ -348,13 +347,12 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
             return;
         }
         using var partial = device.Pool.Rent<float>(plan.Splits * s.Cout * plan.Columns);
-        plan.IntoPartials(partial.View, s.Cout).Run(device, s.Cout, tiled);
-        SumPartials(plan, partial.View, s.Cout);
+        IntoSplitSums(plan, partial.View, s.Cout).Run(device, s.Cout, tiled);
     }
 
     /// <summary>
     /// [dw | db] [Cout, R (+1)] += DY [Cout, P] · [Xᵀ | 1] [P, R (+1)], P = N·Ho·Wo pixels, R = Cin·K·K, planned: on a GPU the
-    /// pixels are split over the grid into partial products whose column sums add into dw and db in order.
+    /// pixels are split over the grid into partial products, summed in split order into dw and db (<see cref="IntoSplitSums"/>).
     /// </summary>
     private WeightGemm<WeightBiasStore> PlanWeightGemm(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ArrayView<float> db, ConvShape s, bool tiled, int splits)
     {
@@ -386,18 +384,26 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     private readonly record struct WeightGemm<TE>(ChannelMajor Gradient, Im2col Image, TE Store, int Splits, int Columns, int Length) where TE : struct, IGemmEpilogue
     {
         public void Run(ComputeDevice device, int cout, bool tiled) => GemmCore.Run(device, Gradient, Image, Store, Splits, cout, Columns, Length, tiled);
-
-        /// <summary>The same product into per-split partials [Splits, Cout, Columns].</summary>
-        public WeightGemm<MatrixStore> IntoPartials(ArrayView<float> partial, int cout) =>
-            new(Gradient, Image, new MatrixStore { C = partial, Bias = partial, M = cout, N = Columns, Alpha = 1f }, Splits, Columns, Length);
     }
 
-    /// <summary>The split partials' column sums, in split order, into dw and db (<paramref name="plan"/>'s own epilogue).</summary>
-    private void SumPartials(WeightGemm<WeightBiasStore> plan, ArrayView<float> partial, int cout)
+    /// <summary>
+    /// <paramref name="plan"/> with its splits' partials [Splits, Cout, Columns] in <paramref name="partial"/>, summed in split
+    /// order by the last group of each tile to finish (<see cref="SplitSumStore"/>): no launch of their own.
+    /// </summary>
+    private WeightGemm<SplitSumStore> IntoSplitSums(WeightGemm<WeightBiasStore> plan, ArrayView<float> partial, int cout)
     {
-        int count = cout * plan.Columns;
-        device.Kernels<ReduceKernels>().Rows(new ColumnTerm(partial, plan.Splits, count), plan.Store, count, plan.Splits);
+        int tilesX = (plan.Columns + GemmCore.Tile - 1) / GemmCore.Tile, tiles = tilesX * ((cout + GemmCore.Tile - 1) / GemmCore.Tile);
+        if (tickets is null || tickets.Length < tiles)
+        {
+            tickets?.Dispose();
+            tickets = device.Pool.Rent<int>(Math.Max(tiles, 1024));
+            tickets.Clear(); // once: every launch leaves its tickets at 0
+        }
+        var store = new SplitSumStore { Partial = partial, Tickets = tickets.View, Into = plan.Store, Splits = plan.Splits, M = cout, Columns = plan.Columns, TilesX = tilesX };
+        return new(plan.Gradient, plan.Image, store, plan.Splits, plan.Columns, plan.Length);
     }
+
+    private DeviceBuffer<int>? tickets;
 
     /// <summary>The 1×1, stride-1, unpadded case: a plain product per image.</summary>
     private static bool IsPointwise(ConvShape s) => s.K == 1 && s.Stride == 1 && s.Padding == 0;
@@ -415,10 +421,10 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     internal static IEnumerable<Type> LaunchedKernels =>
         GemmCore.Kernels<Strided, Im2col, ImageStore>()
             .Concat(GemmCore.Kernels<PhaseWeights, Im2col, ImageStore>())
-            .Concat(GemmCore.Kernels<ChannelMajor, Im2col, MatrixStore>())
+            .Concat(GemmCore.Kernels<ChannelMajor, Im2col, SplitSumStore>())
             .Concat(GemmCore.Kernels<ChannelMajor, Im2col, WeightBiasStore>())
-            .Concat([GemmCore.PairKernel<Strided, Strided, ImageStore, ChannelMajor, Im2col, WeightBiasStore>(), GemmCore.PairKernel<Strided, Strided, ImageStore, ChannelMajor, Im2col, MatrixStore>(),
-                     GemmCore.PairKernel<PhaseWeights, Im2col, ImageStore, ChannelMajor, Im2col, WeightBiasStore>(), GemmCore.PairKernel<PhaseWeights, Im2col, ImageStore, ChannelMajor, Im2col, MatrixStore>()])
+            .Concat([GemmCore.PairKernel<Strided, Strided, ImageStore, ChannelMajor, Im2col, WeightBiasStore>(), GemmCore.PairKernel<Strided, Strided, ImageStore, ChannelMajor, Im2col, SplitSumStore>(),
+                     GemmCore.PairKernel<PhaseWeights, Im2col, ImageStore, ChannelMajor, Im2col, WeightBiasStore>(), GemmCore.PairKernel<PhaseWeights, Im2col, ImageStore, ChannelMajor, Im2col, SplitSumStore>()])
             .Concat(GemmCore.Kernels<Strided, Strided, ImageStore>())
             .Concat(GemmCore.Kernels<ChannelMajor, ChannelMajor, MatrixStore>());
 
@@ -535,6 +541,9 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
         public ArrayView<float> Y, Bias;
         public Addend Add;
         public int HasBias, Accumulate, C, H, W, GridH, GridW, Step, OffY, OffX;
+
+        /// <inheritdoc/>
+        public readonly void FinishTile(int i0, int j0, int tx, int ty, ArrayView<float> scratch) { }
 
         /// <inheritdoc/>
         public readonly void Store(int batch, int i, int j, float sum)

@@ -2,7 +2,6 @@ using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
 using IlgpuDdpm.Kernels.Device;
-using IlgpuDdpm.Kernels.Reduce;
 
 namespace IlgpuDdpm.Kernels.Matmul;
 
@@ -29,6 +28,13 @@ internal interface IGemmEpilogue
 {
     /// <summary>Writes <paramref name="sum"/> = Σ_k op(A)[batch,i,k]·op(B)[batch,k,j]; (i, j) lies inside C.</summary>
     void Store(int batch, int i, int j, float sum);
+
+    /// <summary>
+    /// The tiled kernel's last word on a tile once all its elements are stored, called by every thread of the group
+    /// (thread (tx, ty) owns rows i0 + ty + 8r, columns j0 + tx + 8c) with the group's free shared floats. Empty but
+    /// for <see cref="SplitSumStore"/>, which sums a tile's split partials there.
+    /// </summary>
+    void FinishTile(int i0, int j0, int tx, int ty, ArrayView<float> scratch);
 }
 
 /// <summary>The size of each product of a launch; the number of products is the grid's third dimension.</summary>
@@ -85,14 +91,17 @@ internal struct MatrixStore : IGemmEpilogue
         if (Accumulate != 0) v += C[index];
         C[index] = v;
     }
+
+    /// <inheritdoc/>
+    public readonly void FinishTile(int i0, int j0, int tx, int ty, ArrayView<float> scratch) { }
 }
 
 /// <summary>
 /// A weight gradient's epilogue: column j &lt; Weights of a [M, Columns] product adds into dw [M, Weights], the column
-/// past them (Columns = Weights + 1, the bias gradient's: op(B) ends in a column of ones) into db [M]. Also the sink of
-/// split partials' column sums (row q = i·Columns + j). Conv and Linear: one GEMM for both gradients (issue 9).
+/// past them (Columns = Weights + 1, the bias gradient's: op(B) ends in a column of ones) into db [M]. Conv and Linear:
+/// one GEMM for both gradients (issue 9).
 /// </summary>
-internal struct WeightBiasStore : IGemmEpilogue, IReductionSink
+internal struct WeightBiasStore : IGemmEpilogue
 {
     public ArrayView<float> Dw, Db;
     public int Weights, Columns;
@@ -105,10 +114,51 @@ internal struct WeightBiasStore : IGemmEpilogue, IReductionSink
     }
 
     /// <inheritdoc/>
-    public readonly void Write(int q, float total)
+    public readonly void FinishTile(int i0, int j0, int tx, int ty, ArrayView<float> scratch) { }
+}
+
+/// <summary>
+/// Split-K without a second launch (issue 9): product z of a launch whose Splits products each sum one slice of the
+/// reduction stores its tile into Partial [Splits, M, Columns]; then the group takes a ticket for its tile (an integer
+/// atomic add, after a device-level fence that publishes its partial), and the group that draws the last one sums the
+/// tile's Splits partials in split order, 0 first, into <see cref="Into"/> and puts the ticket back to 0. Which group
+/// finishes depends on timing, the order of the sum does not: the bits are the same on every run, no float atomics.
+/// Tickets [tiles] must be 0 before the launch (they are after every completed one).
+/// </summary>
+internal struct SplitSumStore : IGemmEpilogue
+{
+    public ArrayView<float> Partial;
+    public ArrayView<int> Tickets;
+    public WeightBiasStore Into;
+    public int Splits, M, Columns, TilesX;
+
+    /// <inheritdoc/>
+    public readonly void Store(int batch, int i, int j, float sum) => Partial[(batch * M + i) * Columns + j] = sum;
+
+    /// <inheritdoc/>
+    public readonly void FinishTile(int i0, int j0, int tx, int ty, ArrayView<float> scratch)
     {
-        int i = q / Columns;
-        Store(0, i, q - i * Columns, total);
+        int tile = i0 / GemmCore.Tile * TilesX + j0 / GemmCore.Tile;
+        MemoryFence.DeviceLevel(); // this thread's partial stores, before the group's ticket
+        Group.Barrier();
+        if (tx == 0 && ty == 0) scratch[0] = Atomic.Add(ref Tickets[tile], 1);
+        Group.Barrier();
+        if (scratch[0] != Splits - 1) return; // the whole group leaves: not the last split of this tile
+        MemoryFence.DeviceLevel();
+        for (int r = 0; r < GemmCore.Tile; r += GemmCore.GroupSide)
+        {
+            int i = i0 + ty + r;
+            if (i >= M) break;
+            for (int c = 0; c < GemmCore.Tile; c += GemmCore.GroupSide)
+            {
+                int j = j0 + tx + c;
+                if (j >= Columns) break;
+                float total = 0f;
+                for (int z = 0; z < Splits; z++) total += Partial[(z * M + i) * Columns + j];
+                Into.Store(0, i, j, total);
+            }
+        }
+        if (tx == 0 && ty == 0) Tickets[tile] = 0;
     }
 }
 
@@ -316,6 +366,7 @@ internal readonly struct TiledGemm<TA, TB, TE>(TA a, TB b, TE e, GemmSize s) : I
             Group.Barrier();
         }
         sums.Store(e, s, batch, i0 + ty, j0 + tx, GroupSide);
+        e.FinishTile(i0, j0, tx, ty, tileA); // the tiles are free: every thread is past the last barrier of the loop
     }
 
     /// <summary>One k step of a thread's 8×8 block: rows at ta + 8r of tileA, columns at tb + 8c of tileB.</summary>
