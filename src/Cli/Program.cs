@@ -40,11 +40,14 @@ public static class Program
             Console.Error.WriteLine("ddpm: Ctrl-C: saving a checkpoint after the current step (press Ctrl-C again to abort without saving)");
         };
         Console.CancelKeyPress += handler;
-        // SIGTERM (kill, a job scheduler, docker stop) stops training the same way; a second one ends the process.
+        // SIGTERM (kill, a job scheduler, docker stop) stops training the same way, and a repeated SIGTERM changes nothing:
+        // a signal sent to the process group under `dotnet run` arrives twice (once directly, once forwarded by the SDK),
+        // and ending at the second lost the checkpoint. Schedulers escalate with SIGKILL, which needs no help.
         using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, signal =>
         {
-            if (!context.StopsCleanlyOnInterrupt || interrupt.IsCancellationRequested) return;
+            if (!context.StopsCleanlyOnInterrupt) return;
             signal.Cancel = true;
+            if (interrupt.IsCancellationRequested) return; // already stopping
             interrupt.Cancel();
             Console.Error.WriteLine("ddpm: SIGTERM: saving a checkpoint after the current step");
         });

@@ -46,6 +46,21 @@ public sealed class KillResumeTests
            "--log-every", "1", "--print-every", "1", "--device", "cpu", "--seed", "13", "--out", outDir];
 
     [Test]
+    public void ATwiceDeliveredSigtermStillSavesACheckpoint()
+    {
+        // Under `dotnet run` a SIGTERM sent to the process group (timeout, docker stop, systemd) reaches ddpm twice: once
+        // directly and once forwarded by the SDK. The second must not end the process before the checkpoint is saved.
+        string run = Path.Combine(root, "twice");
+        using var child = ChildDdpm.Start(TrainArgs(run, resume: false));
+        Assert.That(child.WaitFor(c => c.LastStep >= 1, Patience), Is.True, child.ToString());
+        child.Signal(ChildDdpm.SigTerm);
+        child.Signal(ChildDdpm.SigTerm);
+        Assert.That(child.WaitForExit(Patience), Is.EqualTo(Program.InterruptedExitCode), child.ToString());
+        Assert.That(child.Output, Does.Contain("interrupted at step").And.Contain("--resume"), child.ToString());
+        Assert.That(CurrentStep(run), Is.GreaterThanOrEqualTo(1), child.ToString());
+    }
+
+    [Test]
     public void KilledTwentyTimesAndResumed_EndsBitForBitWhereAnUninterruptedRunEnds()
     {
         string killed = Path.Combine(root, "killed");
