@@ -332,7 +332,7 @@ public sealed partial class ConvKernels
             int n = t / g.CoB;
             float a00 = 0f, a01 = 0f, a02 = 0f, a03 = 0f, a10 = 0f, a11 = 0f, a12 = 0f, a13 = 0f;
             float a20 = 0f, a21 = 0f, a22 = 0f, a23 = 0f, a30 = 0f, a31 = 0f, a32 = 0f, a33 = 0f;
-int row = (n * g.Cin * g.Hp + oy) * g.Wp4 + xb;
+            int row = (n * g.Cin * g.Hp + oy) * g.Wp4 + xb;
             int plane = g.Hp * g.Wp4;
             int wi = cb * g.Cin * 9;
             for (int ci = 0; ci < g.Cin; ci++, row += plane, wi += 9)

@@ -209,9 +209,7 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     /// </summary>
     public void BackwardInput(ArrayView<float> dy, ArrayView<float> w, ArrayView<float> dx, ConvShape s, GemmVariant variant = GemmVariant.Auto)
     {
-        Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
-        Require(w, s.WeightLength, "weight", "Cout·Cin·K·K", s);
-        Require(dx, s.InputLength, "dx", "N·Cin·H·W", s);
+        RequireInputGradient(dy, w, dx, s);
         bool tiled = Resolve(variant) == GemmVariant.Tiled;
         if (!tiled && !IsPointwise(s) && BackwardInputBlocked(dy, w, dx, s)) return;
         BackwardInputGemms(dy, w, dx, s, tiled, default(WeightGemm<MatrixStore>), paired: false);
@@ -276,12 +274,8 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
             else if (db.Length != 0) BackwardBias(dy, db, s);
             return;
         }
-        Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
-        Require(w, s.WeightLength, "weight", "Cout·Cin·K·K", s);
-        Require(dx, s.InputLength, "dx", "N·Cin·H·W", s);
-        Require(x, s.InputLength, "x", "N·Cin·H·W", s);
-        Require(dw, s.WeightLength, "weight gradient", "Cout·Cin·K·K", s);
-        if (db.Length != 0) Require(db, s.Cout, "bias gradient", "Cout", s);
+        RequireInputGradient(dy, w, dx, s);
+        RequireWeightGradient(x, dy, dw, db, s);
         var plan = PlanWeightGemm(x, dy, dw, db, s, tiled: true, splits);
         if (plan.Splits == 1)
         {
@@ -317,11 +311,8 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
     public void BackwardWeightAndBias(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ArrayView<float> db, ConvShape s,
                                       GemmVariant variant = GemmVariant.Auto, int splits = 0)
     {
-        Require(x, s.InputLength, "x", "N·Cin·H·W", s);
-        Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
-        Require(dw, s.WeightLength, "weight gradient", "Cout·Cin·K·K", s);
+        RequireWeightGradient(x, dy, dw, db, s);
         bool withBias = db.Length != 0;
-        if (withBias) Require(db, s.Cout, "bias gradient", "Cout", s);
 
         bool tiled = Resolve(variant) == GemmVariant.Tiled;
         if (!tiled && IsPointwise(s)) // dw += DY [Cout, N·H·W] · Xᵀ, both read channel-major (GPUs split the long sum below)
@@ -410,6 +401,22 @@ public sealed partial class ConvKernels(ComputeDevice device) : IKernelFamily<Co
 
     private GemmVariant Resolve(GemmVariant variant) =>
         variant != GemmVariant.Auto ? variant : device.UsesGpuVariants ? GemmVariant.Tiled : GemmVariant.RegisterBlocked; // RegisterBlocked: ConvKernels.Cpu.cs where it has a kernel
+
+    // The operands of the input gradient, and of the weight gradient (db: an empty view for none), checked.
+    private static void RequireInputGradient(ArrayView<float> dy, ArrayView<float> w, ArrayView<float> dx, ConvShape s)
+    {
+        Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
+        Require(w, s.WeightLength, "weight", "Cout·Cin·K·K", s);
+        Require(dx, s.InputLength, "dx", "N·Cin·H·W", s);
+    }
+
+    private static void RequireWeightGradient(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dw, ArrayView<float> db, ConvShape s)
+    {
+        Require(x, s.InputLength, "x", "N·Cin·H·W", s);
+        Require(dy, s.OutputLength, "dy", "N·Cout·Ho·Wo", s);
+        Require(dw, s.WeightLength, "weight gradient", "Cout·Cin·K·K", s);
+        if (db.Length != 0) Require(db, s.Cout, "bias gradient", "Cout", s);
+    }
 
     private static void Require(ArrayView<float> view, int expected, string what, string formula, ConvShape s)
     {

@@ -187,19 +187,27 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
 
         public void Write(int r, float sum, float squares)
         {
-            mean[r] = sum / m;
-            rstd[r] = 1f / MathF.Sqrt(squares / m + eps);
+            Statistics(sum, squares, out float mu, out float rs);
+            mean[r] = mu;
+            rstd[r] = rs;
         }
 
         public void Elements(int r, int from, int end, int step, float sum, float squares)
         {
-            float mu = sum / m, rs = 1f / MathF.Sqrt(squares / m + eps);
+            Statistics(sum, squares, out float mu, out float rs);
             for (int i = from; i < end;)
             {
                 int nc = i / spatial, c = nc % channels, stop = Math.Min(end, nc * spatial + spatial);
                 float g = gamma[c], b = beta[c];
                 for (; i < stop; i += step) y[i] = op.Forward((x[i] - mu) * rs * g + b);
             }
+        }
+
+        // μ = Σx / M and rstd = 1/√(Σ(x − μ)²/M + eps), written once so that what is stored and what y uses are the same bits.
+        private void Statistics(float sum, float squares, out float mu, out float rs)
+        {
+            mu = sum / m;
+            rs = 1f / MathF.Sqrt(squares / m + eps);
         }
     }
 
@@ -299,8 +307,8 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         public float At(int r, int i) => gamma[i % channels] * partials[i];
     }
 
-    // (2) A unit of `run` elements of one (n, c) row as in the forward: dx[i] += rstd·(dz·γ[c] − (Σg + x̂·Σg·x̂)/M) when
-    // WantX; the unit starting channel c of image 0 adds dβ[c] += Σ_n A and dγ[c] += Σ_n B when wanted.
+    // (2) A unit of `run` elements of one (n, c) row (see Run): dx[i] += rstd·(dz·γ[c] − (Σg + x̂·Σg·x̂)/M) when wantX;
+    // the unit starting channel c of image 0 adds dβ[c] += Σ_n A and dγ[c] += Σ_n B when wanted.
     internal readonly struct GroupNormBackwardKernel<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd,
         ArrayView<float> partials, ArrayView<float> dx, ArrayView<float> dgamma, ArrayView<float> dbeta, GroupNormDims dims, int run, int wantX, int wantGamma, int wantBeta) : IElementKernel where TOp : struct, IUnaryOp
     {
