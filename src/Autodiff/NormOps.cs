@@ -1,5 +1,6 @@
 using IlgpuDdpm.Kernels.Elementwise;
 using IlgpuDdpm.Kernels.Norm;
+using IlgpuDdpm.Kernels.Random;
 
 namespace IlgpuDdpm.Autodiff;
 
@@ -21,7 +22,28 @@ public static class NormOps
     /// bits as the two ops one after the other, two launches and one stored tensor fewer.
     /// </summary>
     public static Tensor GroupNorm<TOp>(this Tape tape, Tensor x, Tensor gamma, Tensor beta, int groups, TOp activation, float eps = 1e-5f)
+        where TOp : struct, IUnaryOp => tape.GroupNorm(x, gamma, beta, groups, activation, new NoMask(), eps);
+
+    /// <summary>
+    /// y = Dropout(activation(GroupNorm(x)), <paramref name="dropout"/>, <paramref name="dropoutKey"/>): the ResBlock's
+    /// second norm (DESIGN.md §4), the same function and bits as <see cref="ElementwiseOps.Dropout"/> after the fused
+    /// norm. On a GPU (<see cref="Kernels.Device.ComputeDevice.UsesGpuVariants"/>) the mask is fused into the norm's
+    /// launches too, regenerated where an element is read (one Philox block per read, three reads in the backward),
+    /// which saves two launches and a stored tensor per ResBlock. The CPU accelerator's scalar code has no arithmetic to
+    /// spare for that, so there the separate dropout kernel (one block per four elements) stays.
+    /// </summary>
+    public static Tensor GroupNorm<TOp>(this Tape tape, Tensor x, Tensor gamma, Tensor beta, int groups, TOp activation, float eps, float dropout, PhiloxKey dropoutKey)
         where TOp : struct, IUnaryOp
+    {
+        if (!(dropout >= 0f && dropout < 1f))
+            throw new ArgumentOutOfRangeException(nameof(dropout), $"dropout probability must be in [0, 1), got {dropout}");
+        if (!tape.Training || dropout == 0f) return tape.GroupNorm(x, gamma, beta, groups, activation, eps);
+        if (!tape.Device.UsesGpuVariants) return tape.Dropout(tape.GroupNorm(x, gamma, beta, groups, activation, eps), dropout, dropoutKey);
+        return tape.GroupNorm(x, gamma, beta, groups, activation, new DropoutMask(dropoutKey, dropout), eps);
+    }
+
+    private static Tensor GroupNorm<TOp, TMask>(this Tape tape, Tensor x, Tensor gamma, Tensor beta, int groups, TOp activation, TMask mask, float eps)
+        where TOp : struct, IUnaryOp where TMask : struct, IElementMask
     {
         if (x.Rank < 2) throw new ArgumentException($"group norm: x must be [N, C, …] (rank ≥ 2), got {Tensor.ShapeText(x.Shape)}");
         int n = x.Shape[0], c = x.Shape[1];
@@ -35,10 +57,10 @@ public static class NormOps
         var y = tape.NewTensor(x.Shape);
         var mean = tape.NewTensor(n, groups);
         var rstd = tape.NewTensor(n, groups);
-        k.Forward(activation, x.View, gamma.View, beta.View, y.View, mean.View, rstd.View, dims, eps);
+        k.Forward(activation, mask, x.View, gamma.View, beta.View, y.View, mean.View, rstd.View, dims, eps);
 
         if (tape.NeedsGrad(x, gamma, beta))
-            tape.Record(y, dy => k.Backward(activation, x.View, gamma.View, beta.View, mean.View, rstd.View, dy.View,
+            tape.Record(y, dy => k.Backward(activation, mask, x.View, gamma.View, beta.View, mean.View, rstd.View, dy.View,
                 x.RequiresGrad ? tape.GradOf(x).View : default,
                 gamma.RequiresGrad ? tape.GradOf(gamma).View : default,
                 beta.RequiresGrad ? tape.GradOf(beta).View : default,

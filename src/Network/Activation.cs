@@ -1,5 +1,6 @@
 using IlgpuDdpm.Autodiff;
 using IlgpuDdpm.Kernels.Elementwise;
+using IlgpuDdpm.Kernels.Random;
 
 namespace IlgpuDdpm.Network;
 
@@ -22,7 +23,7 @@ public static class Activations
 {
     private sealed record Entry(string JsonName, string DisplayName, Func<Tape, Tensor, Tensor> Apply, NormThenApply AfterNorm);
 
-    private delegate Tensor NormThenApply(Tape tape, Tensor x, Tensor gamma, Tensor beta, int groups, float eps);
+    private delegate Tensor NormThenApply(Tape tape, Tensor x, Tensor gamma, Tensor beta, int groups, float eps, float dropout, PhiloxKey dropoutKey);
 
     // One row per activation: the name in config JSON, the name in summaries, and its operator, which gives the tape
     // op and the group norm with the activation fused in.
@@ -33,7 +34,7 @@ public static class Activations
     };
 
     private static Entry Row<TOp>(string jsonName, string displayName) where TOp : struct, IUnaryOp =>
-        new(jsonName, displayName, (tape, x) => tape.Unary(x, new TOp()), (tape, x, gamma, beta, groups, eps) => tape.GroupNorm(x, gamma, beta, groups, new TOp(), eps));
+        new(jsonName, displayName, (tape, x) => tape.Unary(x, new TOp()), (tape, x, gamma, beta, groups, eps, dropout, key) => tape.GroupNorm(x, gamma, beta, groups, new TOp(), eps, dropout, key));
 
     /// <summary>Every activation, in declaration order.</summary>
     public static IReadOnlyList<Activation> All { get; } = [.. Entries.Keys.Order()];
@@ -47,9 +48,13 @@ public static class Activations
     /// <summary>y = activation(x) on the tape, any shape, with its backward recorded.</summary>
     public static Tensor Apply(this Tape tape, Activation activation, Tensor x) => Of(activation).Apply(tape, x);
 
-    /// <summary>y = activation(GroupNorm(x)) on the tape as one fused op (<see cref="NormOps"/>), with its backward recorded.</summary>
-    public static Tensor GroupNormThenApply(this Tape tape, Activation activation, Tensor x, Tensor gamma, Tensor beta, int groups, float eps) =>
-        Of(activation).AfterNorm(tape, x, gamma, beta, groups, eps);
+    /// <summary>
+    /// y = Dropout(activation(GroupNorm(x)), <paramref name="dropout"/>) on the tape as one fused op (<see cref="NormOps"/>),
+    /// with its backward recorded; the dropout (when p &gt; 0 and training) draws x's length in numbers from <paramref name="dropoutKey"/>.
+    /// </summary>
+    public static Tensor GroupNormThenApply(this Tape tape, Activation activation, Tensor x, Tensor gamma, Tensor beta, int groups, float eps,
+                                            float dropout = 0f, PhiloxKey dropoutKey = default) =>
+        Of(activation).AfterNorm(tape, x, gamma, beta, groups, eps, dropout, dropoutKey);
 
     /// <summary>The activation whose <see cref="JsonName"/> is <paramref name="name"/> (case-insensitive, trimmed), or null.</summary>
     public static Activation? FromJsonName(string name) =>

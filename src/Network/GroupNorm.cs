@@ -39,6 +39,9 @@ public sealed class GroupNorm
     /// <summary>x [N,C,...] → same shape.</summary>
     public T Forward<T>(IForwardOps<T> ops, T x) => ops.GroupNorm(this, x);
 
-    /// <summary>act(norm(x)), act the config's activation, as one fused op: x [N,C,...] → same shape.</summary>
-    public T ForwardActivated<T>(IForwardOps<T> ops, T x) => ops.GroupNormActivate(this, x);
+    /// <summary>
+    /// act(norm(x)), act the config's activation, then dropout with probability <paramref name="dropout"/> in training (none
+    /// at 0), as one fused op: x [N,C,...] → same shape.
+    /// </summary>
+    public T ForwardActivated<T>(IForwardOps<T> ops, T x, float dropout = 0f) => ops.GroupNormActivate(this, x, dropout);
 }

@@ -32,11 +32,11 @@ public interface IForwardOps<T>
     /// <summary>The config's activation (<see cref="UNetConfig.Activation"/>), same shape: the only place the network names it.</summary>
     T Activate(T x);
 
-    /// <summary><c>Activate(GroupNorm(layer, x))</c>, which a device runs as one fused op.</summary>
-    T GroupNormActivate(GroupNorm layer, T x);
-
-    /// <summary>Inverted dropout with probability <paramref name="p"/> &gt; 0 (identity unless training); each call draws x's length in numbers.</summary>
-    T Dropout(T x, float p);
+    /// <summary>
+    /// <c>Activate(GroupNorm(layer, x))</c>, then inverted dropout with probability <paramref name="dropout"/> (none at 0,
+    /// and identity unless training), which a device runs as one fused op. A call with dropout draws x's length in numbers.
+    /// </summary>
+    T GroupNormActivate(GroupNorm layer, T x, float dropout);
 
     /// <summary>Nearest-neighbour ×2: [N,C,H,W] → [N,C,2H,2W].</summary>
     T Upsample2x(T x);

@@ -65,8 +65,7 @@ public sealed class ResBlock : UNetLayer
         // The two adds run in the convolutions' epilogues (Conv2dAdd): conv1 adds the embedding's projection, conv2
         // the residual x or skip(x).
         var h = Conv1.Forward(ops, Norm1.ForwardActivated(ops, x), () => TembProj.Forward(ops, embedding));
-        h = Norm2.ForwardActivated(ops, h);
-        if (Dropout > 0f) h = ops.Dropout(h, Dropout);
+        h = Norm2.ForwardActivated(ops, h, Dropout);
         return Conv2.Forward(ops, h, () => Skip is null ? x : Skip.Forward(ops, x));
     }
 

@@ -37,13 +37,12 @@ internal sealed class TapeOps(Tape tape, Func<string, Parameter> parameters, Act
 
     public Tensor Activate(Tensor x) => tape.Apply(activation, x);
 
-    public Tensor GroupNormActivate(GroupNorm layer, Tensor x) =>
-        tape.GroupNormThenApply(activation, x, parameters(layer.Weight.Name), parameters(layer.Bias.Name), layer.Groups, Network.GroupNorm.Epsilon);
-
-    public Tensor Dropout(Tensor x, float p)
+    public Tensor GroupNormActivate(GroupNorm layer, Tensor x, float dropout)
     {
+        var (gamma, beta) = (parameters(layer.Weight.Name), parameters(layer.Bias.Name));
+        if (dropout == 0f) return tape.GroupNormThenApply(activation, x, gamma, beta, layer.Groups, Network.GroupNorm.Epsilon);
         long perImage = x.Length / batch;
-        var y = tape.Dropout(x, p, key.Advance(perImage * firstImage));
+        var y = tape.GroupNormThenApply(activation, x, gamma, beta, layer.Groups, Network.GroupNorm.Epsilon, dropout, key.Advance(perImage * firstImage));
         key = key.Advance(perImage * globalBatch);
         return y;
     }

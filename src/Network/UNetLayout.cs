@@ -127,7 +127,11 @@ public sealed class UNetLayout
 
         public int[] Activate(int[] x) => x;
 
-        public int[] GroupNormActivate(GroupNorm layer, int[] x) => Activate(GroupNorm(layer, x));
+        public int[] GroupNormActivate(GroupNorm layer, int[] x, float dropout)
+        {
+            if (dropout > 0f) draws += x.Aggregate(1L, (a, d) => a * d);
+            return Activate(GroupNorm(layer, x));
+        }
 
         private static int[] Add(int[] a, int[] b)
         {
@@ -138,12 +142,6 @@ public sealed class UNetLayout
         private static int[] AddChannelVector(int[] x, int[] v)
         {
             Expect(x.Length == 3 && v.Length == 1 && v[0] == x[0], $"a per-channel add of {Shape(v)}", x);
-            return x;
-        }
-
-        public int[] Dropout(int[] x, float p)
-        {
-            draws += x.Aggregate(1L, (a, d) => a * d);
             return x;
         }
 

@@ -3,6 +3,7 @@ using IlgpuDdpm.Autodiff;
 using IlgpuDdpm.Kernels.Device;
 using IlgpuDdpm.Kernels.Elementwise;
 using IlgpuDdpm.Kernels.Norm;
+using IlgpuDdpm.Kernels.Random;
 using IlgpuDdpm.Kernels.Reduce;
 using NUnit.Framework;
 
@@ -323,17 +324,29 @@ public sealed class NormTests
     // The fused kernels against the two ops they replace (the plain norm, then the activation's own kernels, each
     // tested against its reference above and in ElementwiseTests): the same bits, forward and every gradient, so the
     // U-Net computes the same function. γ and β are not 1 and 0, so z = x̂γ + β is recomputed in the backward for real.
-    [TestCase(ReductionVariant.PerThreadLoop, "silu")]
-    [TestCase(ReductionVariant.GroupTree, "silu")]
-    [TestCase(ReductionVariant.PerThreadLoop, "gelu")]
-    [TestCase(ReductionVariant.GroupTree, "gelu")]
-    public void FusedActivationGivesTheBitsOfTheNormThenTheActivation(ReductionVariant variant, string activation)
+    // With dropout's mask fused in too (a GPU's ResBlock), against the dropout kernels after the activation's: the key's
+    // offset is not a multiple of 4, so the element-wise mask and the dropout kernel's four-per-block draws must line up.
+    [TestCase(ReductionVariant.PerThreadLoop, "silu", 0f)]
+    [TestCase(ReductionVariant.GroupTree, "silu", 0f)]
+    [TestCase(ReductionVariant.PerThreadLoop, "gelu", 0f)]
+    [TestCase(ReductionVariant.GroupTree, "gelu", 0f)]
+    [TestCase(ReductionVariant.PerThreadLoop, "silu", 0.3f)]
+    [TestCase(ReductionVariant.GroupTree, "silu", 0.3f)]
+    public void FusedActivationGivesTheBitsOfTheNormThenTheActivation(ReductionVariant variant, string activation, float dropout)
     {
-        if (activation == "silu") CheckFused(new SiluOp(), variant);
-        else CheckFused(new GeluOp(), variant);
+        var key = new PhiloxKey(0xDD9Au, 5, 4_000_000_001UL);
+        if (activation == "silu") CheckFused(new SiluOp(), variant, dropout, key);
+        else CheckFused(new GeluOp(), variant, dropout, key);
     }
 
-    private static void CheckFused<TOp>(TOp op, ReductionVariant variant) where TOp : struct, IUnaryOp
+    private static void CheckFused<TOp>(TOp op, ReductionVariant variant, float dropout, PhiloxKey key) where TOp : struct, IUnaryOp
+    {
+        if (dropout > 0f) CheckFused(op, new DropoutMask(key, dropout), variant, dropout, key);
+        else CheckFused(op, new NoMask(), variant, dropout, key);
+    }
+
+    private static void CheckFused<TOp, TMask>(TOp op, TMask mask, ReductionVariant variant, float dropout, PhiloxKey key)
+        where TOp : struct, IUnaryOp where TMask : struct, IElementMask
     {
         var dims = new GroupNormDims(2, 8, 4, 37);
         using var xb = Upload(TestData.Uniform(dims.Length, 91, 3f));
@@ -351,16 +364,23 @@ public sealed class NormTests
             using var db = Device.Pool.RentZeroed<float>(8);
             if (fused)
             {
-                Kernels.Forward(op, xb.View, gb.View, bb.View, y.View, mean.View, rstd.View, dims, Eps, variant, TreeWidth);
-                Kernels.Backward(op, xb.View, gb.View, bb.View, mean.View, rstd.View, dyb.View, dx.View, dg.View, db.View, dims, variant, TreeWidth);
+                Kernels.Forward(op, mask, xb.View, gb.View, bb.View, y.View, mean.View, rstd.View, dims, Eps, variant, TreeWidth);
+                Kernels.Backward(op, mask, xb.View, gb.View, bb.View, mean.View, rstd.View, dyb.View, dx.View, dg.View, db.View, dims, variant, TreeWidth);
             }
             else
             {
                 using var z = Device.Pool.Rent<float>(dims.Length);
                 using var dz = Device.Pool.RentZeroed<float>(dims.Length); // as the tape hands it out
+                using var a = Device.Pool.Rent<float>(dims.Length);
+                using var da = Device.Pool.RentZeroed<float>(dims.Length);
                 Kernels.Forward(xb.View, gb.View, bb.View, z.View, mean.View, rstd.View, dims, Eps, variant, TreeWidth);
-                elementwise.Unary(op, z.View, y.View);
-                elementwise.UnaryBackward(op, z.View, dyb.View, dz.View);
+                elementwise.Unary(op, z.View, dropout > 0f ? a.View : y.View);
+                if (dropout > 0f)
+                {
+                    elementwise.Dropout(a.View, y.View, dropout, key);
+                    elementwise.DropoutBackward(dyb.View, da.View, dropout, key);
+                }
+                elementwise.UnaryBackward(op, z.View, dropout > 0f ? da.View : dyb.View, dz.View);
                 Kernels.Backward(xb.View, gb.View, bb.View, mean.View, rstd.View, dz.View, dx.View, dg.View, db.View, dims, variant, TreeWidth);
             }
             return [y.ToArray(), dx.ToArray(), dg.ToArray(), db.ToArray()];
@@ -368,14 +388,24 @@ public sealed class NormTests
         var fusedRun = Run(fused: true);
         var separate = Run(fused: false);
         string[] names = ["y", "dx", "dgamma", "dbeta"];
-        for (int i = 0; i < names.Length; i++) Check.BitIdentical(fusedRun[i], separate[i], $"{names[i]}: {typeof(TOp).Name} fused vs after the norm ({variant})");
+        for (int i = 0; i < names.Length; i++) Check.BitIdentical(fusedRun[i], separate[i], $"{names[i]}: {typeof(TOp).Name}, {typeof(TMask).Name} fused vs after the norm ({variant})");
+        if (dropout > 0f)
+        {
+            int dropped = fusedRun[0].Count(v => v == 0f);
+            Assert.That(dropped, Is.InRange(dims.Length / 5, dims.Length * 2 / 5), $"about {dropout:P0} of y is dropped");
+        }
     }
 
-    [Test]
-    public void FusedOpOnTheTapeMatchesTheReferenceAndFiniteDifferences()
+    // Also with dropout after the activation, on the CPU's path (the separate dropout op) and on a GPU's (the mask fused
+    // into the norm's launches): both meet the same reference, whose mask is Philox's numbers drawn on the host.
+    [TestCase(false, 0f)]
+    [TestCase(false, 0.25f)]
+    [TestCase(true, 0.25f)]
+    public void FusedOpOnTheTapeMatchesTheReferenceAndFiniteDifferences(bool gpuVariants, float dropout)
     {
-        // L = mean((silu(GroupNorm(x)) − u)²) in double: the reference the fused op's forward and three gradients meet.
+        // L = mean((mask·silu(GroupNorm(x)) − u)²) in double: the reference the fused op's forward and three gradients meet.
         const int n = 2, c = 6, g = 3, s = 10;
+        var key = new PhiloxKey(42, 9, 7);
         var xv = TestData.Uniform(n * c * s, 101, 2f);
         var gv = TestData.Uniform(c, 102, 1.5f);
         var bv = TestData.Uniform(c, 103);
@@ -388,17 +418,28 @@ public sealed class NormTests
         gamma.RequireGrad();
         beta.RequireGrad();
         double[] xd = TestData.ToDouble(xv), gd = TestData.ToDouble(gv), bd = TestData.ToDouble(bv), ud = TestData.ToDouble(uv);
+        double[] mask = [.. Enumerable.Range(0, n * c * s).Select(i => Philox.Uniform(key.Seed, key.Stream, key.Offset + (ulong)i) >= dropout ? 1.0 / (1 - dropout) : 0.0)];
         double[] Reference(double[] xs, double[] gs, double[] bs) =>
-            NormReference.GroupNorm(xs, gs, bs, n, c, g, s, Eps).Y.Select(z => z / (1 + Math.Exp(-z))).ToArray();
+            NormReference.GroupNorm(xs, gs, bs, n, c, g, s, Eps).Y.Select((z, i) => mask[i] * z / (1 + Math.Exp(-z))).ToArray();
         double Loss(double[] xs, double[] gs, double[] bs) => Reference(xs, gs, bs).Select((v, i) => (v - ud[i]) * (v - ud[i])).Sum() / ud.Length;
 
-        var tape = new Tape(Device);
-        var y = tape.GroupNorm(x, gamma, beta, g, new SiluOp(), Eps);
-        Check.Close(y.ToArray(), Reference(xd, gd, bd), 1e-5, 1e-5, "fused forward");
-        tape.Backward(tape.MseLoss(y, target));
-        Check.Close(x.Grad!.ToArray(), FiniteDifference.Gradient(v => Loss(v, gd, bd), xd), 1e-3, 1e-6, "dL/dx");
-        Check.Close(gamma.Grad!.ToArray(), FiniteDifference.Gradient(v => Loss(xd, v, bd), gd), 1e-3, 1e-6, "dL/dgamma");
-        Check.Close(beta.Grad!.ToArray(), FiniteDifference.Gradient(v => Loss(xd, gd, v), bd), 1e-3, 1e-6, "dL/dbeta");
+        Device.ChooseGpuVariants = gpuVariants;
+        try
+        {
+            var tape = new Tape(Device) { Training = true };
+            var before = Device.Counters.Snapshot();
+            var y = tape.GroupNorm(x, gamma, beta, g, new SiluOp(), Eps, dropout, key);
+            Assert.That((Device.Counters.Snapshot() - before).Launches, Is.EqualTo(dropout > 0f && !gpuVariants ? 2 : 1), "launches of the forward");
+            Check.Close(y.ToArray(), Reference(xd, gd, bd), 1e-5, 1e-5, "fused forward");
+            tape.Backward(tape.MseLoss(y, target));
+            Check.Close(x.Grad!.ToArray(), FiniteDifference.Gradient(v => Loss(v, gd, bd), xd), 1e-3, 1e-6, "dL/dx");
+            Check.Close(gamma.Grad!.ToArray(), FiniteDifference.Gradient(v => Loss(xd, v, bd), gd), 1e-3, 1e-6, "dL/dgamma");
+            Check.Close(beta.Grad!.ToArray(), FiniteDifference.Gradient(v => Loss(xd, gd, v), bd), 1e-3, 1e-6, "dL/dbeta");
+        }
+        finally
+        {
+            Device.ChooseGpuVariants = false;
+        }
     }
 
     private static float[] Minus(float[] a, float[] b) => a.Select((v, i) => v - b[i]).ToArray();

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Reflection;
 using ILGPU;
 using ILGPU.Backends.EntryPoints;
@@ -87,8 +88,15 @@ public sealed class PtxCompileTests
             $"{name}: the PTX calls an undefined external function (FusedMultiplyAdd? a Math function with no PTX intrinsic?)");
     }
 
-    /// <summary>The sm_90 PTX of one kernel entry point, compiled offline as the device would (O2, fast 32-bit math).</summary>
-    internal static string CompilePtx(MethodInfo kernel)
+    /// <summary>
+    /// The sm_90 PTX of one kernel entry point, compiled offline as the device would (O2, fast 32-bit math). Compiled once
+    /// per entry point for the whole suite: PtxChecksTests reads the same PTX again (a compile takes up to 5 s here).
+    /// </summary>
+    internal static string CompilePtx(MethodInfo kernel) => Compiled.GetOrAdd(kernel, Compile);
+
+    private static readonly ConcurrentDictionary<MethodInfo, string> Compiled = new();
+
+    private static string Compile(MethodInfo kernel)
     {
         using var context = Context.Create(b => b.Optimize(OptimizationLevel.O2).Math(MathMode.Fast32BitOnly).EnableAlgorithms());
         using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, null);

@@ -235,16 +235,16 @@ public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<Element
     }
 
     // ---------------------------------------------------------------- Dropout
-    // Element i is kept iff u_i = Philox.Uniform(seed, stream, offset + i) ≥ p; then y_i = x_i / (1 − p), else 0.
-    // Forward: src = x, dst = y (accumulate 0). Backward: src = dy, dst = dx (accumulate 1: dx_i += keep_i · dy_i / (1 − p)),
-    // the mask regenerated from the same key.
-    internal readonly struct DropoutOp(ArrayView<float> src, ArrayView<float> dst, float p, float scale, int accumulate) : IRandomElement
+    // Element i is kept iff u_i = Philox.Uniform(seed, stream, offset + i) ≥ p; then y_i = x_i / (1 − p), else 0
+    // (DropoutMask.Keep). Forward: src = x, dst = y (accumulate 0). Backward: src = dy, dst = dx (accumulate 1:
+    // dx_i += keep_i · dy_i / (1 − p)), the mask regenerated from the same key.
+    internal readonly struct DropoutOp(ArrayView<float> src, ArrayView<float> dst, DropoutMask mask, int accumulate) : IRandomElement
     {
         public RandomDraw Draw => RandomDraw.Uniform;
 
         public void Apply(int e, float u)
         {
-            float v = u >= p ? src[e] * scale : 0f;
+            float v = mask.Keep(u, src[e]);
             if (accumulate != 0) dst[e] += v;
             else dst[e] = v;
         }
@@ -264,8 +264,7 @@ public sealed class ElementwiseKernels : GridStrideFamily, IKernelFamily<Element
     {
         int n = Length(src, srcName);
         Expect(dst, n, dstName);
-        float scale = p >= 0f && p < 1f ? 1f / (1f - p) : throw new ArgumentOutOfRangeException(nameof(p), $"dropout probability must be in [0, 1), got {p}");
-        RandomKernels.ForEach(Device, new DropoutOp(src, dst, p, scale, accumulate), key, n, Launch);
+        RandomKernels.ForEach(Device, new DropoutOp(src, dst, new DropoutMask(key, p), accumulate), key, n, Launch);
     }
 
     // ---------------------------------------------------------------- TimestepSinusoid

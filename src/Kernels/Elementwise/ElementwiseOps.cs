@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using IlgpuDdpm.Kernels.Random;
 
 namespace IlgpuDdpm.Kernels.Elementwise;
 
@@ -14,6 +15,49 @@ public interface IUnaryOp
 
     /// <summary>dy·f′(x): the gradient that flows back to x (written as one expression so each op keeps its rounding).</summary>
     float Backward(float x, float dy);
+}
+
+/// <summary>
+/// A per-element factor that a fused kernel applies to element i of its output, and to the gradient that comes back
+/// through it: <see cref="NoMask"/>, or dropout's (<see cref="DropoutMask"/>), fused into group norm on a GPU.
+/// </summary>
+public interface IElementMask
+{
+    /// <summary>v times element <paramref name="i"/>'s factor.</summary>
+    float Apply(int i, float v);
+}
+
+/// <summary>No mask: v.</summary>
+public readonly struct NoMask : IElementMask
+{
+    /// <inheritdoc/>
+    public float Apply(int i, float v) => v;
+}
+
+/// <summary>
+/// Inverted dropout's mask as a function of the element index: element i is kept iff
+/// u_i = Philox.Uniform(seed, stream, offset + i) ≥ p, and then scaled by 1/(1 − p); else 0. A pure function of
+/// (key, i), so the backward regenerates it and nothing is stored.
+/// </summary>
+public readonly struct DropoutMask : IElementMask
+{
+    private readonly PhiloxKey key;
+    private readonly float p, scale;
+
+    /// <summary>The mask of the draw <paramref name="key"/> with probability <paramref name="p"/> in [0, 1).</summary>
+    public DropoutMask(PhiloxKey key, float p)
+    {
+        if (!(p >= 0f && p < 1f)) throw new ArgumentOutOfRangeException(nameof(p), $"dropout probability must be in [0, 1), got {p}");
+        (this.key, this.p, scale) = (key, p, 1f / (1f - p));
+    }
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public float Apply(int i, float v) => Keep(Philox.Uniform(key.Seed, key.Stream, key.Offset + (ulong)i), v);
+
+    /// <summary>v/(1 − p) when the element's number <paramref name="u"/> ≥ p, else 0: the one rule of every dropout kernel.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public float Keep(float u, float v) => u >= p ? v * scale : 0f;
 }
 
 /// <summary>A function of two floats, for the element-wise and broadcast kernels.</summary>

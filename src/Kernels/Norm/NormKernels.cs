@@ -76,8 +76,8 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         var (norm, x, gamma, beta, mean, rstd) = (k.Kernels<NormKernels>(), k.In(d.Length, -2f, 3f), k.In(d.C, 0.5f, 1.5f), k.In(d.C, -0.5f, 0.5f), k.Out(d.StatCount), k.Out(d.StatCount));
         norm.Forward(x.View, gamma.View, beta.View, k.Out(d.Length).View, mean.View, rstd.View, d);
         norm.Backward(x.View, gamma.View, beta.View, mean.View, rstd.View, k.In(d.Length).View, k.Out(d.Length).View, k.Out(d.C).View, k.Out(d.C).View, d);
-        norm.Forward(new SiluOp(), x.View, gamma.View, beta.View, k.Out(d.Length).View, mean.View, rstd.View, d); // GroupNorm + SiLU, fused
-        norm.Backward(new SiluOp(), x.View, gamma.View, beta.View, mean.View, rstd.View, k.In(d.Length).View, k.Out(d.Length).View, k.Out(d.C).View, k.Out(d.C).View, d);
+        norm.Forward(new SiluOp(), new NoMask(), x.View, gamma.View, beta.View, k.Out(d.Length).View, mean.View, rstd.View, d); // GroupNorm + SiLU, fused
+        norm.Backward(new SiluOp(), new NoMask(), x.View, gamma.View, beta.View, mean.View, rstd.View, k.In(d.Length).View, k.Out(d.Length).View, k.Out(d.C).View, k.Out(d.C).View, d);
     }))]);
 
     private readonly ComputeDevice device;
@@ -150,17 +150,19 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     }
 
     // The row-sum kernels' instantiations, for the PTX test: the forward's and the backward's once per operator struct
-    // that could be fused in (every IUnaryOp of this assembly, so a new activation is listed by being written).
+    // that could be fused in (every IUnaryOp of this assembly, so a new activation is listed by being written) and each
+    // element mask (IElementMask: none, dropout's).
     internal static IEnumerable<Type> LaunchedKernels
     {
         get
         {
-            var operators = typeof(NormKernels).Assembly.GetTypes().Where(t => t.IsValueType && !t.IsGenericTypeDefinition && typeof(IUnaryOp).IsAssignableFrom(t));
-            var rows = operators.SelectMany(op => new[]
+            var types = typeof(NormKernels).Assembly.GetTypes().Where(t => t.IsValueType && !t.IsGenericTypeDefinition).ToArray();
+            var (operators, masks) = (types.Where(typeof(IUnaryOp).IsAssignableFrom), types.Where(typeof(IElementMask).IsAssignableFrom).ToArray());
+            var rows = operators.SelectMany(op => masks.SelectMany(mask => new[]
             {
-                new[] { typeof(StatsRow<>).MakeGenericType(op), typeof(ValueTerm), typeof(CenteredSquareTerm) },
-                new[] { typeof(ChannelRow<>).MakeGenericType(op), typeof(GateTerm<>).MakeGenericType(op), typeof(GateXhatTerm<>).MakeGenericType(op) },
-            });
+                new[] { typeof(StatsRow<,>).MakeGenericType(op, mask), typeof(ValueTerm), typeof(CenteredSquareTerm) },
+                new[] { typeof(ChannelRow<,>).MakeGenericType(op, mask), typeof(GateTerm<,>).MakeGenericType(op, mask), typeof(GateXhatTerm<,>).MakeGenericType(op, mask) },
+            }));
             return rows.SelectMany(args => new[] { typeof(RowSumsLoopKernel<,,>).MakeGenericType(args), typeof(RowSumsTreeKernel<,,>).MakeGenericType(args) });
         }
     }
@@ -176,10 +178,11 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     }
 
     // Statistics row r = n·G + g of M values: Σx, then Σ(x − μ)² with μ = Σx / M; then every y[i] of the row
-    // = f((x[i] − μ)·rstd·γ[c] + β[c]), f the fused activation (IdentityOp: none), c = (i / S) mod C, γ[c] and β[c]
-    // loaded once per channel run of the row.
-    internal readonly struct StatsRow<TOp>(TOp op, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd,
-                                           int m, float eps, int spatial, int channels) : IRowSums<ValueTerm, CenteredSquareTerm> where TOp : struct, IUnaryOp
+    // = mask_i·f((x[i] − μ)·rstd·γ[c] + β[c]), f the fused activation (IdentityOp: none), mask the fused dropout's
+    // (NoMask: none), c = (i / S) mod C, γ[c] and β[c] loaded once per channel run of the row.
+    internal readonly struct StatsRow<TOp, TMask>(TOp op, TMask mask, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd,
+                                           int m, float eps, int spatial, int channels) : IRowSums<ValueTerm, CenteredSquareTerm>
+        where TOp : struct, IUnaryOp where TMask : struct, IElementMask
     {
         public ValueTerm First(int r) => new(x);
 
@@ -199,7 +202,7 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
             {
                 int nc = i / spatial, c = nc % channels, stop = Math.Min(end, nc * spatial + spatial);
                 float g = gamma[c], b = beta[c];
-                for (; i < stop; i += step) y[i] = op.Forward((x[i] - mu) * rs * g + b);
+                for (; i < stop; i += step) y[i] = mask.Apply(i, op.Forward((x[i] - mu) * rs * g + b));
             }
         }
 
@@ -224,21 +227,22 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     /// </summary>
     public void Forward(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> y,
         ArrayView<float> mean, ArrayView<float> rstd, GroupNormDims dims, float eps = 1e-5f, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0) =>
-        Forward(new IdentityOp(), x, gamma, beta, y, mean, rstd, dims, eps, variant, maxTreeWidth);
+        Forward(new IdentityOp(), new NoMask(), x, gamma, beta, y, mean, rstd, dims, eps, variant, maxTreeWidth);
 
     /// <summary>
     /// <see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, GroupNormDims, float, ReductionVariant, int)"/>
-    /// followed by the activation <paramref name="op"/>, in the same launches: y = op(GroupNorm(x)), bit for bit what the two
-    /// kernels give one after the other; the normalised values are never stored.
+    /// followed by the activation <paramref name="op"/> and the per-element <paramref name="mask"/> (dropout's, or
+    /// <see cref="NoMask"/>), in the same launch: y_i = mask_i·op(GroupNorm(x)_i), bit for bit what the kernels give one
+    /// after the other; the normalised and activated values are never stored.
     /// </summary>
-    public void Forward<TOp>(TOp op, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> y,
+    public void Forward<TOp, TMask>(TOp op, TMask mask, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> y,
         ArrayView<float> mean, ArrayView<float> rstd, GroupNormDims dims, float eps = 1e-5f, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0)
-        where TOp : struct, IUnaryOp
+        where TOp : struct, IUnaryOp where TMask : struct, IElementMask
     {
         ExpectOperands(x, y, "y", gamma, beta, mean, rstd, dims);
         if (!(eps > 0f)) throw new ArgumentException($"group norm: eps must be positive, got {eps}");
         int m = dims.GroupSize;
-        RowSums<StatsRow<TOp>, ValueTerm, CenteredSquareTerm>(new StatsRow<TOp>(op, x, gamma, beta, y, mean, rstd, m, eps, dims.Spatial, dims.C), dims.StatCount, m, variant, maxTreeWidth);
+        RowSums<StatsRow<TOp, TMask>, ValueTerm, CenteredSquareTerm>(new StatsRow<TOp, TMask>(op, mask, x, gamma, beta, y, mean, rstd, m, eps, dims.Spatial, dims.C), dims.StatCount, m, variant, maxTreeWidth);
     }
 
     // =============================================================================================
@@ -250,36 +254,40 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     //   Σ_row g = Σ_{c∈g} γ[c]·A[n,c],  Σ_row g·x̂ = Σ_{c∈g} γ[c]·B[n,c],
     // with the per-(n,c) sums A = Σ_s dy, B = Σ_s dy·x̂ — which also give dβ = Σ_n A, dγ = Σ_n B.
     // With an activation f fused after the norm, dy in all of this is the gradient below it, dz = dy·f′(z) at
-    // z = x̂·γ[c] + β[c], recomputed where it is read (the same bits as f's own backward kernel, never stored).
+    // z = x̂·γ[c] + β[c], recomputed where it is read (the same bits as f's own backward kernel, never stored); with
+    // dropout fused after f, the dy that f's derivative takes is mask_i·dy[i], the mask regenerated from its key.
     // Every sum is deterministic, in two launches: (1) A, B over the S values of each (n,c), both in one pass
     // (RowSums); then (2) one element-wise launch in which every unit takes its row's Σγ·A, Σγ·B over the C/G
     // channels of its (n,g) (LoopSum's order: a few loads, each shared by the unit's elements) and adds dx, and the
     // unit that starts channel c of image 0 also adds dβ[c] = Σ_n A, dγ[c] = Σ_n B (the LoopSum of a row reduction,
     // so on the CPU accelerator the bits of the four launches this replaces).
 
-    // dz[i] = op.Backward(z, dy[i]) at z = x̂·γ + β, with the row's μ, rstd, γ[c] and β[c] held in registers (IdentityOp: dy[i]).
-    internal readonly struct GateTerm<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, float mu, float rs, float g, float b) : IReductionTerm where TOp : struct, IUnaryOp
+    // dz[i] = op.Backward(z, mask_i·dy[i]) at z = x̂·γ + β, with the row's μ, rstd, γ[c] and β[c] held in registers (IdentityOp, NoMask: dy[i]).
+    internal readonly struct GateTerm<TOp, TMask>(TOp op, TMask mask, ArrayView<float> x, ArrayView<float> dy, float mu, float rs, float g, float b) : IReductionTerm
+        where TOp : struct, IUnaryOp where TMask : struct, IElementMask
     {
-        public float At(int r, int i) => op.Backward((x[i] - mu) * rs * g + b, dy[i]);
+        public float At(int r, int i) => op.Backward((x[i] - mu) * rs * g + b, mask.Apply(i, dy[i]));
     }
 
     // dz[i]·x̂[i].
-    internal readonly struct GateXhatTerm<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, float mu, float rs, float g, float b) : IReductionTerm where TOp : struct, IUnaryOp
+    internal readonly struct GateXhatTerm<TOp, TMask>(TOp op, TMask mask, ArrayView<float> x, ArrayView<float> dy, float mu, float rs, float g, float b) : IReductionTerm
+        where TOp : struct, IUnaryOp where TMask : struct, IElementMask
     {
         public float At(int r, int i)
         {
             float xhat = (x[i] - mu) * rs;
-            return op.Backward(xhat * g + b, dy[i]) * xhat;
+            return op.Backward(xhat * g + b, mask.Apply(i, dy[i])) * xhat;
         }
     }
 
     // (1) Row nc = n·C + c of S values: A = Σ dz, B = Σ dz·x̂, its statistics row n·G + c/(C/G) = nc / (C/G).
-    internal readonly struct ChannelRow<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd,
-                                             ArrayView<float> partials, int channelsPerGroup, int channels, int count) : IRowSums<GateTerm<TOp>, GateXhatTerm<TOp>> where TOp : struct, IUnaryOp
+    internal readonly struct ChannelRow<TOp, TMask>(TOp op, TMask mask, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd,
+                                             ArrayView<float> partials, int channelsPerGroup, int channels, int count) : IRowSums<GateTerm<TOp, TMask>, GateXhatTerm<TOp, TMask>>
+        where TOp : struct, IUnaryOp where TMask : struct, IElementMask
     {
-        public GateTerm<TOp> First(int nc) => new(op, x, dy, mean[nc / channelsPerGroup], rstd[nc / channelsPerGroup], gamma[nc % channels], beta[nc % channels]);
+        public GateTerm<TOp, TMask> First(int nc) => new(op, mask, x, dy, mean[nc / channelsPerGroup], rstd[nc / channelsPerGroup], gamma[nc % channels], beta[nc % channels]);
 
-        public GateXhatTerm<TOp> Second(int nc, float a) => new(op, x, dy, mean[nc / channelsPerGroup], rstd[nc / channelsPerGroup], gamma[nc % channels], beta[nc % channels]);
+        public GateXhatTerm<TOp, TMask> Second(int nc, float a) => new(op, mask, x, dy, mean[nc / channelsPerGroup], rstd[nc / channelsPerGroup], gamma[nc % channels], beta[nc % channels]);
 
         public void Write(int nc, float a, float b)
         {
@@ -309,8 +317,9 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
 
     // (2) A unit of `run` elements of one (n, c) row (see Run): dx[i] += rstd·(dz·γ[c] − (Σg + x̂·Σg·x̂)/M) when wantX;
     // the unit starting channel c of image 0 adds dβ[c] += Σ_n A and dγ[c] += Σ_n B when wanted.
-    internal readonly struct GroupNormBackwardKernel<TOp>(TOp op, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd,
-        ArrayView<float> partials, ArrayView<float> dx, ArrayView<float> dgamma, ArrayView<float> dbeta, GroupNormDims dims, int run, int wantX, int wantGamma, int wantBeta) : IElementKernel where TOp : struct, IUnaryOp
+    internal readonly struct GroupNormBackwardKernel<TOp, TMask>(TOp op, TMask mask, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> partials, ArrayView<float> dx, ArrayView<float> dgamma, ArrayView<float> dbeta, GroupNormDims dims, int run, int wantX, int wantGamma, int wantBeta) : IElementKernel
+        where TOp : struct, IUnaryOp where TMask : struct, IElementMask
     {
         public void Element(int u)
         {
@@ -330,7 +339,7 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
             for (int i = start; i < start + run; i++)
             {
                 float xhat = (x[i] - mu) * rs;
-                dx[i] += rs * (op.Backward(xhat * g + b, dy[i]) * g - (sa + xhat * sb) * invM);
+                dx[i] += rs * (op.Backward(xhat * g + b, mask.Apply(i, dy[i])) * g - (sa + xhat * sb) * invM);
             }
         }
     }
@@ -342,15 +351,16 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
     /// </summary>
     public void Backward(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dy,
         ArrayView<float> dx, ArrayView<float> dgamma, ArrayView<float> dbeta, GroupNormDims dims, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0) =>
-        Backward(new IdentityOp(), x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dims, variant, maxTreeWidth);
+        Backward(new IdentityOp(), new NoMask(), x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dims, variant, maxTreeWidth);
 
     /// <summary>
-    /// Backward of the fused <c>Forward&lt;TOp&gt;</c>: dy is the gradient of op(GroupNorm(x)), and the activation's
-    /// derivative is applied where dy is read (β is needed for it). ADDS into the gradient outputs as the plain one does.
+    /// Backward of the fused <c>Forward&lt;TOp, TMask&gt;</c>: dy is the gradient of mask·op(GroupNorm(x)), and the mask and
+    /// the activation's derivative are applied where dy is read (β is needed for it). ADDS into the gradient outputs as the
+    /// plain one does.
     /// </summary>
-    public void Backward<TOp>(TOp op, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dy,
+    public void Backward<TOp, TMask>(TOp op, TMask mask, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dy,
         ArrayView<float> dx, ArrayView<float> dgamma, ArrayView<float> dbeta, GroupNormDims dims, ReductionVariant variant = ReductionVariant.Auto, int maxTreeWidth = 0)
-        where TOp : struct, IUnaryOp
+        where TOp : struct, IUnaryOp where TMask : struct, IElementMask
     {
         ExpectOperands(x, dy, "dy", gamma, beta, mean, rstd, dims);
         bool wantX = dx.Length != 0, wantGamma = dgamma.Length != 0, wantBeta = dbeta.Length != 0;
@@ -362,11 +372,11 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         // Scratch goes back to the pool once the kernels are queued: later users are queued after them on the same stream.
         int count = dims.N * dims.C;
         using var partials = device.Pool.Rent<float>(2 * count);
-        RowSums<ChannelRow<TOp>, GateTerm<TOp>, GateXhatTerm<TOp>>(new ChannelRow<TOp>(op, x, dy, gamma, beta, mean, rstd, partials.View, dims.ChannelsPerGroup, dims.C, count),
+        RowSums<ChannelRow<TOp, TMask>, GateTerm<TOp, TMask>, GateXhatTerm<TOp, TMask>>(new ChannelRow<TOp, TMask>(op, mask, x, dy, gamma, beta, mean, rstd, partials.View, dims.ChannelsPerGroup, dims.C, count),
                                                                    count, dims.Spatial, variant, maxTreeWidth);
         // Without dx only image 0's units run: they are the ones that add dγ and dβ. An unwanted output is never written (any view stands in).
         int run = Run(dims, variant), units = (wantX ? dims.Length : dims.C * dims.Spatial) / run;
-        device.LaunchElements(units, new GroupNormBackwardKernel<TOp>(op, x, dy, gamma, beta, mean, rstd, partials.View, wantX ? dx : x, wantGamma ? dgamma : gamma, wantBeta ? dbeta : beta,
+        device.LaunchElements(units, new GroupNormBackwardKernel<TOp, TMask>(op, mask, x, dy, gamma, beta, mean, rstd, partials.View, wantX ? dx : x, wantGamma ? dgamma : gamma, wantBeta ? dbeta : beta,
                                                                       dims, run, wantX ? 1 : 0, wantGamma ? 1 : 0, wantBeta ? 1 : 0));
     }
 
