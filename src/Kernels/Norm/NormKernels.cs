@@ -375,8 +375,10 @@ public sealed class NormKernels : IKernelFamily<NormKernels>
         RowSums<ChannelRow<TOp, TMask>, GateTerm<TOp, TMask>, GateXhatTerm<TOp, TMask>>(new ChannelRow<TOp, TMask>(op, mask, x, dy, gamma, beta, mean, rstd, partials.View, dims.ChannelsPerGroup, dims.C, count),
                                                                    count, dims.Spatial, variant, maxTreeWidth);
         // Without dx only image 0's units run: they are the ones that add dγ and dβ. An unwanted output is never written (any view stands in).
+        // A unit is `run` elements, so the launch is sized as a segment launch (with whole rows, the element shape's share of
+        // 2048 elements per CPU thread would have put all of N·C rows on one thread).
         int run = Run(dims, variant), units = (wantX ? dims.Length : dims.C * dims.Spatial) / run;
-        device.LaunchElements(units, new GroupNormBackwardKernel<TOp, TMask>(op, mask, x, dy, gamma, beta, mean, rstd, partials.View, wantX ? dx : x, wantGamma ? dgamma : gamma, wantBeta ? dbeta : beta,
+        device.LaunchElements(reduce.SegmentShape(run), units, new GroupNormBackwardKernel<TOp, TMask>(op, mask, x, dy, gamma, beta, mean, rstd, partials.View, wantX ? dx : x, wantGamma ? dgamma : gamma, wantBeta ? dbeta : beta,
                                                                       dims, run, wantX ? 1 : 0, wantGamma ? 1 : 0, wantBeta ? 1 : 0));
     }
 
